@@ -1,0 +1,86 @@
+# flowlab — the two commands of the README:
+#   make course   build the course: the site into _build/html and the student release
+#   make test     install what the tests need and run the whole suite
+# Both bootstrap their own virtual environment in .venv.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+# The CPU wheel that lies on this machine's disk; override elsewhere, e.g.
+#   make course TORCH_SPEC='torch>=2.2'     (any recent torch works)
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+JB         := $(VENV)/bin/jupyter-book
+NBGRADER   := cd assignments && ../$(VENV)/bin/nbgrader
+JOBS       ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: help course test test-quick venv book book-quick release autograde feedback grades \
+        bench bench-quick clean distclean
+
+help:
+	@echo "make course      build the course site (_build/html) and the student release"
+	@echo "make test        run the whole test suite (unit, notebooks, nbgrader round trips, site)"
+	@echo "make test-quick  unit tests only (a few minutes)"
+	@echo "make book        build the site only;  make book-quick: fewer training steps"
+	@echo "make release     nbgrader: generate the student release of every assignment"
+	@echo "make autograde   nbgrader: autograde every collected submission"
+	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
+	@echo "make bench       benchmarks (benchmarks/README.md);  make bench-quick: quick mode"
+
+# ---------------------------------------------------------------- environment
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: the project's range (torch>=2.2) is then already satisfied and
+	# pip never fetches a multi-GB CUDA build on a CPU machine.
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[all]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (flowlab)" >/dev/null
+	touch $@
+
+# ---------------------------------------------------------------- the course
+course: book release
+	@echo "Course built: site in _build/html/index.html, student release in assignments/release/"
+
+book: venv
+	$(JB) build . --warningiserror --keep-going
+
+book-quick: venv
+	FLOWLAB_QUICK=1 $(JB) build . --warningiserror --keep-going
+
+# ---------------------------------------------------------------- grading (nbgrader CLI)
+release: venv
+	@if ls assignments/source/*/ >/dev/null 2>&1; then \
+	  $(NBGRADER) generate_assignment --all --force; \
+	else echo "no assignments yet"; fi
+
+autograde: venv
+	$(NBGRADER) autograde --all
+
+feedback: venv
+	$(NBGRADER) generate_feedback --all
+
+grades: venv
+	$(NBGRADER) export --to grades.csv
+	@echo "grades written to assignments/grades.csv"
+
+# ---------------------------------------------------------------- tests
+test: venv
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
+
+test-quick: venv
+	$(PY) -m pytest -n $(JOBS) -m "not slow and not browser" $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- benchmarks
+bench: venv
+	$(PY) benchmarks/run.py
+
+bench-quick: venv
+	$(PY) benchmarks/run.py --quick
+
+clean:
+	rm -rf _build .pytest_cache
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""flowlab.data (exports are filled in as modules land)."""

@@ -1,0 +1,1 @@
+"""flowlab.models (exports are filled in as modules land)."""

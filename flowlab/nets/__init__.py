@@ -1,0 +1,1 @@
+"""flowlab.nets (exports are filled in as modules land)."""

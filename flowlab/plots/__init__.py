@@ -1,0 +1,1 @@
+"""flowlab.plots (exports are filled in as modules land)."""

@@ -1,0 +1,142 @@
+r"""Brute-force checks of the layer contract, shared by the test suite and the graders.
+
+For a layer :math:`f` and a batch :math:`x` (use float64):
+
+* :func:`brute_force_logabsdet` builds the full Jacobian :math:`Df(x_b)` of every sample with
+  autograd and returns :math:`\log|\det Df(x_b)|` from :func:`torch.linalg.slogdet`;
+* :func:`assert_logabsdet_matches_jacobian` compares it with the layer's own ``logabsdet``;
+* :func:`assert_inverse_round_trip` checks :math:`g(f(x)) = x` and that the two
+  log-determinants cancel;
+* :func:`assert_batch_independent` checks that changing one sample changes no other sample's
+  output;
+* :func:`check_transform` runs all of the above.
+
+Every failure message is phrased in the lecture's terms.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "brute_force_logabsdet",
+    "assert_logabsdet_matches_jacobian",
+    "assert_inverse_round_trip",
+    "assert_batch_independent",
+    "check_transform",
+]
+
+
+def _call(fn, x: Tensor) -> tuple[Tensor, Tensor]:
+    out = fn(x)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise AssertionError(
+            "a layer must return a pair (output, logabsdet); got "
+            f"{type(out).__name__}. Did you forget to return the log-determinant?"
+        )
+    y, ld = out
+    if tuple(y.shape) != tuple(x.shape):
+        raise AssertionError(
+            f"the output has shape {tuple(y.shape)} but the input had {tuple(x.shape)}: a flow "
+            "layer must keep the dimension (z and x have the same size)."
+        )
+    if tuple(ld.shape) != (x.shape[0],):
+        raise AssertionError(
+            f"logabsdet must have shape (batch,) = ({x.shape[0]},), got {tuple(ld.shape)}. "
+            "Sum the per-dimension log-derivatives over every axis except the batch axis."
+        )
+    return y, ld
+
+
+def brute_force_logabsdet(fn, x: Tensor) -> Tensor:
+    r""":math:`\log|\det J_b|` for each sample, with :math:`J_b` the autograd Jacobian of ``fn``.
+
+    ``fn`` maps a batch to ``(output, logabsdet)``; only the output is differentiated.  Each
+    sample is pushed through alone, so the cost is one Jacobian of size :math:`D \times D` per
+    sample: keep ``D`` small (tests use at most a few hundred dimensions).
+    """
+    out = []
+    for b in range(x.shape[0]):
+        xb = x[b : b + 1]
+
+        def single(v: Tensor) -> Tensor:
+            return fn(v.reshape(xb.shape))[0].reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(single, xb.reshape(-1))
+        out.append(torch.linalg.slogdet(jac)[1])
+    return torch.stack(out)
+
+
+def assert_logabsdet_matches_jacobian(
+    fn, x: Tensor, *, atol: float = 1e-7, rtol: float = 1e-6, direction: str = "forward"
+) -> None:
+    """The layer's ``logabsdet`` equals ``slogdet`` of its brute-force Jacobian."""
+    _, ld = _call(fn, x)
+    expected = brute_force_logabsdet(fn, x)
+    if not torch.allclose(ld, expected, atol=atol, rtol=rtol):
+        hint = ""
+        if torch.allclose(ld, -expected, atol=atol, rtol=rtol):
+            hint = (
+                " It has the wrong sign: did you return log|det Dg| instead of log|det Df| "
+                "(or forget the minus sign in the inverse)?"
+            )
+        elif x.shape[0] > 1 and torch.allclose(
+            ld, expected.sum().expand_as(ld), atol=atol, rtol=rtol
+        ):
+            hint = " It looks summed over the whole batch: sum per sample only."
+        raise AssertionError(
+            f"{direction}: log|det| of the layer does not match the Jacobian computed by autograd."
+            f"{hint}\n  layer:    {ld.detach().cpu().numpy()}\n  autograd: "
+            f"{expected.detach().cpu().numpy()}"
+        )
+
+
+def assert_inverse_round_trip(layer, x: Tensor, *, atol: float = 1e-8, rtol: float = 1e-6) -> None:
+    """``inverse(forward(x)) == x`` and ``logabsdet_f + logabsdet_g == 0``."""
+    z, ld_f = _call(layer, x)
+    x_back, ld_g = _call(layer.inverse, z)
+    if not torch.allclose(x_back, x, atol=atol, rtol=rtol):
+        err = (x_back - x).abs().max().item()
+        raise AssertionError(
+            f"inverse(forward(x)) differs from x by up to {err:.3g}: g = f^-1 does not undo f. "
+            "Check that the inverse applies the steps of forward in reverse order with the "
+            "opposite operations (subtract the shift, divide by the scale)."
+        )
+    if not torch.allclose(ld_f + ld_g, torch.zeros_like(ld_f), atol=max(atol, 1e-7) * 10):
+        raise AssertionError(
+            "log|det Df(x)| + log|det Dg(z)| should be 0 (the Jacobians are inverse matrices), "
+            f"got {(ld_f + ld_g).detach().cpu().numpy()}. The inverse must return log|det Dg| = "
+            "-log|det Df|."
+        )
+
+
+def assert_batch_independent(layer, x: Tensor, *, atol: float = 1e-10) -> None:
+    """Changing sample 0 of the batch changes no other sample's output or log-det."""
+    if x.shape[0] < 2:
+        raise ValueError("need a batch of at least 2 samples")
+    z1, ld1 = _call(layer, x)
+    x2 = x.clone()
+    x2[0] = x2[0] + 0.5 * torch.randn_like(x2[0])
+    z2, ld2 = _call(layer, x2)
+    if not torch.allclose(z1[1:], z2[1:], atol=atol) or not torch.allclose(
+        ld1[1:], ld2[1:], atol=atol
+    ):
+        raise AssertionError(
+            "changing one sample changed the output of other samples: the layer mixes the batch "
+            "(did you reduce over axis 0, e.g. a mean or sum over the batch?)."
+        )
+
+
+def check_transform(
+    layer, x: Tensor, *, atol: float = 1e-7, check_inverse_jacobian: bool = True
+) -> None:
+    """Run every contract check on ``layer`` at ``x`` (use float64 and a small batch)."""
+    assert_logabsdet_matches_jacobian(layer, x, atol=atol)
+    assert_inverse_round_trip(layer, x)
+    if x.shape[0] > 1:
+        assert_batch_independent(layer, x)
+    if check_inverse_jacobian:
+        with torch.no_grad():
+            z, _ = layer(x)
+        assert_logabsdet_matches_jacobian(layer.inverse, z, atol=atol, direction="inverse")
