@@ -1,0 +1,1 @@
+"""Hidden tests of assignment 3 (in progress)."""

@@ -1,0 +1,1 @@
+"""Hidden tests of assignment 4 (in progress)."""

@@ -1,0 +1,222 @@
+r"""Glow (Kingma & Dhariwal 2018): a multi-scale flow of learnable-permutation steps.
+
+One **step of flow** on :math:`(C, H, W)` is
+
+.. math::
+
+    \text{ActNorm} \;\to\; \text{invertible } 1\times 1 \text{ conv (LU)}
+    \;\to\; \text{affine coupling over channels},
+
+and one **level** is a squeeze, :math:`K` steps, and a split.  At the split, half of the
+channels, :math:`z_{\text{out}}`, leave the flow with a *learned conditional prior*
+:math:`z_{\text{out}} \sim \mathcal{N}(\mu(h), \operatorname{diag}\sigma(h)^2)`, where
+:math:`h` is the half that continues and :math:`(\mu, \log\sigma)` come from a
+zero-initialised 3x3 convolution.
+
+**The prior as a layer.**  Writing that Gaussian as the affine map
+:math:`\tilde z = (z_{\text{out}} - \mu(h)) / \sigma(h)` (a coupling conditioned on :math:`h`)
+with :math:`\tilde z \sim \mathcal N(0, I)`,
+
+.. math::
+
+    \log \mathcal{N}(z_{\text{out}}; \mu, \sigma^2) =
+    \log \mathcal{N}(\tilde z; 0, I) - \textstyle\sum \log \sigma ,
+
+the whole model becomes one :class:`~flowlab.transforms.base.Transform` from images to a latent
+of the same shape with a standard normal base (the factored-out parts are re-assembled as in
+:mod:`flowlab.models.multiscale`).  **Temperature** sampling draws
+:math:`\tilde z \sim \mathcal N(0, T^2 I)`, i.e.
+:math:`z_{\text{out}} \sim \mathcal{N}(\mu(h), T^2 \sigma(h)^2)` at every level -- Glow's
+reduced-temperature samples.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..distributions import StandardNormal
+from ..flow import Flow
+from ..transforms.base import Compose, Transform
+from ..transforms.dequantize import LogitTransform, UniformDequantization, VariationalDequantization
+from ..transforms.glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvertibleConv1x1
+from ..transforms.image import Squeeze, check_image
+
+__all__ = ["glow_step", "GlowTransform", "Glow", "glow"]
+
+
+def glow_step(
+    channels: int,
+    hidden_channels: int = 128,
+    blocks: int = 0,
+    scale: str = "sigmoid",
+    lu: bool = True,
+) -> Compose:
+    """One step of flow: ActNorm -> invertible 1x1 conv -> channel affine coupling."""
+    conv = LUInvertibleConv1x1(channels) if lu else InvertibleConv1x1(channels)
+    coupling = GlowCoupling(channels, hidden_channels=hidden_channels, blocks=blocks, scale=scale)
+    return Compose(ActNorm(channels), conv, coupling)
+
+
+class GlowTransform(Transform):
+    r"""Glow's levels as one map :math:`f: (C, H, W) \to (C, H, W)` (see the module docstring).
+
+    Args:
+        channels, height, width: image shape; ``height`` and ``width`` must be divisible by
+            :math:`2^{\text{levels}}` (each level starts with a squeeze).
+        levels: :math:`L`, the number of levels.
+        steps: :math:`K`, the number of steps of flow per level.
+        hidden_channels, blocks, scale: the couplings' conv nets and scale function
+            (:class:`~flowlab.transforms.glow.GlowCoupling`).
+        lu: LU-parameterised 1x1 convolutions (default) or plain ones.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        levels: int = 3,
+        steps: int = 8,
+        hidden_channels: int = 128,
+        blocks: int = 0,
+        scale: str = "sigmoid",
+        lu: bool = True,
+    ) -> None:
+        super().__init__()
+        if int(levels) != levels or levels < 1 or int(steps) != steps or steps < 1:
+            raise ValueError(f"levels and steps must be positive integers, got {levels}, {steps}")
+        factor = 2**levels
+        if height % factor or width % factor:
+            raise ValueError(
+                f"Glow with {levels} level(s) squeezes {levels} time(s): the image height and "
+                f"width must be divisible by {factor}; got {height}x{width}."
+            )
+        self.shape = (int(channels), int(height), int(width))
+        self.squeeze = Squeeze()
+        c = 4 * channels
+        self.steps = Compose(glow_step(c, hidden_channels, blocks, scale, lu) for _ in range(steps))
+        self.last = levels == 1
+        if not self.last:
+            self.factored = c // 2
+            kept = c - self.factored
+            # Learned conditional prior: (mu, log sigma) of the factored-out half given the rest.
+            self.prior = nn.Conv2d(kept, 2 * self.factored, kernel_size=3, padding=1)
+            nn.init.zeros_(self.prior.weight)
+            nn.init.zeros_(self.prior.bias)
+            self.next_level = GlowTransform(
+                kept, height // 2, width // 2, levels - 1, steps, hidden_channels, blocks, scale, lu
+            )
+
+    def _check(self, x: Tensor, name: str) -> Tensor:
+        x = check_image(x, name=name, layer="GlowTransform", like=self)
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(
+                f"GlowTransform was built for images of shape {self.shape} (C, H, W), got "
+                f"{tuple(x.shape[1:])}"
+            )
+        return x
+
+    def _prior(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.prior(h).chunk(2, dim=1)
+        return mean, log_std
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x, _ = self.squeeze(self._check(x, "x"))
+        x, logdet = self.steps(x)
+        if not self.last:
+            z_out, h = x[:, : self.factored], x[:, self.factored :]
+            mean, log_std = self._prior(h)
+            z_out = (z_out - mean) * torch.exp(-log_std)
+            h, ld = self.next_level(h)
+            logdet = logdet + ld - log_std.reshape(x.shape[0], -1).sum(dim=1)
+            x = torch.cat([z_out, h], dim=1)
+        z, _ = self.squeeze.inverse(x)
+        return z, logdet
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        z, _ = self.squeeze(self._check(z, "z"))
+        logdet = z.new_zeros(z.shape[0])
+        if not self.last:
+            z_out, h = z[:, : self.factored], z[:, self.factored :]
+            h, logdet = self.next_level.inverse(h)
+            mean, log_std = self._prior(h)
+            z_out = z_out * torch.exp(log_std) + mean
+            logdet = logdet + log_std.reshape(z.shape[0], -1).sum(dim=1)
+            z = torch.cat([z_out, h], dim=1)
+        x, ld = self.steps.inverse(z)
+        x, _ = self.squeeze.inverse(x)
+        return x, logdet + ld
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class Glow(Flow):
+    r"""A ready Glow model for images of discrete levels.
+
+    Normalizing direction: dequantize :math:`y = (x + u)/K` (optionally followed by the logit
+    transform), then :class:`GlowTransform`, base :math:`\mathcal N(0, I)` over the image shape.
+    ``log_prob(x)`` on integer levels (as floats) is then the dequantization bound on the
+    discrete :math:`\log P(x)` in nats; ``sample(n, temperature=0.7)`` gives Glow's
+    reduced-temperature samples as discrete images.  The ActNorm layers initialise themselves
+    on the first batch passed through ``log_prob``/``forward``: make it a large, representative
+    batch.
+
+    Args:
+        shape: ``(C, H, W)``.
+        num_levels: :math:`K`, or ``None`` for real-valued images (no preprocessing).
+        levels, steps, hidden_channels, blocks, scale, lu: see :class:`GlowTransform`.
+        logit_alpha: add :class:`~flowlab.transforms.dequantize.LogitTransform` with this
+            :math:`\alpha` after dequantization (Glow itself used none: ``None``).
+        dequantization: ``"uniform"`` or ``"variational"``.
+        validate: check inputs (finite, integer levels).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        num_levels: int | None = 256,
+        levels: int = 3,
+        steps: int = 8,
+        hidden_channels: int = 128,
+        blocks: int = 0,
+        scale: str = "sigmoid",
+        lu: bool = True,
+        logit_alpha: float | None = None,
+        dequantization: str = "uniform",
+        validate: bool = True,
+    ) -> None:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3:
+            raise ValueError(f"shape must be (C, H, W), got {shape!r}")
+        layers: list[Transform] = []
+        if num_levels is not None:
+            if dequantization == "uniform":
+                layers.append(UniformDequantization(num_levels, validate=validate))
+            elif dequantization == "variational":
+                layers.append(VariationalDequantization(num_levels, *shape, validate=validate))
+            else:
+                raise ValueError(
+                    f"dequantization must be 'uniform' or 'variational', got {dequantization!r}"
+                )
+            if logit_alpha is not None:
+                layers.append(LogitTransform(logit_alpha))
+        layers.append(GlowTransform(*shape, levels, steps, hidden_channels, blocks, scale, lu))
+        super().__init__(StandardNormal(shape), layers, validate=validate)
+        self.image_shape = shape
+        self.num_levels = num_levels
+
+
+def glow(
+    shape: Sequence[int] = (1, 28, 28),
+    num_levels: int | None = 256,
+    levels: int = 2,
+    steps: int = 8,
+    hidden_channels: int = 128,
+    **kwargs,
+) -> Glow:
+    """A :class:`Glow`; the defaults suit 28x28 MNIST (two levels: 28 -> 14 -> 7)."""
+    return Glow(shape, num_levels, levels, steps, hidden_channels, **kwargs)

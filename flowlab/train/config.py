@@ -1,0 +1,213 @@
+"""Every setting of a training run in one dataclass, readable from YAML or TOML.
+
+The same :class:`TrainConfig` drives the book, the command line and the benchmarks.  Values
+come, in increasing priority, from the dataclass defaults, a config file
+(:meth:`TrainConfig.from_file`) and explicit command-line flags (:meth:`TrainConfig.updated`).
+Every field's help text lives next to it (``metadata["help"]``); ``flowlab train --help``
+prints it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["TrainConfig", "load_config_file"]
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its help text (shown by ``flowlab train --help``)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one maximum-likelihood training run (all have working defaults)."""
+
+    # --- what to train --------------------------------------------------------------------
+    data: str = _f(
+        "digits",
+        "dataset: 'digits' (embedded 8x8 digits), 'mnist5k', a toy 2-D set ('moons', "
+        "'8gaussians', 'checkerboard', 'spirals', 'rings') or a torchvision name "
+        "('mnist', 'fashion_mnist', 'cifar10') read from --data-root",
+    )
+    data_root: str | None = _f(
+        None, "folder holding torchvision datasets (nothing is downloaded; it must exist)"
+    )
+    n_train: int = _f(20_000, "number of points drawn for the toy 2-D sets")
+    model: str = _f(
+        "auto",
+        "model: 'realnvp' (MLP couplings, for vectors such as the 2-D sets), 'multiscale' "
+        "(convolutional multi-scale RealNVP), 'glow', or 'auto' (realnvp for 2-D sets, "
+        "multiscale for digits, glow for other images)",
+    )
+    model_args: dict = _f(
+        {},
+        "extra keyword arguments of the model builder, a YAML mapping such as "
+        "'{hidden_channels: 32}' (see flowlab.models)",
+    )
+    # --- optimisation ---------------------------------------------------------------------
+    steps: int = _f(3000, "number of optimisation steps")
+    batch_size: int = _f(
+        128, "global batch size (split evenly over the processes of a multi-process run)"
+    )
+    lr: float = _f(1e-3, "peak learning rate of Adam(W)")
+    weight_decay: float = _f(0.0, "decoupled weight decay of AdamW")
+    warmup_steps: int = _f(100, "steps of linear learning-rate warm-up from 0 to --lr")
+    min_lr_ratio: float = _f(0.01, "final learning rate of the cosine decay, as a fraction of --lr")
+    grad_clip: float = _f(
+        10.0, "clip the global gradient norm to this value (0 turns clipping off)"
+    )
+    ema_decay: float = _f(
+        0.0, "decay of an exponential moving average of the weights (0 = off; 0.999 is common)"
+    )
+    max_bad_steps: int = _f(
+        20, "stop after this many consecutive steps with a non-finite loss or gradient"
+    )
+    # --- hardware -------------------------------------------------------------------------
+    device: str = _f("auto", "'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
+    bf16: bool = _f(
+        False, "bfloat16 autocast for the forward pass (the log-likelihood stays float32)"
+    )
+    compile: bool = _f(False, "compile the loss with torch.compile")
+    num_workers: int = _f(0, "DataLoader worker processes (in-memory tensors need none)")
+    seed: int = _f(0, "random seed (model initialisation, data order, noise)")
+    # --- bookkeeping ----------------------------------------------------------------------
+    run_dir: str | None = _f(
+        None,
+        "folder for checkpoint.pt, metrics.csv, config.yaml and samples/ (none: keep nothing on "
+        "disk; the command line uses runs/<data>)",
+    )
+    resume: bool = _f(False, "continue the run in --run-dir from its last checkpoint")
+    overwrite: bool = _f(False, "delete the results already in --run-dir and start over")
+    log_every: int = _f(50, "write training metrics every this many steps")
+    eval_every: int = _f(500, "evaluate the test NLL and bits/dim every this many steps")
+    checkpoint_every: int = _f(500, "write the checkpoint every this many steps")
+    sample_every: int = _f(1000, "write a PNG of samples every this many steps (0 = never)")
+    n_samples: int = _f(64, "number of samples in each sample grid")
+    eval_batch_size: int = _f(1000, "batch size of the evaluation pass")
+    progress: bool = _f(True, "show a progress bar (only on a terminal, only on rank 0)")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        positive = ["steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
+                    "eval_batch_size", "max_bad_steps", "n_train"]
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ["warmup_steps", "sample_every", "num_workers", "n_samples", "seed"]:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(
+                f"ema_decay must lie in [0, 1) (0 turns the EMA off), got {self.ema_decay!r}"
+            )
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("grad_clip and weight_decay must be >= 0")
+        if self.resume and self.overwrite:
+            raise ValueError("choose one of resume (continue the run) and overwrite (start over)")
+        if not isinstance(self.model_args, dict):
+            raise ValueError(f"model_args must be a mapping, got {type(self.model_args).__name__}")
+
+    # ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` of every setting (what checkpoints and ``config.yaml`` store)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Build a config from a mapping; unknown keys raise ``ValueError`` with a suggestion.
+
+        Keys may use dashes (``batch-size``) as on the command line.
+        """
+        return cls().updated(values)
+
+    def updated(self, values: Mapping[str, Any]) -> "TrainConfig":
+        """A copy with ``values`` replacing the current settings (types are checked)."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            name = str(key).replace("-", "_")
+            if name not in fields:
+                close = difflib.get_close_matches(name, list(fields), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown training setting {key!r}.{hint}")
+            clean[name] = _coerce(name, value, fields[name].default)
+        return dataclasses.replace(self, **clean)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """Read a ``.yaml``/``.yml`` or ``.toml`` file; ``overrides`` win over the file."""
+        values = load_config_file(path)
+        values.update(overrides)
+        return cls.from_dict(values)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Check a value against the type of the field's default (ints accepted for floats)."""
+    if default is dataclasses.MISSING or default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML or TOML file, as a ``dict`` (a top-level ``train:`` table is
+    unwrapped, so one file can also hold other sections)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(path.read_text()) or {}
+    elif suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+
+        values = tomllib.loads(path.read_text())
+    else:
+        raise ValueError(
+            f"config file {str(path)!r} must end in .yaml, .yml or .toml, got {suffix!r}"
+        )
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of settings")
+    if set(values) == {"train"} and isinstance(values["train"], dict):
+        values = values["train"]
+    return dict(values)

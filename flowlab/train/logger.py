@@ -1,0 +1,99 @@
+"""Metrics on disk: one CSV row per logged step (and TensorBoard scalars when installed).
+
+The CSV has a fixed header (:data:`COLUMNS`); a training row leaves the test columns empty and
+an evaluation row leaves the training columns empty, so the file reads directly into pandas or
+:func:`flowlab.plots.curves.plot_learning_curve`.  Every row is flushed at once: a killed run
+loses nothing that was logged.  On resume the rows after the checkpoint's step are dropped,
+because the resumed run writes them again.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["COLUMNS", "MetricsLogger", "read_metrics"]
+
+COLUMNS = [
+    "step",
+    "epoch",
+    "lr",
+    "loss",
+    "bits_per_dim",
+    "grad_norm",
+    "samples_per_s",
+    "skipped",
+    "test_nll",
+    "test_bits_per_dim",
+    "time_s",
+]
+
+
+class MetricsLogger:
+    """Append metric rows to ``<run_dir>/metrics.csv`` (and ``<run_dir>/tb/`` for TensorBoard).
+
+    Args:
+        run_dir: the run folder; ``None`` keeps nothing on disk.
+        resume_step: when resuming, drop the rows logged after this step.
+        tensorboard: also write TensorBoard scalars if the ``tensorboard`` package is installed.
+    """
+
+    def __init__(
+        self, run_dir: str | Path | None, resume_step: int | None = None, tensorboard: bool = True
+    ) -> None:
+        self.path = None if run_dir is None else Path(run_dir) / "metrics.csv"
+        self._file = None
+        self._writer = None
+        self._tb = None
+        if self.path is None:
+            return
+        kept: list[dict[str, str]] = []
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if int(float(r["step"])) <= resume_step]
+        self._file = open(self.path, "w", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="ignore")
+        self._writer.writeheader()
+        for row in kept:
+            self._writer.writerow(row)
+        self._file.flush()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # the optional dependency flowlab[tensorboard]
+                pass
+            else:
+                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=resume_step)
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """Write one row (keys outside :data:`COLUMNS` are ignored)."""
+        if self._writer is not None:
+            self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+            self._file.flush()
+        if self._tb is not None:
+            step = int(row["step"])
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._writer = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return v
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a ``metrics.csv`` as dicts of strings (empty string = not logged)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,144 @@
+"""Round trips through the real nbgrader CLI, and the catalogue of typical mistakes.
+
+For each assignment, ONE ``nbgrader autograde`` call grades: the solution (full marks), the
+untouched release (zero, without crashing) and every mistaken submission of the catalogue
+(each loses the points of the part it breaks and of no other part).  Around it: the release is
+checked for leaked solutions/hidden tests, ``nbgrader validate`` must pass on the solution and
+fail on the release, and the feedback HTML must not show hidden tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from catalogue import CATALOGUE
+from nbgrader_course import ASSIGNMENTS, grade_cells, make_course, patch
+
+NAMES = sorted(p.name for p in (ASSIGNMENTS / "source").iterdir() if p.is_dir())
+
+pytestmark = pytest.mark.slow
+
+
+def _param(a: str, *rest, id: str | None = None):
+    return pytest.param(a, *rest, marks=pytest.mark.xdist_group(a), id=id or a)
+
+
+class Graded:
+    """Everything one grouped run produced for one assignment."""
+
+    def __init__(self, tmp: Path, assignment: str) -> None:
+        self.assignment = assignment
+        self.course = make_course(tmp, [assignment])
+        self.solution = self.course.source_notebook(assignment)
+        self.release = self.course.release_notebook(assignment)
+        self.points = grade_cells(self.solution)
+        self.mistakes = CATALOGUE.get(assignment, [])
+        self.course.submit("s00_solution", assignment, self.solution)
+        self.course.submit("s01_untouched", assignment, self.release)
+        for m in self.mistakes:
+            self.course.submit(f"m_{m.name}", assignment, patch(self.solution, m.old, m.new))
+        n = 2 + len(self.mistakes)
+        start = time.perf_counter()
+        self.autograde = self.course.nbgrader("autograde", assignment, check=False)
+        self.seconds_per_submission = (time.perf_counter() - start) / n
+        self.scores = self.course.scores(assignment)
+        self.course.nbgrader("generate_feedback", assignment, check=False)
+        print(f"\n{assignment}: {self.seconds_per_submission:.1f} s per submission ({n} graded)")
+
+
+@pytest.fixture(scope="module", params=[_param(a) for a in NAMES])
+def graded(request, tmp_path_factory) -> Graded:
+    return Graded(tmp_path_factory.mktemp(request.param), request.param)
+
+
+def test_release_strips_solutions_and_hidden_tests(graded: Graded) -> None:
+    text = json.dumps(graded.release)
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "_load_grader"):
+        assert marker not in text, f"{marker} leaked into the release"
+    assert "raise NotImplementedError()" in text
+    # every autograded cell keeps its points and its visible tests
+    assert grade_cells(graded.release) == graded.points
+    assert all(c.get("outputs", []) == [] for c in graded.release.cells if c.cell_type == "code")
+
+
+def test_source_notebooks_are_generated_and_clean(graded: Graded) -> None:
+    assert all(not c.get("outputs") for c in graded.solution.cells if c.cell_type == "code"), \
+        "source notebooks are committed without outputs"
+    for cell in graded.solution.cells:
+        meta = cell.metadata.get("nbgrader")
+        if meta is None:  # a free cell (plots, training): only code cells may be free
+            assert cell.cell_type == "code"
+            continue
+        assert meta["schema_version"] == 3
+        if meta["grade"]:
+            assert meta["locked"] and meta["points"] > 0 and "### BEGIN HIDDEN TESTS" in cell.source
+
+
+def test_solution_gets_full_marks(graded: Graded) -> None:
+    got = graded.scores["s00_solution"]
+    assert got == graded.points, graded.autograde.stderr[-4000:]
+
+
+def test_untouched_release_gets_zero(graded: Graded) -> None:
+    got = graded.scores["s01_untouched"]
+    assert set(got) == set(graded.points)
+    assert all(v == 0 for v in got.values()), got
+
+
+def test_every_submission_graded_without_crash(graded: Graded) -> None:
+    assert graded.autograde.returncode == 0, graded.autograde.stderr[-4000:]
+    assert set(graded.scores) == {"s00_solution", "s01_untouched"} | {
+        f"m_{m.name}" for m in graded.mistakes
+    }
+
+
+def test_catalogue_is_big_enough(graded: Graded) -> None:
+    assert len(graded.mistakes) >= 8
+    broken = {m.part for m in graded.mistakes}
+    assert broken <= set(graded.points), broken - set(graded.points)
+
+
+@pytest.mark.parametrize(
+    "assignment, mistake",
+    [_param(a, m, id=f"{a}-{m.name}") for a in NAMES for m in CATALOGUE.get(a, [])],
+)
+def test_mistake_loses_points_on_its_part_only(graded: Graded, assignment: str, mistake) -> None:
+    if graded.assignment != assignment:
+        pytest.skip("graded by its own assignment's run")
+    got = graded.scores[f"m_{mistake.name}"]
+    assert got[mistake.part] < graded.points[mistake.part], (
+        f"{mistake.name} was not caught by {mistake.part}"
+    )
+    others = {k: v for k, v in got.items() if k != mistake.part}
+    assert others == {k: v for k, v in graded.points.items() if k != mistake.part}, (
+        f"{mistake.name} also lost points elsewhere: {got}"
+    )
+    # the student learns why: the failing cell's message is a sentence, not a bare assert
+    nb = graded.course.autograded(f"m_{mistake.name}", assignment)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == mistake.part)
+    errors = [o for o in cell.outputs if o.output_type == "error"]
+    assert errors and errors[0].evalue.strip(), "a failure must come with a message"
+
+
+def test_feedback_never_shows_hidden_tests(graded: Graded) -> None:
+    folder = graded.course.root / "feedback"
+    pages = list(folder.rglob("*.html"))
+    assert len(pages) == len(graded.scores), "one feedback page per graded submission"
+    for page in pages:
+        html = page.read_text()
+        assert "BEGIN HIDDEN TESTS" not in html and "_load_grader" not in html, page
+        assert "flowlab/grading" not in html and "fresh_generator" not in html, page
+
+
+def test_validate_passes_on_solution_and_fails_on_release(graded: Graded) -> None:
+    a = graded.assignment
+    ok = graded.course.nbgrader("validate", f"source/{a}/{a}.ipynb", check=False)
+    assert ok.returncode == 0 and "Success" in ok.stdout + ok.stderr, ok.stdout[-3000:]
+    bad = graded.course.nbgrader("validate", f"release/{a}/{a}.ipynb", check=False)
+    assert "Success" not in bad.stdout + bad.stderr
+    assert "NotImplementedError" in bad.stdout + bad.stderr

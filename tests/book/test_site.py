@@ -1,0 +1,269 @@
+"""The built course site, opened page by page in headless Chromium.
+
+The site is built in quick mode into a temporary folder, unless ``_build/html`` is already newer
+than every source of the book (then that build is tested: run ``make book`` first to test the
+full site).  It is served on 127.0.0.1 and every page of ``_toc.yml`` is opened in Chromium,
+driven through the Chrome DevTools protocol.  For each page the test checks that
+
+* the page title (its ``h1``) is rendered and is the browser tab's title;
+* every image has loaded (``naturalWidth > 0``), including the frames of the animations;
+* MathJax (the copy served with the site) has typeset the maths: no raw ``$$`` or ``\\(`` in the
+  text, ``mjx-container`` elements on pages with maths, no ``mjx-merror``;
+* the console shows no errors and no request failed (the site must work offline);
+* the theme's search, dark-mode switch and download button are there.
+
+Screenshots of every page go to ``_build/screenshots`` (git-ignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, build_site, site_sources, toc_documents
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("book-site"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's headless Chromium at /usr/bin/chromium "
+        "(apt-get install chromium; .ci/run installs it)",
+    ),
+]
+websocket = pytest.importorskip("websocket", reason="needs websocket-client (pip install websocket-client)")
+
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+PAGE_TIMEOUT = 60.0
+
+
+# ----------------------------------------------------------------------------- the site
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    built = ROOT / "_build" / "html"
+    index = built / "index.html"
+    if index.exists() and os.environ.get("FLOWLAB_SITE_REBUILD") != "1":
+        newest_source = max(p.stat().st_mtime for p in site_sources())
+        if all((built / f"{d}.html").exists() for d in toc_documents()) and (
+            min((built / f"{d}.html").stat().st_mtime for d in toc_documents()) > newest_source
+        ):
+            return built
+    return build_site(tmp_path_factory.mktemp("site"), quick=True)
+
+
+@pytest.fixture(scope="module")
+def server(site: Path):
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - keep the test output clean
+        pass
+
+
+# ----------------------------------------------------------------------------- the browser
+class DevTools:
+    """A minimal Chrome DevTools protocol client over one websocket (flat sessions)."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.ws = websocket.create_connection(ws_url, timeout=PAGE_TIMEOUT, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        self.ws.send(json.dumps(msg))
+        while True:
+            reply = json.loads(self.ws.recv())
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = PAGE_TIMEOUT) -> dict:
+        deadline = time.monotonic() + timeout
+        for i, ev in enumerate(self.events):
+            if ev.get("method") == method:
+                return self.events.pop(i)
+        while time.monotonic() < deadline:
+            ev = json.loads(self.ws.recv())
+            if ev.get("method") == method:
+                return ev
+            self.events.append(ev)
+        raise TimeoutError(f"no {method} within {timeout} s")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    profile = tempfile.mkdtemp(prefix="flowlab-chromium-")
+    cmd = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+        "--remote-debugging-port=0", "--window-size=1280,900", "about:blank",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ws_url = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and ws_url is None:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        if m := re.search(r"DevTools listening on (ws://\S+)", line):
+            ws_url = m.group(1)
+    if ws_url is None:
+        proc.kill()
+        pytest.fail("Chromium did not start its DevTools endpoint")
+    # Keep draining stderr so that Chromium never blocks on a full pipe.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    tools = DevTools(ws_url)
+    yield tools
+    tools.close()
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+# JavaScript run in the page once it has loaded and MathJax has finished.
+_INSPECT = r"""
+(async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+  }
+  // Images still loading (animation frames are set by a script on load) get a moment.
+  const pending = [...document.images].filter(im => !im.complete);
+  await Promise.all(pending.map(im => new Promise(r => { im.onload = im.onerror = r;
+                                                         setTimeout(r, 10000); })));
+  const main = document.querySelector('main') || document.body;
+  const clone = main.cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style, mjx-container, textarea')
+       .forEach(e => e.remove());
+  const h1 = main.querySelector('h1');
+  return JSON.stringify({
+    title: document.title,
+    h1: h1 ? h1.innerText.replace('#', '').trim() : null,
+    images: [...document.images].map(im => ({src: im.src.slice(0, 120),
+                                             ok: im.complete && im.naturalWidth > 0})),
+    mathjax: !!(window.MathJax && MathJax.version),
+    mjx: document.querySelectorAll('mjx-container').length,
+    merror: document.querySelectorAll('mjx-merror').length,
+    text: clone.innerText,
+    search: !!document.querySelector('.search-button, form.bd-search, [aria-label="Search"]'),
+    darkmode: !!document.querySelector('.theme-switch-button'),
+    download: !!document.querySelector('.dropdown-download-buttons, .btn-download-source-button'),
+  });
+})()
+"""
+
+
+def _has_math(doc: str) -> bool:
+    text = (ROOT / f"{doc}.md").read_text(encoding="utf-8")
+    return "$" in text.replace("$$", "$")
+
+
+@pytest.mark.parametrize("doc", toc_documents())
+def test_page_renders_offline(doc: str, server: str, browser: DevTools) -> None:
+    target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+    session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            browser.call(f"{domain}.enable", session=session)
+        browser.call("Emulation.setDeviceMetricsOverride", session=session, width=1280,
+                     height=900, deviceScaleFactor=1, mobile=False)
+        browser.events.clear()
+        browser.call("Page.navigate", session=session, url=f"{server}/{doc}.html")
+        browser.wait_for("Page.loadEventFired")
+        result = browser.call("Runtime.evaluate", session=session, expression=_INSPECT,
+                              awaitPromise=True, returnByValue=True, timeout=PAGE_TIMEOUT * 1000)
+        if "exceptionDetails" in result:
+            pytest.fail(f"{doc}: the inspection script failed: {result['exceptionDetails']}")
+        page = json.loads(result["result"]["value"])
+        time.sleep(0.3)  # let late console messages arrive
+        browser.call("Runtime.evaluate", session=session, expression="1")
+        _screenshot(browser, session, doc)
+        problems = _console_problems(browser.events, session)
+    finally:
+        browser.call("Target.closeTarget", targetId=target)
+
+    assert page["h1"], f"{doc}: no rendered <h1> title"
+    assert page["h1"] in page["title"], f"{doc}: tab title {page['title']!r} lacks {page['h1']!r}"
+    broken = [im["src"] for im in page["images"] if not im["ok"]]
+    assert not broken, f"{doc}: images that did not load: {broken}"
+    raw = [tok for tok in ("$$", "\\(", "\\[", "\\begin{") if tok in page["text"]]
+    assert not raw, f"{doc}: raw TeX {raw} in the rendered text: math was not typeset"
+    if _has_math(doc):  # Sphinx adds MathJax only to pages with maths
+        assert page["mathjax"], f"{doc}: MathJax did not load (book/_static/mathjax served?)"
+        assert page["mjx"] > 0, f"{doc}: has maths in its source but none was typeset"
+    assert page["merror"] == 0, f"{doc}: MathJax reports {page['merror']} TeX error(s)"
+    assert not problems, f"{doc}: console errors or failed requests:\n" + "\n".join(problems)
+    assert page["search"] and page["darkmode"], f"{doc}: search or dark-mode button missing"
+    if doc.startswith("book/0"):
+        assert page["download"], f"{doc}: no download button"
+
+
+def _console_problems(events: list[dict], session: str) -> list[str]:
+    problems = []
+    for ev in events:
+        if ev.get("sessionId") != session:
+            continue
+        method, params = ev.get("method"), ev.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            d = params["exceptionDetails"]
+            problems.append(f"exception: {d.get('exception', {}).get('description', d.get('text'))}")
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            args = " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+            problems.append(f"console.{params['type']}: {args}")
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            e = params["entry"]
+            problems.append(f"{e['source']}: {e['text']} {e.get('url', '')}")
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            problems.append(f"request failed: {params.get('errorText')} ({params.get('type')})")
+    return problems
+
+
+def _screenshot(browser: DevTools, session: str, doc: str) -> None:
+    import base64
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    name = doc.replace("/", "_")
+    shot = browser.call("Page.captureScreenshot", session=session, format="png")
+    (SCREENSHOTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+    # A second one at the first figure, where there is one.
+    found = browser.call(
+        "Runtime.evaluate", session=session, returnByValue=True,
+        expression="(() => { const im = document.querySelector('.cell_output img');"
+        " if (!im) return false; im.scrollIntoView({block: 'center'}); return true; })()",
+    )
+    if found.get("result", {}).get("value"):
+        time.sleep(0.2)
+        shot = browser.call("Page.captureScreenshot", session=session, format="png")
+        (SCREENSHOTS / f"{name}_figure.png").write_bytes(base64.b64decode(shot["data"]))

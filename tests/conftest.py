@@ -1,0 +1,49 @@
+"""Fixtures shared by the whole test suite.
+
+* every test starts from the same random state (``torch.manual_seed(0)``);
+* matplotlib draws off-screen (``Agg``), so plotting tests need no display;
+* ``float64``: run a test with float64 as torch's default dtype (restored afterwards);
+* ``perturb``: randomise a module's parameters in place, so that a layer whose conditioner
+  starts at zero (the identity) is tested as a non-trivial map.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def float64() -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def perturb_parameters(module: nn.Module, scale: float = 0.3, seed: int = 0) -> nn.Module:
+    """Add ``scale * N(0, 1)`` noise to every parameter of ``module`` (in place); return it."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.add_(scale * noise.to(dtype=p.dtype, device=p.device))
+    return module
+
+
+@pytest.fixture
+def perturb() -> Callable[..., nn.Module]:
+    return perturb_parameters

@@ -1,0 +1,122 @@
+"""The grading sandbox: how its command line is built, and what it lets a kernel do."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import nbformat
+import pytest
+from traitlets.config import Config
+
+from flowlab.grading import sandbox
+from flowlab.grading.sandbox import SandboxSettings, configure, sandbox_command
+
+needs_bwrap = pytest.mark.skipif(not sandbox.bwrap_available()[0],
+                                 reason="bubblewrap cannot run here")
+
+
+def _bound(cmd: list[str]) -> list[str]:
+    return [cmd[i + 1] for i, a in enumerate(cmd) if a in ("--ro-bind", "--bind")]
+
+
+def test_command_never_mounts_the_course(tmp_path):
+    course = tmp_path / "course"
+    work = course / "autograded" / "alice" / "ps1"
+    work.mkdir(parents=True)
+    (work / "ps1.ipynb").write_text("{}")
+    settings = SandboxSettings(hidden_paths=[str(course)], extra_ro_paths=[str(tmp_path)])
+    cmd = sandbox_command([sys.executable, "-c", "1"], workdir=str(work), settings=settings)
+    bound = _bound(cmd)
+    # tmp_path contains the course: asked for, but refused
+    assert all(not str(course).startswith(b.rstrip("/") + "/") for b in bound)
+    assert str(tmp_path) not in bound
+    # the working copy is a size-limited tmpfs with its files read-only on top
+    assert cmd[cmd.index(str(work)) - 1] == "--tmpfs"
+    assert str(work / "ps1.ipynb") in bound and "--bind" not in cmd
+    assert "--unshare-net" in cmd and "--clearenv" in cmd and "--die-with-parent" in cmd
+
+
+def test_command_scrubs_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADER_SECRET", "s3cret")
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    cmd = sandbox_command([sys.executable], workdir=str(tmp_path))
+    env = {cmd[i + 1]: cmd[i + 2] for i, a in enumerate(cmd) if a == "--setenv"}
+    assert env["NBGRADER_EXECUTION"] == "autograde" and "GRADER_SECRET" not in env
+    assert "s3cret" not in " ".join(cmd)
+
+
+def test_command_binds_the_reference_package(tmp_path):
+    import importlib.util
+
+    flowlab_dir = importlib.util.find_spec("flowlab").submodule_search_locations[0]
+    cmd = sandbox_command([sys.executable], workdir=str(tmp_path))
+    assert any(flowlab_dir.startswith(b) for b in _bound(cmd))
+
+
+def test_rlimits_cover_memory_cpu_processes_files():
+    names = {name for name, _, _ in SandboxSettings().rlimits()}
+    assert {"RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE"} <= names
+
+
+def test_configure_falls_back_with_a_warning(monkeypatch):
+    monkeypatch.setattr(sandbox, "bwrap_available", lambda: (False, "no bwrap in this test"))
+    monkeypatch.delenv("FLOWLAB_SANDBOX", raising=False)
+    c = Config()
+    with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
+        assert configure(c) is False
+    assert "kernel_manager_class" not in c.Execute
+    with pytest.raises(RuntimeError, match="no bwrap in this test"):
+        configure(c, enabled=True)
+
+
+def test_configure_switches_the_kernel_manager(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "bwrap_available", lambda: (True, "ok"))
+    c = Config()
+    c.CourseDirectory.root = str(tmp_path)
+    assert configure(c, memory_mb=1024)
+    assert c.Execute.kernel_manager_class is sandbox.SandboxKernelManager
+    assert c.SandboxKernelManager.memory_mb == 1024
+    assert c.SandboxKernelManager.hidden_paths == [str(tmp_path)]
+    with pytest.raises(TypeError, match="unknown sandbox setting"):
+        configure(c, memroy_mb=1)
+    monkeypatch.setenv("FLOWLAB_SANDBOX", "0")
+    assert configure(Config()) is False
+
+
+@needs_bwrap
+@pytest.mark.sandbox
+def test_kernel_sees_flowlab_but_not_the_host(tmp_path):
+    """A real sandboxed kernel: reference code importable, the rest of the host invisible."""
+    from nbclient import NotebookClient
+
+    import importlib.util
+
+    (tmp_path / "secret.txt").write_text("do not read")
+    package = importlib.util.find_spec("flowlab").submodule_search_locations[0]
+    repo_file = os.path.join(os.path.dirname(package), "pyproject.toml")  # beside flowlab/
+    work = tmp_path / "autograded" / "alice" / "ps1"
+    work.mkdir(parents=True)
+    (work / "data.txt").write_text("given data")
+    cells = [
+        "import os, importlib.util\nprint(importlib.util.find_spec('flowlab.grading.fresh') "
+        "is not None, open('data.txt').read())",
+        "print(os.path.exists(%r), os.path.exists(%r))" % (str(tmp_path / "secret.txt"),
+                                                         repo_file),
+        "open('data.txt', 'a').write('x')",
+        "open('notes.txt', 'w').write('scratch'); print(open('notes.txt').read())",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = NotebookClient(nb, timeout=60, allow_errors=True,
+                            kernel_manager_class=sandbox.SandboxKernelManager,
+                            resources={"metadata": {"path": str(work)}})
+    client.execute()
+    out = [c.outputs for c in nb.cells]
+    assert out[0][0]["text"].strip() == "True given data"
+    assert out[1][0]["text"].strip() == "False False"
+    assert out[2][0]["ename"] in ("PermissionError", "OSError")
+    assert out[3][0]["text"].strip() == "scratch"
+    assert (work / "data.txt").read_text() == "given data"   # the host copy is untouched
+    assert not (work / "notes.txt").exists()                  # scratch writes stay inside

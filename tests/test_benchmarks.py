@@ -1,0 +1,118 @@
+"""The benchmarks run and measure what they claim to (``benchmarks/``).
+
+These tests check correctness, never speed: the bare reference computes the same function as
+flowlab's RealNVP, every installed peer builds the same architecture, and a tiny
+``benchmarks/run.py --quick`` writes its tables, JSON and plots.  The measured ratios are
+printed (``pytest -s``) for information only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from bare import BareRealNVP, copy_parameters  # noqa: E402
+from peers import PEERS, ModelSpec, Unsupported, available_peers  # noqa: E402
+
+realnvp_module = pytest.importorskip("flowlab.models.realnvp")
+TINY = ModelSpec(features=6, couplings=4, hidden=(8, 8), bins=4, bound=3.0)
+
+
+def _perturb(module: torch.nn.Module, seed: int) -> None:
+    """Move every parameter away from its (partly zero) initial value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def test_bare_is_initialised_like_flowlab():
+    torch.manual_seed(0)
+    flow = realnvp_module.realnvp(7, couplings=3, hidden=(5, 4), kind="affine")
+    torch.manual_seed(0)
+    bare = BareRealNVP(7, couplings=3, hidden=(5, 4))
+    pairs = list(zip(flow.parameters(), bare.parameters(), strict=True))
+    assert all(a.shape == b.shape and torch.equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.parametrize("features", [2, 7, 64])
+def test_bare_computes_the_same_function_as_flowlab(features):
+    flow = realnvp_module.realnvp(features, couplings=4, hidden=(16, 16), kind="affine").double()
+    bare = BareRealNVP(features, couplings=4, hidden=(16, 16)).double()
+    _perturb(flow, seed=1)
+    copy_parameters(flow, bare)
+    x = torch.randn(9, features, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(bare.log_prob(x), flow.log_prob(x), rtol=1e-10, atol=1e-10)
+    torch.manual_seed(3)
+    expected = flow.sample(5)
+    torch.manual_seed(3)
+    torch.testing.assert_close(bare.sample(5), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_copy_parameters_refuses_a_different_architecture():
+    with pytest.raises(ValueError, match="differ"):
+        copy_parameters(BareRealNVP(6, 2, (8, 8)), BareRealNVP(6, 2, (8, 9)))
+
+
+@pytest.mark.parametrize("kind", ["affine", "spline"])
+@pytest.mark.parametrize("peer", available_peers())
+def test_peer_builds_the_same_architecture(peer, kind):
+    try:
+        c = PEERS[peer][1](kind, TINY)
+    except Unsupported:
+        pytest.skip(f"{peer} has no {kind} coupling")
+    torch.manual_seed(0)
+    reference = realnvp_module.realnvp(
+        TINY.features, couplings=TINY.couplings, hidden=TINY.hidden, kind=kind,
+        bins=TINY.bins, bound=TINY.bound,
+    )
+    assert c.n_params == sum(p.numel() for p in reference.parameters())
+    x = torch.randn(5, TINY.features, generator=torch.Generator().manual_seed(0))
+    log_prob = c.log_prob(x)
+    assert log_prob.shape == (5,) and bool(torch.isfinite(log_prob).all())
+    assert c.sample(3).shape == (3, TINY.features)
+
+
+def test_quick_run_writes_tables_json_and_plots(tmp_path):
+    out = tmp_path / "results"
+    cmd = [
+        sys.executable, str(BENCH / "run.py"), "--quick", "--out", str(out),
+        "--impls", "flowlab,bare", "--threads", "1",
+        "--hidden", "16,16", "--couplings", "2", "--batch", "32", "--sample-n", "32",
+        "--overhead-rounds", "3", "--speed-rounds", "3", "--inner", "1", "--warmup", "1",
+        "--steps-2d", "3", "--steps-digits", "3",
+        "--tasks", "checkerboard,digits,digits-multiscale",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    table = (out / "RESULTS.md").read_text()
+    assert "Framework overhead" in table and "| eager |" in table
+    assert "| flowlab | spline |" in table and "| bare | affine |" in table
+    assert "| flowlab | multi-scale |" in table and "*true density*" in table
+    assert (out / "speed.png").stat().st_size > 0 and (out / "density.png").stat().st_size > 0
+
+    results = json.loads((out / "results.json").read_text())
+    row = results["overhead"]["rows"][0]
+    for key in ("step_ratio", "sample_ratio"):
+        assert row[key]["n"] == 3 and math.isfinite(row[key]["median"]) and row[key]["median"] > 0
+    digits = next(t for t in results["density"]["tasks"] if t["name"] == "digits")
+    assert {(r["impl"], r["kind"]) for r in digits["rows"]} == {
+        ("flowlab", "affine"), ("flowlab", "spline"), ("bare", "affine"), ("flowlab", "multi-scale")
+    }
+    # flowlab and bare are the same model, initialised alike, trained on the same batches.
+    by = {(r["impl"], r["kind"]): r["test"] for r in digits["rows"]}
+    assert by[("flowlab", "affine")] == pytest.approx(by[("bare", "affine")], rel=1e-4)
+    # Reported, not asserted (timings on a shared machine are noise).
+    print(f"\nquick benchmark: step ratio {row['step_ratio']['median']:.3f}, "
+          f"sampling ratio {row['sample_ratio']['median']:.3f}")
