@@ -10,7 +10,7 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 JB         := $(VENV)/bin/jupyter-book
-NBGRADER   := cd assignments && ../$(VENV)/bin/nbgrader
+NBGRADER   := cd assignments && PATH=$(abspath $(VENV))/bin:$$PATH ../$(VENV)/bin/nbgrader
 JOBS       ?= 2
 PYTEST_ARGS ?=
 
@@ -51,27 +51,40 @@ book-quick: venv
 	FLOWLAB_QUICK=1 $(JB) build . --warningiserror --keep-going
 
 # ---------------------------------------------------------------- grading (nbgrader CLI)
+# nbgrader creates its gradebook with `alembic`, which it looks up on PATH: put the venv first.
+# Each assignment is processed by its own call (nbgrader takes one assignment id at a time).
+GRADING_PATH = export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+
 release: venv
-	@if ls assignments/source/*/ >/dev/null 2>&1; then \
-	  $(NBGRADER) generate_assignment --all --force; \
-	else echo "no assignments yet"; fi
+	@$(GRADING_PATH); \
+	ids=$$(ls -d assignments/source/*/ 2>/dev/null | xargs -rn1 basename); \
+	if [ -z "$$ids" ]; then echo "no assignments yet"; exit 0; fi; \
+	for a in $$ids; do ( $(NBGRADER) generate_assignment "$$a" --force ) || exit 1; done; \
+	echo "student release written to assignments/release/"
 
 autograde: venv
-	$(NBGRADER) autograde --all
+	@$(GRADING_PATH); \
+	ids=$$(ls -d assignments/submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	if [ -z "$$ids" ]; then echo "nothing to grade: collect submissions into assignments/submitted/<student>/<assignment>/"; exit 0; fi; \
+	for a in $$ids; do ( $(NBGRADER) autograde "$$a" ) || exit 1; done
 
 feedback: venv
-	$(NBGRADER) generate_feedback --all
+	@$(GRADING_PATH); \
+	ids=$$(ls -d assignments/autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	if [ -z "$$ids" ]; then echo "nothing autograded yet: run make autograde first"; exit 0; fi; \
+	for a in $$ids; do ( $(NBGRADER) generate_feedback "$$a" ) || exit 1; done; \
+	echo "feedback pages in assignments/feedback/<student>/<assignment>/"
 
 grades: venv
-	$(NBGRADER) export --to grades.csv
+	@$(GRADING_PATH); $(NBGRADER) export --to grades.csv
 	@echo "grades written to assignments/grades.csv"
 
 # ---------------------------------------------------------------- tests
 test: venv
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 test-quick: venv
-	$(PY) -m pytest -n $(JOBS) -m "not slow and not browser" $(PYTEST_ARGS)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n $(JOBS) -m "not slow and not browser" $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- benchmarks
 bench: venv

@@ -50,6 +50,7 @@ c.Autograde.autograde_preprocessors = [
 # nbgrader zeroes a test cell that wrote anything to stderr.  Warnings (torch's UserWarnings,
 # DeprecationWarnings of a library) are not errors: drop stderr chunks that are warnings.
 c.IgnorePattern.pattern = r"(?m)^(.*:\d+: )?\w*Warning: "
+c.IgnorePattern.enabled = True  # off by default in nbgrader 0.9
 c.LimitOutput.max_lines = 1000
 c.LimitOutputSize.max_chars = 20000
 

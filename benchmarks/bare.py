@@ -34,7 +34,7 @@ def _mlp(n_in: int, n_out: int, hidden: Sequence[int]) -> nn.Sequential:
     """Linear-ReLU-...-Linear with the last layer set to zero (each coupling starts as identity)."""
     sizes = [n_in, *hidden]
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.ReLU()]
     last = nn.Linear(sizes[-1], n_out)
     nn.init.zeros_(last.weight)
@@ -133,5 +133,5 @@ def copy_parameters(source: nn.Module, target: nn.Module) -> None:
             f"  source: {shapes_src}\n  target: {shapes_dst}"
         )
     with torch.no_grad():
-        for s, d in zip(src, dst):
+        for s, d in zip(src, dst, strict=True):
             d.copy_(s)

@@ -35,7 +35,7 @@ def interleaved_times(
     rounds: int,
     inner: int,
     warmup: int,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
     time_budget: float | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each callable: one number per round.
@@ -49,6 +49,7 @@ def interleaved_times(
         time_budget: stop after the round during which this many seconds have passed (at least
             three rounds are always run).
     """
+    device = device or torch.device("cpu")
     names = list(fns)
     for _ in range(warmup):
         for name in names:
@@ -93,7 +94,7 @@ def summarize(values: list[float]) -> dict[str, float]:
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
     """Median and quartiles of the per-round ratios ``numerator[r] / denominator[r]``."""
-    ratios = [a / b for a, b in zip(numerator, denominator) if b > 0]
+    ratios = [a / b for a, b in zip(numerator, denominator, strict=True) if b > 0]
     return summarize(ratios)
 
 

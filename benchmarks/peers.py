@@ -79,7 +79,7 @@ class PlainMLP(nn.Sequential):
     def __init__(self, n_in: int, n_out: int, hidden: Sequence[int]) -> None:
         sizes = [n_in, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU()]
         last = nn.Linear(sizes[-1], n_out)
         nn.init.zeros_(last.weight)
@@ -249,7 +249,8 @@ def build_normflows(kind: str, spec: ModelSpec) -> Contender:
 
     notes = []
     if kind == "affine":
-        notes = ["unbounded exp scale (normflows' RealNVP default)", "a swap permutation between blocks"]
+        notes = ["unbounded exp scale (normflows' RealNVP default)",
+                 "a swap permutation between blocks"]
     return Contender("normflows", kind, flow, flow.log_prob, sample, notes)
 
 
@@ -269,7 +270,7 @@ def build_freia(kind: str, spec: ModelSpec) -> Contender:
             d = dims_in[0][0]
             self.sizes = (d // 2, d - d // 2)
 
-        def forward(self, x, c=[], rev=False, jac=True):
+        def forward(self, x, c=None, rev=False, jac=True):
             a, b = torch.split(x[0], self.sizes[::-1] if rev else self.sizes, dim=1)
             return (torch.cat((b, a), dim=1),), x[0].new_zeros(x[0].shape[0])
 

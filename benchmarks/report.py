@@ -190,8 +190,8 @@ def plots(results: dict, out: Path) -> None:
             (axes[1], "sample_ratio", "sampling / bare affine", 1.1),
         ):
             med = [r[key]["median"] for r in rows]
-            err = [[m - r[key]["q1"] for m, r in zip(med, rows)],
-                   [r[key]["q3"] - m for m, r in zip(med, rows)]]
+            err = [[m - r[key]["q1"] for m, r in zip(med, rows, strict=True)],
+                   [r[key]["q3"] - m for m, r in zip(med, rows, strict=True)]]
             colors = ["C0" if r["impl"] == "flowlab" else "C7" if r["impl"] == "bare" else "C1"
                       for r in rows]
             ax.bar(range(len(rows)), med, yerr=err, color=colors, capsize=3)
@@ -210,7 +210,7 @@ def plots(results: dict, out: Path) -> None:
     tasks = results.get("density", {}).get("tasks", [])
     if tasks:
         fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.8), squeeze=False)
-        for ax, t in zip(axes[0], tasks):
+        for ax, t in zip(axes[0], tasks, strict=True):
             rows = [r for r in t["rows"] if math.isfinite(r["test"])]
             ax.bar(range(len(rows)), [r["test"] for r in rows],
                    color=["C0" if r["impl"] == "flowlab" else "C7" if r["impl"] == "bare"

@@ -204,7 +204,8 @@ def section_speed(args, budget: Budget, device: torch.device, impls: list[str]) 
               f"sample x{row['sample_ratio']['median']:.2f}", flush=True)
     return {"features": spec.features, "couplings": spec.couplings, "hidden": list(spec.hidden),
             "bins": spec.bins, "bound": spec.bound, "batch": budget.batch,
-            "sample_n": budget.sample_n, "rows": rows, "skipped": skipped, "raw": {"step": t_step, "sample": t_sample}}
+            "sample_n": budget.sample_n, "rows": rows, "skipped": skipped,
+            "raw": {"step": t_step, "sample": t_sample}}
 
 
 def _evaluate(c: Contender, test: torch.Tensor, chunk: int = 4096) -> float:

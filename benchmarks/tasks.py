@@ -136,7 +136,7 @@ def flat_image_task(
 
 
 def multiscale_task(name: str, steps: int, seed: int = 0) -> Task:
-    """flowlab's multi-scale RealNVP on images; it dequantizes and logit-transforms inside.
+    r"""flowlab's multi-scale RealNVP on images; it dequantizes and logit-transforms inside.
 
     Its ``log_prob`` takes the levels and already counts the :math:`-D\log K` of the
     rescaling, so bits/dim is :math:`-\log p / (D \log 2)`.  The test levels are the same as

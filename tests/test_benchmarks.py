@@ -83,6 +83,7 @@ def test_peer_builds_the_same_architecture(peer, kind):
     assert c.sample(3).shape == (3, TINY.features)
 
 
+@pytest.mark.slow  # ~12 s of CPU; much longer on a loaded machine
 def test_quick_run_writes_tables_json_and_plots(tmp_path):
     out = tmp_path / "results"
     cmd = [

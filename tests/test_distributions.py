@@ -49,7 +49,7 @@ def test_standard_logistic_matches_torch():
 def test_uniform_box_matches_torch_inside_and_is_minus_inf_outside():
     box = UniformBox(2, low=-1.0, high=3.0).double()
     inside = torch.tensor([[0.0, 2.9], [-1.0, 1.0]], dtype=torch.float64)
-    ref = D.Uniform(-1.0, 3.0).log_prob(inside).sum(dim=1)
+    ref = D.Uniform(-1.0, 3.0).log_prob(inside).sum(dim=1).double()
     assert torch.allclose(box.log_prob(inside), ref)
     outside = torch.tensor([[3.5, 0.0], [0.0, -1.01]], dtype=torch.float64)
     assert torch.equal(box.log_prob(outside), torch.full((2,), -math.inf, dtype=torch.float64))

@@ -112,8 +112,14 @@ _load_grader().assignment2.grade_additive_forward(AdditiveCoupling)
 ### END HIDDEN TESTS
 
 # %% [tests] id=additive_inverse points=1
+mask = torch.tensor([True, False, True, False])
+layer = AdditiveCoupling(mask, random_conditioner(2, 2))
+x = torch.randn(8, 4)
+z = x.clone()
+z[:, ~mask] = x[:, ~mask] + layer.conditioner(x[:, mask]).detach()  # z = f(x), written out
 x_back, ld = layer.inverse(z)
-assert torch.allclose(x_back, x, atol=1e-6), "inverse(forward(x)) must give x back"
+assert torch.allclose(x_back, x, atol=1e-6), "the inverse must give x back: x_B = z_B - t(z_A)"
+assert ld.shape == (8,) and torch.all(ld == 0), "log|det Dg| = 0, one value per sample"
 ### BEGIN HIDDEN TESTS
 from flowlab.grading.fresh import load as _load_grader
 _load_grader().assignment2.grade_additive_inverse(AdditiveCoupling)
@@ -171,9 +177,15 @@ _load_grader().assignment2.grade_affine_forward(AffineCoupling)
 ### END HIDDEN TESTS
 
 # %% [tests] id=affine_inverse points=2
+mask = torch.tensor([False, True, True])
+layer = AffineCoupling(mask, random_conditioner(2, 2))
+x = torch.randn(8, 3)
+s, t = layer.conditioner(x[:, mask]).detach().chunk(2, dim=1)
+z = x.clone()
+z[:, ~mask] = x[:, ~mask] * torch.exp(s) + t  # z = f(x), written out
 x_back, ld_inv = layer.inverse(z)
-assert torch.allclose(x_back, x, atol=1e-5), "inverse(forward(x)) must give x back"
-assert torch.allclose(ld_inv, -ld, atol=1e-5), "log|det Dg(z)| = -log|det Df(x)|"
+assert torch.allclose(x_back, x, atol=1e-5), "the inverse must give x back"
+assert torch.allclose(ld_inv, -s.sum(dim=1), atol=1e-5), "log|det Dg(z)| = -log|det Df(x)| = -sum_i s_i"
 ### BEGIN HIDDEN TESTS
 from flowlab.grading.fresh import load as _load_grader
 _load_grader().assignment2.grade_affine_inverse(AffineCoupling)

@@ -32,24 +32,24 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any, Iterable
+from typing import Any
 
 import nbformat
+from nbconvert.preprocessors import ExecutePreprocessor
+from nbgrader.converters import Autograde
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 from traitlets.utils.importstring import import_item
 
-from nbconvert.preprocessors import ExecutePreprocessor
-from nbgrader.converters import Autograde
-from nbgrader.coursedir import CourseDirectory
-from nbgrader.preprocessors import NbGraderPreprocessor
-
-__all__ = ["ReplayExecution", "GradingResult", "autograde_parallel", "submissions", "load_config"]
+__all__ = ["GradingResult", "ReplayExecution", "autograde_parallel", "load_config", "submissions"]
 
 STATE_DIR = ".flowlab-grading"
 

@@ -44,15 +44,16 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 __all__ = [
+    "SandboxKernelManager",
     "SandboxSettings",
     "bwrap_available",
-    "sandbox_command",
-    "SandboxKernelManager",
     "configure",
+    "sandbox_command",
 ]
 
 #: Files of ``/etc`` a Python kernel may need (dynamic linker, locale, time zone, user names).
@@ -305,7 +306,7 @@ def sandbox_command(
     return args
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bwrap_available() -> tuple[bool, str]:
     """Whether bubblewrap can start a sandbox here, and if not, why (cached)."""
     exe = shutil.which("bwrap")
@@ -326,8 +327,8 @@ def bwrap_available() -> tuple[bool, str]:
 
 
 # --------------------------------------------------------------------------- the kernel manager
-from jupyter_client.manager import AsyncKernelManager  # noqa: E402
-from traitlets import Integer, List, Unicode, default  # noqa: E402
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Integer, List, Unicode, default
 
 
 class SandboxKernelManager(AsyncKernelManager):

@@ -87,15 +87,20 @@ class Compose(Transform):
     def __getitem__(self, i: int) -> Transform:
         return self.transforms[i]
 
+    @staticmethod
+    def _zeros(x: Tensor) -> Tensor:
+        # Accumulate in at least float32: under bf16 autocast the layers' log-dets may be bf16.
+        return x.new_zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32))
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        total = x.new_zeros(x.shape[0])
+        total = self._zeros(x)
         for t in self.transforms:
             x, ld = t(x)
             total = total + ld
         return x, total
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        total = z.new_zeros(z.shape[0])
+        total = self._zeros(z)
         for t in reversed(self.transforms):
             z, ld = t.inverse(z)
             total = total + ld

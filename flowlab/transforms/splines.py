@@ -42,22 +42,93 @@ from .masks import Mask
 __all__ = ["rational_quadratic_spline", "RQSplineCoupling"]
 
 
-def _knots(
-    unnormalized: Tensor, bound: float, min_size: float
+def _rqs(
+    inputs: Tensor,
+    unnormalized_sizes: Tensor,
+    unnormalized_derivatives: Tensor,
+    inverse: bool,
+    bound: float,
+    min_bin_width: float,
+    min_bin_height: float,
+    min_derivative: float,
+    derivative_shift: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """Bin sizes (softmax, at least ``min_size`` of the range) and knot positions on [-B, B]."""
-    bins = unnormalized.shape[-1]
-    sizes = min_size + (1.0 - min_size * bins) * torch.softmax(unnormalized, dim=-1)
-    knots = F.pad(torch.cumsum(sizes, dim=-1), (1, 0), value=0.0)
-    knots = (2.0 * bound) * knots - bound
-    # Pin the end knots exactly to -B and B (the cumulative sum may round).
-    knots = torch.cat([knots.new_full(knots.shape[:-1] + (1,), -bound), knots[..., 1:-1],
-                       knots.new_full(knots.shape[:-1] + (1,), bound)], dim=-1)
-    return knots[..., 1:] - knots[..., :-1], knots
+    """The spline in "bins-first" layout, the one a conditioner head produces cheaply.
 
+    ``inputs`` has shape ``S + (n,)``, ``unnormalized_sizes`` ``S + (2, K, n)`` (row 0 the
+    widths, row 1 the heights) and ``unnormalized_derivatives`` ``S + (K-1, n)``; the interior
+    derivatives are ``min_derivative + softplus(unnormalized_derivatives + derivative_shift)``.
+    With the bin axis *before* the last one, the reductions over bins (softmax, cumsum)
+    run vectorised over the ``n`` coordinates, which on CPU is several times faster than
+    reducing over a short last axis.
+    """
+    bins = unnormalized_sizes.shape[-2]
+    # Softmax over the bins; the max is only for stability and carries no gradient.
+    e = torch.exp(unnormalized_sizes - unnormalized_sizes.amax(dim=-2, keepdim=True).detach())
+    fractions = e / e.sum(dim=-2, keepdim=True)
+    if min_bin_width == min_bin_height:
+        sizes = min_bin_width + (1.0 - min_bin_width * bins) * fractions
+    else:
+        sizes = torch.stack(
+            [
+                min_bin_width + (1.0 - min_bin_width * bins) * fractions[..., 0, :, :],
+                min_bin_height + (1.0 - min_bin_height * bins) * fractions[..., 1, :, :],
+            ],
+            dim=-3,
+        )
+    # Knot positions on [0, 1] with the two ends pinned exactly, then mapped to [-B, B]:
+    # knots[..., 0, :, :] are the x-knots, knots[..., 1, :, :] the y-knots, K + 1 of each.
+    knots = torch.cumsum(sizes[..., :-1, :], dim=-2)
+    knots = F.pad(F.pad(knots, (0, 0, 1, 0), value=0.0), (0, 0, 0, 1), value=1.0)
+    knots = knots * (2.0 * bound) - bound
 
-def _gather(t: Tensor, idx: Tensor) -> Tensor:
-    return t.gather(-1, idx).squeeze(-1)
+    # Evaluate the spline at the clamped input everywhere (the tails are chosen at the end),
+    # so every element is finite and the gradients through torch.where stay clean.
+    x = inputs.clamp(-bound, bound)
+    interior = knots[..., 1 if inverse else 0, 1:-1, :].transpose(-1, -2).contiguous()
+    k = torch.searchsorted(interior, x.unsqueeze(-1), right=True)  # bin index, S + (n, 1)
+    k_k1 = torch.cat([k, k + 1], dim=-1).transpose(-1, -2)  # the bin's two knots, S + (2, n)
+    ends = knots.gather(-2, k_k1.unsqueeze(-3).expand(*k_k1.shape[:-2], 2, 2, k_k1.shape[-1]))
+    x_k, y_k = ends[..., 0, 0, :], ends[..., 1, 0, :]
+    w_k, h_k = ends[..., 0, 1, :] - x_k, ends[..., 1, 1, :] - y_k
+    # Derivatives at the bin's two knots; the boundary value makes them exactly 1 there.
+    boundary = math.log(math.expm1(1.0 - min_derivative)) - derivative_shift
+    raw = F.pad(unnormalized_derivatives, (0, 0, 1, 1), value=boundary).gather(-2, k_k1)
+    if derivative_shift:
+        raw = raw + derivative_shift
+    d = min_derivative + F.softplus(raw)
+    d_k, d_k1 = d[..., 0, :], d[..., 1, :]
+
+    s_k = h_k / w_k
+    d_sum = d_k + d_k1 - 2.0 * s_k
+    if not inverse:
+        xi = (x - x_k) / w_k
+        xi_1mxi = xi * (1.0 - xi)
+        denominator = s_k + d_sum * xi_1mxi
+        out = y_k + h_k * (s_k * xi * xi + d_k * xi_1mxi) / denominator
+    else:
+        dy = x - y_k
+        a = h_k * (s_k - d_k) + dy * d_sum
+        b = h_k * d_k - dy * d_sum
+        c = -s_k * dy
+        discriminant = (b * b - 4.0 * a * c).clamp_min(0.0)
+        xi = (2.0 * c) / (-b - torch.sqrt(discriminant))
+        xi_1mxi = xi * (1.0 - xi)
+        denominator = s_k + d_sum * xi_1mxi
+        out = x_k + xi * w_k
+
+    one_m_xi = 1.0 - xi
+    derivative_numerator = (s_k * s_k) * (
+        d_k1 * xi * xi + 2.0 * s_k * xi_1mxi + d_k * one_m_xi * one_m_xi
+    )
+    logabsdet = torch.log(derivative_numerator) - 2.0 * torch.log(denominator)
+    if inverse:
+        logabsdet = -logabsdet
+
+    inside = (inputs >= -bound) & (inputs <= bound)
+    outputs = torch.where(inside, out, inputs)
+    logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
+    return outputs, logabsdet
 
 
 def rational_quadratic_spline(
@@ -97,55 +168,13 @@ def rational_quadratic_spline(
         )
     if min_bin_width * bins > 1.0 or min_bin_height * bins > 1.0:
         raise ValueError("min_bin_width/min_bin_height times the number of bins must be <= 1")
-
-    widths, cum_widths = _knots(unnormalized_widths, bound, min_bin_width)
-    heights, cum_heights = _knots(unnormalized_heights, bound, min_bin_height)
-    derivatives = F.pad(min_derivative + F.softplus(unnormalized_derivatives), (1, 1), value=1.0)
-
-    inside = (inputs >= -bound) & (inputs <= bound)
-    # Evaluate the spline at the clamped input everywhere (the tails are chosen below), so
-    # that every element is finite and gradients through torch.where stay clean.
-    x = inputs.clamp(-bound, bound)
-    knots = cum_heights if inverse else cum_widths
-    idx = torch.searchsorted(knots[..., 1:-1].contiguous(), x.unsqueeze(-1).contiguous(),
-                             right=True)
-
-    x_k = _gather(cum_widths, idx)
-    w_k = _gather(widths, idx)
-    y_k = _gather(cum_heights, idx)
-    h_k = _gather(heights, idx)
-    d_k = _gather(derivatives, idx)
-    d_k1 = _gather(derivatives[..., 1:], idx)
-    s_k = h_k / w_k
-    d_sum = d_k + d_k1 - 2.0 * s_k
-
-    if not inverse:
-        xi = (x - x_k) / w_k
-        xi_1mxi = xi * (1.0 - xi)
-        denominator = s_k + d_sum * xi_1mxi
-        out = y_k + h_k * (s_k * xi * xi + d_k * xi_1mxi) / denominator
-    else:
-        dy = x - y_k
-        a = h_k * (s_k - d_k) + dy * d_sum
-        b = h_k * d_k - dy * d_sum
-        c = -s_k * dy
-        discriminant = (b * b - 4.0 * a * c).clamp_min(0.0)
-        xi = (2.0 * c) / (-b - torch.sqrt(discriminant))
-        xi_1mxi = xi * (1.0 - xi)
-        denominator = s_k + d_sum * xi_1mxi
-        out = x_k + xi * w_k
-
-    one_m_xi = 1.0 - xi
-    derivative_numerator = (s_k * s_k) * (
-        d_k1 * xi * xi + 2.0 * s_k * xi_1mxi + d_k * one_m_xi * one_m_xi
+    # Into the internal layout: one coordinate per element (n = 1), bins on axis -2.
+    sizes = torch.stack(torch.broadcast_tensors(unnormalized_widths, unnormalized_heights), -2)
+    outputs, logabsdet = _rqs(
+        inputs.unsqueeze(-1), sizes.unsqueeze(-1), unnormalized_derivatives.unsqueeze(-1),
+        inverse, bound, min_bin_width, min_bin_height, min_derivative,
     )
-    logabsdet = torch.log(derivative_numerator) - 2.0 * torch.log(denominator)
-    if inverse:
-        logabsdet = -logabsdet
-
-    outputs = torch.where(inside, out, inputs)
-    logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
-    return outputs, logabsdet
+    return outputs.squeeze(-1), logabsdet.squeeze(-1)
 
 
 class RQSplineCoupling(Coupling):
@@ -197,18 +226,19 @@ class RQSplineCoupling(Coupling):
         self._derivative_offset = math.log(math.expm1(1.0 - self.min_derivative))
 
     def _spline(self, inputs: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        k = self.bins
-        params = params.reshape(inputs.shape[0], inputs.shape[1], 3 * k - 1)
-        outputs, logabsdet = rational_quadratic_spline(
+        k, batch, n = self.bins, inputs.shape[0], inputs.shape[1]
+        # The head's output, read parameter-major: (batch, 3K - 1, n_B).
+        params = params.reshape(batch, 3 * k - 1, n)
+        outputs, logabsdet = _rqs(
             inputs,
-            params[..., :k],
-            params[..., k : 2 * k],
-            params[..., 2 * k :] + self._derivative_offset,
-            inverse=inverse,
-            bound=self.bound,
-            min_bin_width=self.min_bin_width,
-            min_bin_height=self.min_bin_height,
-            min_derivative=self.min_derivative,
+            params[:, : 2 * k].reshape(batch, 2, k, n),  # widths and heights (a view)
+            params[:, 2 * k :],
+            inverse,
+            self.bound,
+            self.min_bin_width,
+            self.min_bin_height,
+            self.min_derivative,
+            derivative_shift=self._derivative_offset,
         )
         return outputs, logabsdet.sum(dim=1)
 

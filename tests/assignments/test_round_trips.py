@@ -104,12 +104,12 @@ def test_catalogue_is_big_enough(graded: Graded) -> None:
 
 
 @pytest.mark.parametrize(
-    "assignment, mistake",
+    "graded, mistake",
     [_param(a, m, id=f"{a}-{m.name}") for a in NAMES for m in CATALOGUE.get(a, [])],
+    indirect=["graded"],
 )
-def test_mistake_loses_points_on_its_part_only(graded: Graded, assignment: str, mistake) -> None:
-    if graded.assignment != assignment:
-        pytest.skip("graded by its own assignment's run")
+def test_mistake_loses_points_on_its_part_only(graded: Graded, mistake) -> None:
+    assignment = graded.assignment
     got = graded.scores[f"m_{mistake.name}"]
     assert got[mistake.part] < graded.points[mistake.part], (
         f"{mistake.name} was not caught by {mistake.part}"

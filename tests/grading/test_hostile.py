@@ -17,9 +17,9 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-import course as synthetic  # noqa: E402
+import course as synthetic
 
-from flowlab.grading import sandbox  # noqa: E402
+from flowlab.grading import sandbox
 
 pytestmark = [
     pytest.mark.sandbox,

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-import course as synthetic  # noqa: E402
+import course as synthetic
 
-from flowlab.grading.parallel import autograde_parallel  # noqa: E402
+from flowlab.grading.parallel import autograde_parallel
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 
 import nbformat
 import pytest
@@ -26,6 +25,7 @@ def test_command_never_mounts_the_course(tmp_path):
     work = course / "autograded" / "alice" / "ps1"
     work.mkdir(parents=True)
     (work / "ps1.ipynb").write_text("{}")
+    (work / "data.txt").write_text("given")
     settings = SandboxSettings(hidden_paths=[str(course)], extra_ro_paths=[str(tmp_path)])
     cmd = sandbox_command([sys.executable, "-c", "1"], workdir=str(work), settings=settings)
     bound = _bound(cmd)
@@ -34,7 +34,8 @@ def test_command_never_mounts_the_course(tmp_path):
     assert str(tmp_path) not in bound
     # the working copy is a size-limited tmpfs with its files read-only on top
     assert cmd[cmd.index(str(work)) - 1] == "--tmpfs"
-    assert str(work / "ps1.ipynb") in bound and "--bind" not in cmd
+    assert str(work / "data.txt") in bound and "--bind" not in cmd
+    assert str(work / "ps1.ipynb") not in bound   # it holds the hidden tests
     assert "--unshare-net" in cmd and "--clearenv" in cmd and "--die-with-parent" in cmd
 
 
@@ -89,9 +90,9 @@ def test_configure_switches_the_kernel_manager(monkeypatch, tmp_path):
 @pytest.mark.sandbox
 def test_kernel_sees_flowlab_but_not_the_host(tmp_path):
     """A real sandboxed kernel: reference code importable, the rest of the host invisible."""
-    from nbclient import NotebookClient
-
     import importlib.util
+
+    from nbclient import NotebookClient
 
     (tmp_path / "secret.txt").write_text("do not read")
     package = importlib.util.find_spec("flowlab").submodule_search_locations[0]
