@@ -10,7 +10,7 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 JB         := $(VENV)/bin/jupyter-book
-NBGRADER   := cd assignments && PATH=$(abspath $(VENV))/bin:$$PATH ../$(VENV)/bin/nbgrader
+NBGRADER   := cd assignments && ../$(VENV)/bin/nbgrader
 JOBS       ?= 2
 PYTEST_ARGS ?=
 
@@ -80,11 +80,12 @@ grades: venv
 	@echo "grades written to assignments/grades.csv"
 
 # ---------------------------------------------------------------- tests
+# OMP_NUM_THREADS=1: two pytest-xdist workers (and the kernels they start) share two cores.
 test: venv
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 test-quick: venv
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n $(JOBS) -m "not slow and not browser" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n $(JOBS) -m "not slow and not browser" $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- benchmarks
 bench: venv

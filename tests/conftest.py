@@ -4,12 +4,15 @@
 * matplotlib draws off-screen (``Agg``), so plotting tests need no display;
 * ``float64``: run a test with float64 as torch's default dtype (restored afterwards);
 * ``perturb``: randomise a module's parameters in place, so that a layer whose conditioner
-  starts at zero (the identity) is tested as a non-trivial map.
+  starts at zero (the identity) is tested as a non-trivial map;
+* under pytest-xdist (``make test`` runs two workers on two cores) every test runs with one
+  torch thread, so that the workers do not oversubscribe the machine; ``one_thread`` asks for
+  the same in a plain run.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import matplotlib
 import pytest
@@ -47,3 +50,32 @@ def perturb_parameters(module: nn.Module, scale: float = 0.3, seed: int = 0) -> 
 @pytest.fixture
 def perturb() -> Callable[..., nn.Module]:
     return perturb_parameters
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_xdist_worker(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not hasattr(request.config, "workerinput"):  # not an xdist worker
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for this test (restored afterwards).
+
+    The suite runs as two xdist workers on two cores; a worker that also spawns one thread
+    per core oversubscribes the machine and the numerically heavy tests run several times
+    slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -15,15 +15,6 @@ from flowlab.transforms.linear import LULinear, Reverse
 from flowlab.transforms.masks import HalfMask
 
 
-@pytest.fixture
-def one_thread():
-    """Two xdist workers on two cores: one intra-op thread each avoids oversubscription."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _random_flow(kind: str, perturb) -> Flow:
     # A small scale bound keeps a random affine flow's tails light (its mass inside the grid).
     flow = realnvp_2d(kind=kind, couplings=4, hidden=(16,), mixing="lu", scale_bound=0.5).double()
@@ -31,7 +22,7 @@ def _random_flow(kind: str, perturb) -> Flow:
 
 
 @pytest.mark.parametrize("kind", ["affine", "spline"])
-def test_density_integrates_to_one(kind, perturb):
+def test_density_integrates_to_one(kind, perturb, one_thread):
     flow = _random_flow(kind, perturb)
     with torch.no_grad():
         # The grid must hold (almost) all of the mass: check with samples first.
@@ -52,7 +43,7 @@ def test_sample_with_log_prob_is_consistent(perturb):
     assert torch.allclose(flow.log_prob(x), logp, atol=1e-8)
 
 
-def test_whole_flow_contract(perturb):
+def test_whole_flow_contract(perturb, one_thread):
     flow = _random_flow("spline", perturb)
     check_transform(flow, 2 * torch.randn(4, 2, dtype=torch.float64))
 

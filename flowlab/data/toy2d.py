@@ -22,20 +22,20 @@ a trained flow's test NLL against the true one (the NLL of the truth,
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "two_moons",
-    "eight_gaussians",
-    "checkerboard",
-    "two_spirals",
-    "rings",
     "TOY_DATASETS",
+    "checkerboard",
+    "eight_gaussians",
+    "rings",
     "toy_dataset",
     "toy_log_prob",
+    "two_moons",
+    "two_spirals",
 ]
 
 #: Eight-Gaussians parameters: centres on a circle of this radius, this standard deviation.

@@ -123,6 +123,93 @@ if uid is not None:
 os.execvp(sys.argv[2], sys.argv[2:])
 """
 
+#: Where an IPython kernel in the sandbox finds :data:`_CELL_GUARD` (``HOME`` is ``/tmp``).
+STARTUP_FILE = "/tmp/.ipython/profile_default/startup/00-flowlab-cell-guard.py"
+
+# An IPython start-up file, run by every sandboxed IPython kernel before the first cell (other
+# kernels ignore it).  After a cell that leaves the sandbox (almost) out of processes, it ends
+# every process but the kernel: a fork bomb uses up RLIMIT_NPROC, which the kernel shares with
+# its children (threads count), and its copies keep forking and writing to the kernel's stderr
+# pipe, which would put an error into every later cell.  A failing cell does this before its
+# traceback is formatted (with the bomb still running, that takes seconds).  Background
+# processes that leave room (a multiprocessing pool kept for the next cell) are left alone.
+# Cells that leave no process behind pay for one listdir of /proc.
+_CELL_GUARD = r"""
+def _flowlab_install_cell_guard():
+    import fcntl, os, resource, signal, struct, sys, termios, time
+
+    kernel = os.getpid()
+
+    def others():  # 1 is the sandbox's init; /proc shows this sandbox's processes only
+        return [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, kernel)]
+
+    def crowded():  # leftovers use up the process limit (threads count) that the kernel needs
+        limit = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+        if limit == resource.RLIM_INFINITY or not others():
+            return False
+        tasks = 0
+        for pid in os.listdir("/proc"):
+            try:
+                tasks += len(os.listdir(f"/proc/{pid}/task")) if pid.isdigit() else 0
+            except OSError:
+                pass  # it has just ended
+        return limit - tasks < max(8, limit // 8)
+
+    def unread(stream):
+        fid = getattr(stream, "_fid", None)  # ipykernel's pipe that captures the fd
+        if fid is None:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(fid, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            return 0
+
+    def end(deadline):
+        while others() and time.monotonic() < deadline:
+            try:
+                os.kill(-1, signal.SIGKILL)  # all processes we may signal, except ourselves
+            except OSError:
+                pass
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass  # our own dead children; init reaps the others
+            except ChildProcessError:
+                pass
+            time.sleep(0.002)
+        # what they wrote before they died belongs to this cell: let ipykernel forward it now
+        while (unread(sys.stdout) or unread(sys.stderr)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    def end_leftover_processes(result=None):
+        if os.getpid() != kernel:
+            os._exit(0)  # a forked copy of the kernel at the end of the cell: nothing left to do
+        if not crowded():
+            return  # processes it started in the background keep running
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return end(deadline)
+            except KeyboardInterrupt:
+                pass  # a timeout's interrupt for the cell that has just ended: finish first
+
+    shell = get_ipython()
+    show_traceback = shell.showtraceback
+
+    def showtraceback(*args, **kwargs):  # a failed cell: end its processes before the slow part
+        end_leftover_processes()
+        return show_traceback(*args, **kwargs)
+
+    shell.showtraceback = showtraceback
+    shell.events.register("post_run_cell", end_leftover_processes)
+
+
+_flowlab_install_cell_guard()
+del _flowlab_install_cell_guard
+"""
+
 
 def _is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
@@ -292,9 +379,12 @@ def sandbox_command(
         if any(_is_within(real, b) for b in binds):
             args += ["--tmpfs", real]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--perms", "1777", "--size", scratch, "--tmpfs", "/tmp"]
-    for folder in (INNER_DIR, "/tmp/matplotlib"):
+    for folder in ("/tmp", "/dev/shm"):  # /dev/shm: multiprocessing's semaphores, torch's tensors
+        args += ["--perms", "1777", "--size", scratch, "--tmpfs", folder]
+    for folder in (INNER_DIR, "/tmp/matplotlib", "/tmp/.ipython", os.path.dirname(
+            os.path.dirname(STARTUP_FILE))):
         args += ["--perms", "0777", "--dir", folder]
+    args += ["--perms", "0755", "--dir", os.path.dirname(STARTUP_FILE)]
     for fd, path in files:
         args += ["--perms", "0644", "--file", str(fd), path]
     args += _working_copy(workdir, scratch)
@@ -324,6 +414,73 @@ def bwrap_available() -> tuple[bool, str]:
                        "on Ubuntu >= 23.10 try `sysctl kernel.apparmor_restrict_unprivileged_"
                        "userns=0`, in a container run it with user namespaces allowed")
     return True, "ok"
+
+
+# --------------------------------------------------------------------------- the launcher
+def _font_caches() -> list[str]:
+    """The grader's matplotlib font cache, copied in so that no kernel rebuilds it."""
+    source = os.environ.get("MPLCONFIGDIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "matplotlib")
+    if not os.path.isdir(source):
+        return []
+    return [os.path.join(source, n) for n in os.listdir(source)
+            if n.startswith("fontlist") and n.endswith(".json")]
+
+
+def _data_fd(data: bytes) -> int:
+    """A readable descriptor with ``data`` (a pipe; the payload is small)."""
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    return read
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``sandbox.py --settings JSON -- KERNEL ARGV...``: run the kernel in bubblewrap.
+
+    The launcher stays alive as bubblewrap's parent (when the grader kills it, the sandbox
+    dies with it), hands the kernel a copy of the connection file that points at sockets in the
+    sandbox's ``/tmp``, and reports the sandbox's process id to the kernel manager.
+    """
+    if len(argv) < 4 or argv[0] != "--settings" or argv[2] != "--":
+        raise SystemExit("usage: sandbox.py --settings JSON -- KERNEL_ARGV...")
+    raw = json.loads(argv[1])
+    runtime_dir = raw.pop("runtime_dir")
+    settings = SandboxSettings(**raw)
+    outer_file = os.path.realpath(os.path.join(runtime_dir, "kernel.json"))
+    with open(outer_file) as handle:
+        connection = json.load(handle)
+    connection["ip"] = f"{INNER_DIR}/kernel"
+    inner_file = f"{INNER_DIR}/connection.json"
+    kernel_argv = [inner_file if a == outer_file else a for a in argv[3:]]
+    files = [(_data_fd(json.dumps(connection).encode()), inner_file),
+             (_data_fd(_CELL_GUARD.encode()), STARTUP_FILE)]
+    for cache in _font_caches():
+        files.append((os.open(cache, os.O_RDONLY), f"/tmp/matplotlib/{os.path.basename(cache)}"))
+    info_read, info_write = os.pipe()
+    uid = SANDBOX_UID_BASE + os.getpid() if os.geteuid() == 0 else None
+    cmd = sandbox_command(kernel_argv, workdir=os.getcwd(), settings=settings, uid=uid,
+                          files=files, info_fd=info_write)
+    fds = [fd for fd, _ in files] + [info_write]
+    with open(os.devnull, "wb") as quiet:  # the kernel's own console chatter
+        proc = subprocess.Popen(cmd, pass_fds=fds, stdout=quiet, stderr=quiet)
+    for fd in fds:
+        os.close(fd)
+    with os.fdopen(info_read) as info:
+        text = info.read()
+    if text.strip():
+        report = os.path.join(runtime_dir, _CHILD_FILE)
+        with open(report + ".part", "w") as handle:
+            handle.write(json.dumps(json.loads(text)))
+        os.replace(report + ".part", report)
+    return proc.wait()
+
+
+# Run as a script (the launcher), the file ends here: the Jupyter part below is for the grader's
+# process only, and importing jupyter_client would cost every kernel start about half a second.
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to the kernel, not here
+    sys.exit(_main(sys.argv[1:]))
 
 
 # --------------------------------------------------------------------------- the kernel manager
@@ -448,67 +605,3 @@ def configure(c: Any, enabled: bool | None = None, **limits: Any) -> bool:
                             f"of {sorted(SandboxKernelManager.class_traits(config=True))}")
         setattr(c.SandboxKernelManager, name, value)
     return True
-
-
-# --------------------------------------------------------------------------- the launcher
-def _font_caches() -> list[str]:
-    """The grader's matplotlib font cache, copied in so that no kernel rebuilds it."""
-    source = os.environ.get("MPLCONFIGDIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "matplotlib")
-    if not os.path.isdir(source):
-        return []
-    return [os.path.join(source, n) for n in os.listdir(source)
-            if n.startswith("fontlist") and n.endswith(".json")]
-
-
-def _data_fd(data: bytes) -> int:
-    """A readable descriptor with ``data`` (a pipe; the payload is small)."""
-    read, write = os.pipe()
-    os.write(write, data)
-    os.close(write)
-    return read
-
-
-def _main(argv: Sequence[str]) -> int:
-    """``sandbox.py --settings JSON -- KERNEL ARGV...``: run the kernel in bubblewrap.
-
-    The launcher stays alive as bubblewrap's parent (when the grader kills it, the sandbox
-    dies with it), hands the kernel a copy of the connection file that points at sockets in the
-    sandbox's ``/tmp``, and reports the sandbox's process id to the kernel manager.
-    """
-    if len(argv) < 4 or argv[0] != "--settings" or argv[2] != "--":
-        raise SystemExit("usage: sandbox.py --settings JSON -- KERNEL_ARGV...")
-    raw = json.loads(argv[1])
-    runtime_dir = raw.pop("runtime_dir")
-    settings = SandboxSettings(**raw)
-    outer_file = os.path.realpath(os.path.join(runtime_dir, "kernel.json"))
-    with open(outer_file) as handle:
-        connection = json.load(handle)
-    connection["ip"] = f"{INNER_DIR}/kernel"
-    inner_file = f"{INNER_DIR}/connection.json"
-    kernel_argv = [inner_file if a == outer_file else a for a in argv[3:]]
-    files = [(_data_fd(json.dumps(connection).encode()), inner_file)]
-    for cache in _font_caches():
-        files.append((os.open(cache, os.O_RDONLY), f"/tmp/matplotlib/{os.path.basename(cache)}"))
-    info_read, info_write = os.pipe()
-    uid = SANDBOX_UID_BASE + os.getpid() if os.geteuid() == 0 else None
-    cmd = sandbox_command(kernel_argv, workdir=os.getcwd(), settings=settings, uid=uid,
-                          files=files, info_fd=info_write)
-    fds = [fd for fd, _ in files] + [info_write]
-    with open(os.devnull, "wb") as quiet:  # the kernel's own console chatter
-        proc = subprocess.Popen(cmd, pass_fds=fds, stdout=quiet, stderr=quiet)
-    for fd in fds:
-        os.close(fd)
-    with os.fdopen(info_read) as info:
-        text = info.read()
-    if text.strip():
-        report = os.path.join(runtime_dir, _CHILD_FILE)
-        with open(report + ".part", "w") as handle:
-            handle.write(json.dumps(json.loads(text)))
-        os.replace(report + ".part", report)
-    return proc.wait()
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to the kernel, not here
-    sys.exit(_main(sys.argv[1:]))

@@ -1,1 +1,14 @@
-"""flowlab.models (exports are filled in as modules land)."""
+"""Ready-made flows: RealNVP (flat and 2-D), the multi-scale image model, Glow, and a tiny VAE
+for comparison."""
+
+from .glow import Glow, GlowTransform, glow, glow_step
+from .multiscale import MultiScaleFlow, MultiScaleTransform, multiscale_realnvp
+from .realnvp import realnvp, realnvp_2d
+from .vae import VAE
+
+__all__ = [
+    "realnvp", "realnvp_2d",
+    "MultiScaleTransform", "MultiScaleFlow", "multiscale_realnvp",
+    "GlowTransform", "Glow", "glow", "glow_step",
+    "VAE",
+]  # fmt: skip

@@ -13,7 +13,8 @@ learnable LU-parameterised matrix) changes which coordinates meet in a coupling.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from ..distributions import BaseDistribution, StandardNormal
 from ..flow import Flow

@@ -1,1 +1,6 @@
-"""flowlab.nets (exports are filled in as modules land)."""
+"""Conditioner networks :math:`\\theta(x_A)` for coupling layers (never inverted)."""
+
+from .mlp import MLP
+from .resnet import ResidualBlock, ResNet
+
+__all__ = ["MLP", "ResNet", "ResidualBlock"]

@@ -12,7 +12,8 @@ gradients of the last layer are still nonzero, so it learns from the first step)
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import itertools
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -45,7 +46,7 @@ class MLP(nn.Sequential):
         if any(s < 1 for s in sizes):
             raise ValueError(f"MLP layer sizes must be positive, got {sizes}")
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(activation())

@@ -7,7 +7,7 @@ the caller decides what to do with the figure).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-__all__ = ["density_grid", "plot_density_2d", "plot_samples_2d", "plot_flow_layers"]
+__all__ = ["density_grid", "plot_density_2d", "plot_flow_layers", "plot_samples_2d"]
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -66,9 +66,9 @@ def _axes(ax: Axes | None, size: float = 4.0) -> Axes:
     return ax
 
 
-def _label(ax: Axes, title: str | None, xlim=None, ylim=None) -> None:
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
+def _label(ax: Axes, title: str | None, xlim=None, ylim=None, variable: str = "x") -> None:
+    ax.set_xlabel(f"${variable}_1$")
+    ax.set_ylabel(f"${variable}_2$")
     if title:
         ax.set_title(title)
     if xlim is not None:
@@ -183,7 +183,8 @@ def plot_flow_layers(
         pts = steps[k].float().cpu().numpy()
         ax.scatter(pts[:, 0], pts[:, 1], s=2, c=colour, cmap=cmap, linewidths=0)
         lims = None if lim is None else (-lim, lim)
-        _label(ax, names[k], lims, lims)
+        variable = "x" if k == 0 else ("z" if k == len(steps) - 1 else "y")
+        _label(ax, names[k], lims, lims, variable=variable)
         ax.title.set_fontsize(9)
     for ax in list(axes.flat)[len(show):]:
         ax.axis("off")

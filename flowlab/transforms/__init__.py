@@ -16,5 +16,38 @@ file                   layers
 """
 
 from .base import Compose, Inverse, Transform
+from .pointwise import Elementwise, ElementwiseAffine, LeakyReLU, Logit, Sigmoid, Tanh
+from .linear import (
+    DiagonalLinear,
+    FullLinear,
+    LinearTransform,
+    LULinear,
+    Permutation,
+    PermutedTriangular,
+    RandomPermutation,
+    Reverse,
+    TriangularLinear,
+)
+from .masks import AlternatingMask, HalfMask, Mask
+from .coupling import AdditiveCoupling, AffineCoupling, Coupling
+from .splines import RQSplineCoupling, rational_quadratic_spline
+from .image import MaskedAffineCoupling, Squeeze, channel_mask, checkerboard_mask
+from .glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvertibleConv1x1
+from .dequantize import LogitTransform, UniformDequantization, VariationalDequantization
 
-__all__ = ["Transform", "Compose", "Inverse"]
+__all__ = [
+    # the contract
+    "Transform", "Compose", "Inverse",
+    # pointwise
+    "Elementwise", "ElementwiseAffine", "LeakyReLU", "Logit", "Sigmoid", "Tanh",
+    # linear
+    "LinearTransform", "FullLinear", "DiagonalLinear", "TriangularLinear", "Permutation",
+    "RandomPermutation", "Reverse", "PermutedTriangular", "LULinear",
+    # coupling
+    "Mask", "HalfMask", "AlternatingMask", "Coupling", "AdditiveCoupling", "AffineCoupling",
+    "RQSplineCoupling", "rational_quadratic_spline",
+    # images and Glow
+    "Squeeze", "checkerboard_mask", "channel_mask", "MaskedAffineCoupling",
+    "ActNorm", "InvertibleConv1x1", "LUInvertibleConv1x1", "GlowCoupling",
+    "UniformDequantization", "VariationalDequantization", "LogitTransform",
+]  # fmt: skip

@@ -28,7 +28,7 @@ nothing synchronises with the device, so a coupling layer costs the same as a ha
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,7 @@ from ..nets.mlp import MLP
 from .base import Transform
 from .masks import Mask
 
-__all__ = ["Coupling", "AdditiveCoupling", "AffineCoupling"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling"]
 
 
 class Coupling(Transform):
@@ -102,7 +102,8 @@ class Coupling(Transform):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_input(
-            x, name="x", layer=type(self).__name__, event_shape=self.mask.event_shape, like=self._ref
+            x, name="x", layer=type(self).__name__, event_shape=self.mask.event_shape,
+            like=self._ref,
         )
         x_a, x_b = self.mask.split(x)
         z_b, logabsdet = self.transform_b(x_b, self._conditioner(x_a))
@@ -110,7 +111,8 @@ class Coupling(Transform):
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         check_input(
-            z, name="z", layer=type(self).__name__, event_shape=self.mask.event_shape, like=self._ref
+            z, name="z", layer=type(self).__name__, event_shape=self.mask.event_shape,
+            like=self._ref,
         )
         z_a, z_b = self.mask.split(z)
         x_b, logabsdet = self.inverse_transform_b(z_b, self._conditioner(z_a))
@@ -184,8 +186,8 @@ class AffineCoupling(Coupling):
 
     def inverse_transform_b(self, z_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         raw, t = params.chunk(2, dim=1)
-        s = self.log_scale(raw)
-        return (z_b - t) * torch.exp(-s), -s.sum(dim=1)
+        minus_s = -self.log_scale(raw)
+        return (z_b - t) * torch.exp(minus_s), minus_s.sum(dim=1)
 
     def extra_repr(self) -> str:
         return f"scale_bound={self.scale_bound}"

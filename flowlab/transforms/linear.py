@@ -38,15 +38,15 @@ from ..checks import check_input
 from .base import Transform
 
 __all__ = [
-    "LinearTransform",
-    "FullLinear",
     "DiagonalLinear",
-    "TriangularLinear",
+    "FullLinear",
+    "LULinear",
+    "LinearTransform",
     "Permutation",
+    "PermutedTriangular",
     "RandomPermutation",
     "Reverse",
-    "LULinear",
-    "PermutedTriangular",
+    "TriangularLinear",
 ]
 
 

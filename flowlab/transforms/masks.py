@@ -21,12 +21,12 @@ indexing (and no host-device synchronisation) in the training loop.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Mask", "HalfMask", "AlternatingMask"]
+__all__ = ["AlternatingMask", "HalfMask", "Mask"]
 
 
 def _as_slice(idx: Tensor) -> slice | None:
@@ -136,11 +136,11 @@ class Mask(nn.Module):
         return flat.reshape(batch, *self.event_shape)
 
     # -- helpers ------------------------------------------------------------------------------
-    def complement(self) -> "Mask":
+    def complement(self) -> Mask:
         r"""The mask with the two parts swapped, :math:`1 - b`."""
         return Mask(~self.mask)
 
-    def __invert__(self) -> "Mask":
+    def __invert__(self) -> Mask:
         return self.complement()
 
     def as_float(self, like: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ axis except the first.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..checks import check_input
 from .base import Transform, sum_except_batch
 
-__all__ = ["Elementwise", "LeakyReLU", "Sigmoid", "Logit", "Tanh", "ElementwiseAffine"]
+__all__ = ["Elementwise", "ElementwiseAffine", "LeakyReLU", "Logit", "Sigmoid", "Tanh"]
 
 ScalarFn = Callable[[Tensor], Tensor]
 
@@ -81,7 +81,7 @@ class Elementwise(Transform):
     @staticmethod
     def from_functions(
         h: ScalarFn, h_inv: ScalarFn, log_abs_dh: ScalarFn, name: str = "CustomElementwise"
-    ) -> type["Elementwise"]:
+    ) -> type[Elementwise]:
         r"""A new parameter-free :class:`Elementwise` *class* from three scalar functions.
 
         Args:

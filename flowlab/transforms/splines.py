@@ -30,7 +30,7 @@ selected with :func:`torch.where` (no boolean indexing, no host synchronisation)
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from .coupling import Coupling
 from .masks import Mask
 
-__all__ = ["rational_quadratic_spline", "RQSplineCoupling"]
+__all__ = ["RQSplineCoupling", "rational_quadratic_spline"]
 
 
 def _rqs(
@@ -63,71 +63,74 @@ def _rqs(
     reducing over a short last axis.
     """
     bins = unnormalized_sizes.shape[-2]
-    # Softmax over the bins; the max is only for stability and carries no gradient.
+    # Softmax over the bins, fused with the cumulative sum: the running sums of
+    # e_j = exp(u_j - max u) divided by their total give the knots of the normalised bins.
+    # (The max is only for stability; it carries no gradient.)
     e = torch.exp(unnormalized_sizes - unnormalized_sizes.amax(dim=-2, keepdim=True).detach())
-    fractions = e / e.sum(dim=-2, keepdim=True)
+    running = torch.cumsum(e, dim=-2)
+    cumulative = running[..., :-1, :] / running[..., -1:, :]  # interior knots on [0, 1]
+    # Minimum bin sizes m: knot j moves to m j + (1 - m K) cumulative_j; then map [0, 1] to
+    # [-B, B] and pin the two end knots exactly at -B and B.
+    j = torch.arange(1, bins, dtype=e.dtype, device=e.device).unsqueeze(-1)
     if min_bin_width == min_bin_height:
-        sizes = min_bin_width + (1.0 - min_bin_width * bins) * fractions
+        m = min_bin_width
+        knots = (2.0 * bound * (1.0 - m * bins)) * cumulative + (2.0 * bound * m * j - bound)
     else:
-        sizes = torch.stack(
-            [
-                min_bin_width + (1.0 - min_bin_width * bins) * fractions[..., 0, :, :],
-                min_bin_height + (1.0 - min_bin_height * bins) * fractions[..., 1, :, :],
-            ],
-            dim=-3,
-        )
-    # Knot positions on [0, 1] with the two ends pinned exactly, then mapped to [-B, B]:
-    # knots[..., 0, :, :] are the x-knots, knots[..., 1, :, :] the y-knots, K + 1 of each.
-    knots = torch.cumsum(sizes[..., :-1, :], dim=-2)
-    knots = F.pad(F.pad(knots, (0, 0, 1, 0), value=0.0), (0, 0, 0, 1), value=1.0)
-    knots = knots * (2.0 * bound) - bound
+        m = torch.tensor([min_bin_width, min_bin_height], dtype=e.dtype, device=e.device)
+        m = m.view(2, 1, 1)
+        knots = (2.0 * bound) * ((1.0 - m * bins) * cumulative + m * j) - bound
+    knots = F.pad(F.pad(knots, (0, 0, 1, 0), value=-bound), (0, 0, 0, 1), value=bound)
 
     # Evaluate the spline at the clamped input everywhere (the tails are chosen at the end),
     # so every element is finite and the gradients through torch.where stay clean.
     x = inputs.clamp(-bound, bound)
-    interior = knots[..., 1 if inverse else 0, 1:-1, :].transpose(-1, -2).contiguous()
+    interior = knots.detach()[..., 1 if inverse else 0, 1:-1, :].transpose(-1, -2).contiguous()
     k = torch.searchsorted(interior, x.unsqueeze(-1), right=True)  # bin index, S + (n, 1)
     k_k1 = torch.cat([k, k + 1], dim=-1).transpose(-1, -2)  # the bin's two knots, S + (2, n)
     ends = knots.gather(-2, k_k1.unsqueeze(-3).expand(*k_k1.shape[:-2], 2, 2, k_k1.shape[-1]))
-    x_k, y_k = ends[..., 0, 0, :], ends[..., 1, 0, :]
-    w_k, h_k = ends[..., 0, 1, :] - x_k, ends[..., 1, 1, :] - y_k
+    # (unbind rather than indexing: its backward is one stack, not a zero tensor per index)
+    x_ends, y_ends = ends.unbind(-3)
+    x_k, x_k1 = x_ends.unbind(-2)
+    y_k, y_k1 = y_ends.unbind(-2)
+    w_k, h_k = x_k1 - x_k, y_k1 - y_k
     # Derivatives at the bin's two knots; the boundary value makes them exactly 1 there.
     boundary = math.log(math.expm1(1.0 - min_derivative)) - derivative_shift
     raw = F.pad(unnormalized_derivatives, (0, 0, 1, 1), value=boundary).gather(-2, k_k1)
     if derivative_shift:
         raw = raw + derivative_shift
-    d = min_derivative + F.softplus(raw)
-    d_k, d_k1 = d[..., 0, :], d[..., 1, :]
+    d_k, d_k1 = (min_derivative + F.softplus(raw)).unbind(-2)
 
     s_k = h_k / w_k
     d_sum = d_k + d_k1 - 2.0 * s_k
     if not inverse:
         xi = (x - x_k) / w_k
-        xi_1mxi = xi * (1.0 - xi)
-        denominator = s_k + d_sum * xi_1mxi
-        out = y_k + h_k * (s_k * xi * xi + d_k * xi_1mxi) / denominator
     else:
+        # Solve a xi^2 + b xi + c = 0 for the bin coordinate xi in [0, 1].
         dy = x - y_k
         a = h_k * (s_k - d_k) + dy * d_sum
         b = h_k * d_k - dy * d_sum
         c = -s_k * dy
         discriminant = (b * b - 4.0 * a * c).clamp_min(0.0)
         xi = (2.0 * c) / (-b - torch.sqrt(discriminant))
-        xi_1mxi = xi * (1.0 - xi)
-        denominator = s_k + d_sum * xi_1mxi
-        out = x_k + xi * w_k
-
     one_m_xi = 1.0 - xi
+    xi_1mxi = xi * one_m_xi
+    xi2 = xi * xi
+    denominator = s_k + d_sum * xi_1mxi
+    if not inverse:
+        out = y_k + h_k * (s_k * xi2 + d_k * xi_1mxi) / denominator
+    else:
+        out = x_k + xi * w_k
     derivative_numerator = (s_k * s_k) * (
-        d_k1 * xi * xi + 2.0 * s_k * xi_1mxi + d_k * one_m_xi * one_m_xi
+        d_k1 * xi2 + 2.0 * s_k * xi_1mxi + d_k * one_m_xi * one_m_xi
     )
-    logabsdet = torch.log(derivative_numerator) - 2.0 * torch.log(denominator)
+    logabsdet = torch.log(derivative_numerator / (denominator * denominator))
     if inverse:
         logabsdet = -logabsdet
 
-    inside = (inputs >= -bound) & (inputs <= bound)
+    # Identity tails: outside [-B, B] the clamp changed the input.
+    inside = x == inputs
     outputs = torch.where(inside, out, inputs)
-    logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
+    logabsdet = torch.where(inside, logabsdet, 0.0)
     return outputs, logabsdet
 
 
@@ -188,7 +191,9 @@ class RQSplineCoupling(Coupling):
 
     with :math:`K` = ``bins`` bins on :math:`[-B, B]` (``bound``) and the identity outside.
     One conditioner head outputs all :math:`3K - 1` spline parameters of every transformed
-    coordinate at once.  The derivative parameters are offset so that a zero conditioner
+    coordinate at once, read parameter-major as ``(batch, 3K - 1, n_B)`` (rows: :math:`K`
+    widths, :math:`K` heights, :math:`K - 1` derivatives), so that the softmax and the
+    cumulative sum over the bins run vectorised across the coordinates.  The derivative parameters are offset so that a zero conditioner
     output gives equal bins and unit derivatives: the zero-initialised layer is the identity.
 
     Args:
@@ -228,11 +233,11 @@ class RQSplineCoupling(Coupling):
     def _spline(self, inputs: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         k, batch, n = self.bins, inputs.shape[0], inputs.shape[1]
         # The head's output, read parameter-major: (batch, 3K - 1, n_B).
-        params = params.reshape(batch, 3 * k - 1, n)
+        sizes, derivatives = params.reshape(batch, 3 * k - 1, n).split([2 * k, k - 1], dim=1)
         outputs, logabsdet = _rqs(
             inputs,
-            params[:, : 2 * k].reshape(batch, 2, k, n),  # widths and heights (a view)
-            params[:, 2 * k :],
+            sizes.reshape(batch, 2, k, n),  # widths and heights (a view)
+            derivatives,
             inverse,
             self.bound,
             self.min_bin_width,

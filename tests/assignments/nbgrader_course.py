@@ -8,7 +8,9 @@ autograde runs are grouped: one ``nbgrader autograde`` call grades many submissi
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import os
 import shutil
@@ -133,3 +135,30 @@ def course_factory(tmp_path_factory):
         return make_course(tmp_path_factory.mktemp("nbgrader"), assignments)
 
     return factory
+
+
+@contextlib.contextmanager
+def shared_run(tmp_path_factory, name: str):
+    """A folder shared by all xdist workers of this session, built by whichever comes first.
+
+    Yields ``(folder, first)``; ``first`` is True for the worker that must do the work (the
+    others wait on a file lock, then reuse the folder).  An expensive ``nbgrader autograde``
+    thus runs once per session even when its tests land on several workers.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if base.name.startswith("popen-gw"):
+        base = base.parent
+    folder = base / f"shared-{name}"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            first = not (folder / "done").exists()
+            if first:
+                if folder.exists():
+                    shutil.rmtree(folder)
+                folder.mkdir(parents=True)
+            yield folder, first
+            if first:
+                (folder / "done").write_text("ok")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -6,11 +6,14 @@ must be graded normally, and the gradebook must stay consistent.
 
 from __future__ import annotations
 
+import copy
 import csv
 
 import pytest
 
-from nbgrader_course import grade_cells, make_course, patch
+import json
+
+from nbgrader_course import Course, grade_cells, make_course, patch, shared_run
 
 A = "01_change_of_variables"
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("robustness")]
@@ -19,14 +22,12 @@ CELL_TIMEOUT = 20  # seconds; the course uses 60, a shorter one keeps this test 
 
 
 def _without_cell(nb, grade_id):
-    nb = patch(nb, "", "") if False else nb.copy()
+    nb = copy.deepcopy(nb)
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != grade_id]
     return nb
 
 
 def _edit_cell(nb, grade_id, source):
-    import copy
-
     nb = copy.deepcopy(nb)
     for c in nb.cells:
         if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
@@ -108,15 +109,28 @@ def _submissions(solution):
     return subs
 
 
+class _Run:
+    def __init__(self, folder, first: bool) -> None:
+        if first:
+            course = make_course(folder, [A])
+            for student, (nb, _) in _submissions(course.source_notebook(A)).items():
+                course.submit(student, A, nb)
+            proc = course.nbgrader("autograde", A, f"--Execute.timeout={CELL_TIMEOUT}", check=False)
+            (folder / "record.json").write_text(json.dumps(
+                {"returncode": proc.returncode, "stderr": proc.stderr[-6000:]}))
+        record = json.loads((folder / "record.json").read_text())
+        self.course = Course(folder / "course")
+        solution = self.course.source_notebook(A)
+        self.subs = _submissions(solution)
+        self.points = grade_cells(solution)
+        self.returncode, self.stderr = record["returncode"], record["stderr"]
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    course = make_course(tmp_path_factory.mktemp("robust"), [A])
-    solution = course.source_notebook(A)
-    subs = _submissions(solution)
-    for student, (nb, _) in subs.items():
-        course.submit(student, A, nb)
-    proc = course.nbgrader("autograde", A, f"--Execute.timeout={CELL_TIMEOUT}", check=False)
-    return course, subs, grade_cells(solution), proc
+    with shared_run(tmp_path_factory, "robustness") as (folder, first):
+        r = _Run(folder, first)
+    return r.course, r.subs, r.points, r
 
 
 @pytest.mark.parametrize("student", [

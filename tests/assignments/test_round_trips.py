@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from catalogue import CATALOGUE
-from nbgrader_course import ASSIGNMENTS, grade_cells, make_course, patch
+from nbgrader_course import ASSIGNMENTS, Course, grade_cells, make_course, patch, shared_run
 
 NAMES = sorted(p.name for p in (ASSIGNMENTS / "source").iterdir() if p.is_dir())
 
@@ -29,31 +29,41 @@ def _param(a: str, *rest, id: str | None = None):
 
 
 class Graded:
-    """Everything one grouped run produced for one assignment."""
+    """Everything one grouped run produced for one assignment (built once per session)."""
 
-    def __init__(self, tmp: Path, assignment: str) -> None:
+    def __init__(self, folder: Path, assignment: str, first: bool) -> None:
         self.assignment = assignment
-        self.course = make_course(tmp, [assignment])
+        self.mistakes = CATALOGUE.get(assignment, [])
+        if first:
+            course = make_course(folder, [assignment])
+            solution = course.source_notebook(assignment)
+            course.submit("s00_solution", assignment, solution)
+            course.submit("s01_untouched", assignment, course.release_notebook(assignment))
+            for m in self.mistakes:
+                course.submit(f"m_{m.name}", assignment, patch(solution, m.old, m.new))
+            n = 2 + len(self.mistakes)
+            start = time.perf_counter()
+            proc = course.nbgrader("autograde", assignment, check=False)
+            seconds = (time.perf_counter() - start) / n
+            course.nbgrader("generate_feedback", assignment, check=False)
+            record = {"returncode": proc.returncode, "stderr": proc.stderr[-6000:],
+                      "seconds_per_submission": seconds, "scores": course.scores(assignment)}
+            (folder / "record.json").write_text(json.dumps(record))
+            print(f"\n{assignment}: {seconds:.1f} s per submission ({n} graded)")
+        record = json.loads((folder / "record.json").read_text())
+        self.course = Course(folder / "course")
         self.solution = self.course.source_notebook(assignment)
         self.release = self.course.release_notebook(assignment)
         self.points = grade_cells(self.solution)
-        self.mistakes = CATALOGUE.get(assignment, [])
-        self.course.submit("s00_solution", assignment, self.solution)
-        self.course.submit("s01_untouched", assignment, self.release)
-        for m in self.mistakes:
-            self.course.submit(f"m_{m.name}", assignment, patch(self.solution, m.old, m.new))
-        n = 2 + len(self.mistakes)
-        start = time.perf_counter()
-        self.autograde = self.course.nbgrader("autograde", assignment, check=False)
-        self.seconds_per_submission = (time.perf_counter() - start) / n
-        self.scores = self.course.scores(assignment)
-        self.course.nbgrader("generate_feedback", assignment, check=False)
-        print(f"\n{assignment}: {self.seconds_per_submission:.1f} s per submission ({n} graded)")
+        self.scores = record["scores"]
+        self.returncode, self.stderr = record["returncode"], record["stderr"]
+        self.seconds_per_submission = record["seconds_per_submission"]
 
 
 @pytest.fixture(scope="module", params=[_param(a) for a in NAMES])
 def graded(request, tmp_path_factory) -> Graded:
-    return Graded(tmp_path_factory.mktemp(request.param), request.param)
+    with shared_run(tmp_path_factory, request.param) as (folder, first):
+        return Graded(folder, request.param, first)
 
 
 def test_release_strips_solutions_and_hidden_tests(graded: Graded) -> None:
@@ -81,7 +91,7 @@ def test_source_notebooks_are_generated_and_clean(graded: Graded) -> None:
 
 def test_solution_gets_full_marks(graded: Graded) -> None:
     got = graded.scores["s00_solution"]
-    assert got == graded.points, graded.autograde.stderr[-4000:]
+    assert got == graded.points, graded.stderr[-4000:]
 
 
 def test_untouched_release_gets_zero(graded: Graded) -> None:
@@ -91,7 +101,7 @@ def test_untouched_release_gets_zero(graded: Graded) -> None:
 
 
 def test_every_submission_graded_without_crash(graded: Graded) -> None:
-    assert graded.autograde.returncode == 0, graded.autograde.stderr[-4000:]
+    assert graded.returncode == 0, graded.stderr[-4000:]
     assert set(graded.scores) == {"s00_solution", "s01_untouched"} | {
         f"m_{m.name}" for m in graded.mistakes
     }

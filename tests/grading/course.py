@@ -3,15 +3,19 @@
 One assignment ``ps1`` with one notebook: a solution cell (``square``), a visible test (1 point)
 and a hidden test (2 points).  :func:`make_course` writes the course and generates the student
 release; :func:`submit` writes a student's submission from the release, with the solution
-region replaced.
+region replaced.  :func:`once_per_session` runs an expensive grading once per test session,
+however many pytest-xdist workers ask for it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import nbformat
 
@@ -24,6 +28,7 @@ CONFIG = """\
 c = get_config()
 c.CourseDirectory.course_id = "synthetic"
 c.Execute.timeout = {timeout}
+c.Execute.shutdown_kernel = "immediate"   # as the course does: the sandbox dies with the kernel
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 from flowlab.grading.sandbox import configure
 configure(c, enabled={enabled}, memory_mb=1536, cpu_seconds=120, processes=64,
@@ -116,3 +121,34 @@ def autograded_text(root: str, student: str) -> str:
     path = os.path.join(root, "autograded", student, ASSIGNMENT, ASSIGNMENT + ".ipynb")
     with open(path) as handle:
         return handle.read()
+
+
+def once_per_session(tmp_path_factory, name: str, build: Callable[[str], dict]) -> dict:
+    """``build(folder)`` once per test session, shared by all pytest-xdist workers.
+
+    ``build`` works in a fresh ``folder`` and returns a JSON-serialisable dict.  The first
+    worker that asks runs it (under a file lock) and stores the result; the others wait for the
+    lock and read the result (``folder`` and what ``build`` wrote there stay for the session).
+    Without xdist, ``build`` simply runs.  Grading the same class twice at once, once on each
+    worker, would only load the machine and the tests' timeouts.
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return build(str(tmp_path_factory.mktemp(name)))
+    shared = tmp_path_factory.getbasetemp().parent / f"{name}-{run}"  # common to the workers
+    shared.mkdir(exist_ok=True)
+    result = shared / "result.json"
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            try:
+                value = {"ok": build(str(shared / "work"))}
+            except BaseException as err:  # the other workers report it rather than rebuild
+                value = {"error": f"{type(err).__name__}: {err}"}
+                result.write_text(json.dumps(value))
+                raise
+            result.write_text(json.dumps(value))
+    value = json.loads(result.read_text())
+    if "error" in value:
+        raise RuntimeError(f"{name} failed on another pytest-xdist worker: {value['error']}")
+    return value["ok"]

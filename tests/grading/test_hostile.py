@@ -1,9 +1,10 @@
 """Hostile submissions, graded in the sandbox: each attack fails, the rest is graded.
 
-A class of two honest students and one student per attack is autograded once (in parallel, two
-workers).  Every hostile submission defines a correct ``square`` first, so it must still get
-full marks (3 points): graded on what it did correctly.  Each test then checks that its attack
-failed, and that nothing of the others was read, changed or lost.
+A class of two honest students and one student per attack is autograded once per test session
+(in parallel, two workers; pytest-xdist workers share the result).  Every hostile submission
+defines a correct ``square`` first, so it must still get full marks (3 points): graded on what it
+did correctly.  Each test then checks that its attack failed, and that nothing of the others was
+read, changed or lost.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flowlab.grading import sandbox
 pytestmark = [
     pytest.mark.sandbox,
     pytest.mark.slow,
+    pytest.mark.xdist_group("hostile-class"),   # with --dist loadgroup: one worker grades
     pytest.mark.skipif(not sandbox.bwrap_available()[0], reason="bubblewrap cannot run here"),
 ]
 
@@ -129,13 +131,15 @@ print("ATTEMPTED")
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def _grade_class(root: str) -> dict:
+    """Submit the class into a new course at ``root`` and grade it (2 workers)."""
+    from dataclasses import asdict
+
     from flowlab.grading.parallel import autograde_parallel
 
-    root = str(tmp_path_factory.mktemp("course"))
+    os.makedirs(root, exist_ok=True)
     synthetic.make_course(root)
-    listener = socket.socket()
+    listener = socket.socket()   # on the grader's loopback: no kernel may ever connect to it
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
@@ -154,8 +158,26 @@ def graded(tmp_path_factory):
         results = autograde_parallel(root, synthetic.ASSIGNMENT, workers=2, progress=False)
     finally:
         del os.environ[f"{SECRET}_NAME"]
-    yield {"root": root, "results": results, "digests": digests, "listener": listener}
-    listener.close()
+    connections = 0
+    try:
+        while True:
+            listener.accept()[0].close()
+            connections += 1
+    except BlockingIOError:   # nobody (else) reached the grader's loopback
+        pass
+    finally:
+        listener.close()
+    return {"root": root, "results": [asdict(r) for r in results], "digests": digests,
+            "connections": connections}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The class, graded once per test session (also under pytest-xdist)."""
+    from flowlab.grading.parallel import GradingResult
+
+    data = synthetic.once_per_session(tmp_path_factory, "hostile-class", _grade_class)
+    return dict(data, results=[GradingResult(**r) for r in data["results"]])
 
 
 def _files(folder):
@@ -217,8 +239,7 @@ def test_gradebook_cannot_be_opened_or_modified(graded):
 def test_socket_fails(graded):
     text = _check_attack(graded, "socket")
     assert "ConnectionError" in text and text.count("blocked") == 3
-    with pytest.raises(BlockingIOError):   # nobody ever reached the grader's loopback
-        graded["listener"].accept()
+    assert graded["connections"] == 0   # nobody ever reached the grader's loopback
 
 
 def test_fork_bomb_fails(graded):

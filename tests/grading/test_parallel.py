@@ -11,9 +11,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import course as synthetic
 
-from flowlab.grading.parallel import autograde_parallel
+from flowlab.grading.parallel import GradingResult, autograde_parallel
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("graded-twice")]
 
 STUDENTS = {
     "ada": synthetic.CORRECT,
@@ -24,19 +24,33 @@ STUDENTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def courses(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("base"))
+def _grade_both_ways(folder: str) -> dict:
+    """The class graded by ``nbgrader autograde`` and by ``autograde_parallel``, in two courses."""
+    from dataclasses import asdict
+
+    base = os.path.join(folder, "base")
     synthetic.make_course(base)
     for student, solution in STUDENTS.items():
         synthetic.submit(base, student, solution)
-    sequential = str(tmp_path_factory.mktemp("x") / "sequential")
-    parallel = str(tmp_path_factory.mktemp("y") / "parallel")
-    shutil.copytree(base, sequential)
-    shutil.copytree(base, parallel)
+    sequential = shutil.copytree(base, os.path.join(folder, "sequential"))
+    parallel = shutil.copytree(base, os.path.join(folder, "parallel"))
     synthetic.nbgrader(sequential, "autograde", synthetic.ASSIGNMENT)
     results = autograde_parallel(parallel, synthetic.ASSIGNMENT, workers=2, progress=False)
-    return sequential, parallel, results
+    return {"sequential": sequential, "parallel": parallel,
+            "results": [asdict(r) for r in results]}
+
+
+@pytest.fixture(scope="module")
+def courses(tmp_path_factory):
+    """Both graded courses, once per test session; tests that change one work on a copy."""
+    data = synthetic.once_per_session(tmp_path_factory, "graded-twice", _grade_both_ways)
+    return data["sequential"], data["parallel"], [GradingResult(**r) for r in data["results"]]
+
+
+@pytest.fixture
+def graded_copy(courses, tmp_path) -> str:
+    """A private copy of the course graded by ``autograde_parallel``."""
+    return str(shutil.copytree(courses[1], tmp_path / "parallel"))
 
 
 def test_scores_identical_to_sequential_nbgrader(courses):
@@ -50,8 +64,8 @@ def test_scores_identical_to_sequential_nbgrader(courses):
     assert expected["dee"] == {"test_visible": 0.0, "test_hidden": 0.0}
 
 
-def test_rerun_grades_only_missing_or_changed(courses):
-    _, parallel, _ = courses
+def test_rerun_grades_only_missing_or_changed(graded_copy):
+    parallel = graded_copy
     again = autograde_parallel(parallel, synthetic.ASSIGNMENT, workers=2, progress=False)
     assert all(r.skipped for r in again)
     synthetic.submit(parallel, "bob", synthetic.CORRECT)                 # changed
@@ -62,8 +76,8 @@ def test_rerun_grades_only_missing_or_changed(courses):
     assert synthetic.scores(parallel)["bob"] == {"test_visible": 1.0, "test_hidden": 2.0}
 
 
-def test_a_broken_submission_is_reported_and_the_rest_graded(courses):
-    _, parallel, _ = courses
+def test_a_broken_submission_is_reported_and_the_rest_graded(graded_copy):
+    parallel = graded_copy
     synthetic.submit(parallel, "zed", synthetic.CORRECT)
     synthetic.submit(parallel, "yan", synthetic.CORRECT)
     with open(os.path.join(parallel, "submitted", "zed", "ps1", "ps1.ipynb"), "w") as handle:
@@ -79,10 +93,10 @@ def test_a_broken_submission_is_reported_and_the_rest_graded(courses):
     assert not rerun["zed"].ok and rerun["yan"].skipped
 
 
-def test_cli_and_class_report(courses, tmp_path):
+def test_cli_and_class_report(graded_copy, tmp_path):
     from flowlab.grading.__main__ import main
 
-    _, parallel, _ = courses
+    parallel = graded_copy
     synthetic.submit(parallel, "mo", synthetic.MISTAKEN)
     assert main(["autograde", synthetic.ASSIGNMENT, "--course", parallel, "--student", "mo",
                  "--no-progress"]) == 0

@@ -96,6 +96,8 @@ def test_plots_return_labelled_artists():
     titled = [a for a in fig.axes if a.get_title()]
     assert len(titled) == 3 and titled[0].get_title() == "data $x$"
     assert titled[-1].get_title().startswith("latent $z$")
+    assert (titled[0].get_xlabel(), titled[1].get_xlabel(), titled[-1].get_xlabel()) == (
+        "$x_1$", "$y_1$", "$z_1$")
     with pytest.raises(ValueError, match=r"\(n, 2\)"):
         plot_samples_2d(torch.zeros(5, 3))
     plt.close("all")

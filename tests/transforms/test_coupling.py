@@ -113,7 +113,9 @@ def test_bad_inputs():
         AffineCoupling(HalfMask(4), scale_bound=0.0)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     kind=st.sampled_from(sorted(KINDS)),
     bits=st.lists(st.booleans(), min_size=2, max_size=7).filter(lambda b: 0 < sum(b) < len(b)),

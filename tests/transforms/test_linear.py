@@ -55,7 +55,9 @@ def test_matches_dense_matrix(name, perturb):
     assert torch.allclose(x_back, torch.linalg.solve(A, (z - b).T).T)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     name=st.sampled_from(sorted(FACTORIES)),
     features=st.integers(1, 7),

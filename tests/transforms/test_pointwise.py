@@ -19,8 +19,8 @@ from flowlab.transforms.pointwise import (
     Tanh,
 )
 
-REALS = lambda shape: torch.randn(*shape, dtype=torch.float64) * 2  # noqa: E731
-UNIT = lambda shape: torch.rand(*shape, dtype=torch.float64) * 0.98 + 0.01  # noqa: E731
+REALS = lambda shape: torch.randn(*shape, dtype=torch.float64) * 2
+UNIT = lambda shape: torch.rand(*shape, dtype=torch.float64) * 0.98 + 0.01
 
 CASES = {
     "leaky_relu": (lambda: LeakyReLU(0.2), REALS),
