@@ -63,7 +63,9 @@ class Flow(nn.Module):
 
     def _check(self, x: Tensor, name: str) -> Tensor:
         check_input(x, name=name, layer="Flow", like=self.base._ref)
-        if self.validate:
+        # The finiteness check reads the data (a host-device sync on a GPU, a graph break under
+        # torch.compile): skipped while compiling and when validate=False.
+        if self.validate and not torch.compiler.is_compiling():
             check_finite(x, name=name, layer="Flow")
         return x
 

@@ -219,7 +219,7 @@ def build_realnvp(features: int, n_couplings: int, coupling=AffineCoupling, hidd
 # %% [tests] id=realnvp points=3
 flow = build_realnvp(2, 4)
 assert isinstance(flow, Flow), "return a flowlab Flow(StandardNormal(features), layers)"
-assert flow.log_prob(torch.randn(5, 2)).shape == (5,)
+assert flow.log_prob(torch.randn(5, 2)).shape == (5,), "log p_X(x) has one value per sample"
 ### BEGIN HIDDEN TESTS
 from flowlab.grading.fresh import load as _load_grader
 _load_grader().assignment2.grade_realnvp(build_realnvp)

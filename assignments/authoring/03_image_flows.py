@@ -109,8 +109,8 @@ def channel_mask(channels: int, parity: int = 0) -> Tensor:
     ### END SOLUTION
 
 # %% [tests] id=masks points=2
-assert checkerboard_mask(2, 2, 0).flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
-assert channel_mask(4, 1).flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+assert checkerboard_mask(2, 2, 0).flatten().tolist() == [1.0, 0.0, 0.0, 1.0], "b_ij = 1 where (i + j) % 2 == parity"
+assert channel_mask(4, 1).flatten().tolist() == [0.0, 0.0, 1.0, 1.0], "parity 1 keeps the second half of the channels"
 ### BEGIN HIDDEN TESTS
 from flowlab.grading.fresh import load as _load_grader
 _load_grader().assignment3.grade_masks(checkerboard_mask, channel_mask)

@@ -172,7 +172,7 @@ class LUConv1x1(Transform):
 # %% [tests] id=conv_weight points=1
 layer = LUConv1x1(3)
 W = layer.weight()
-assert W.shape == (3, 3)
+assert W.shape == (3, 3), "W is a (C, C) matrix"
 with torch.no_grad():
     assert abs(float(torch.linalg.slogdet(W)[1] - layer.log_abs_diag.sum())) < 1e-4, "log|det W| = sum_c log|u_c|"
 ### BEGIN HIDDEN TESTS
@@ -233,7 +233,7 @@ class _Shift(Transform):  # f(x) = x - 1, g(z) = z + 1
         return z + 1.0, z.new_zeros(z.shape[0])
 
 x = sample_with_temperature(Flow(StandardNormal(2), [_Shift()]), 5000, 0.5)
-assert x.shape == (5000, 2)
+assert x.shape == (5000, 2), "n samples of shape event_shape"
 assert abs(float(x.std()) - 0.5) < 0.05, "z ~ N(0, T^2 I): the spread of z is T"
 assert abs(float(x.mean()) - 1.0) < 0.05, "return x = g(z), not z"
 ### BEGIN HIDDEN TESTS

@@ -44,8 +44,8 @@ COUPLING = ["flowlab.transforms.coupling"]
 MODELS = ["flowlab.models.realnvp"]
 
 #: steps of the graded training run and the test NLL (nats) it must reach.
-TRAINING_STEPS = 400
-TRAINING_NLL_THRESHOLD = 2.8  # measured: a correct loop reaches 2.45-2.55 (seeds 0-2); untrained: ~3.3
+TRAINING_STEPS = 300
+TRAINING_NLL_THRESHOLD = 2.8  # measured at 300 steps: 2.48-2.55 for seeds 0-3 (grader: seed 0); untrained 3.81
 
 
 def _random_mask(gen: torch.Generator, features: int) -> Tensor:

@@ -9,7 +9,7 @@ unsafe code".  This module starts each grading kernel inside `bubblewrap
   grader's reference code (the :mod:`flowlab` package, hidden-test helpers included).  The
   course directory — ``source/``, ``release/``, other students' folders, ``gradebook.db`` — is
   *not* mounted.  The submission's working copy is a size-limited scratch ``tmpfs`` on top of
-  read-only copies of its files; ``/tmp`` is private and size-limited too;
+  read-only copies of its files; ``/tmp`` and ``/dev/shm`` are private and size-limited too;
 * **no network** — a new network namespace with only a loopback device.  The kernel talks to
   the grader through Unix-domain sockets in a private directory (``transport = "ipc"``);
 * **limits** (``setrlimit`` inside the sandbox): address space, CPU seconds, processes and
@@ -18,7 +18,10 @@ unsafe code".  This module starts each grading kernel inside `bubblewrap
   variables named in ``pass_env`` (``NBGRADER_EXECUTION`` by default) reach the kernel;
 * a new PID namespace (the kernel sees only its own processes; all of them die with it) and no
   capabilities.  When the grader runs as *root*, the kernel runs as an unprivileged user id of
-  its own (``RLIMIT_NPROC`` does not apply to root).
+  its own (``RLIMIT_NPROC`` does not apply to root);
+* **a cell guard** in IPython kernels: a cell that leaves the sandbox (almost) out of processes
+  — a fork bomb — has every process but the kernel ended when it finishes, so that the next
+  cells run normally and are graded on their own.
 
 Use it from ``nbgrader_config.py``::
 
@@ -75,11 +78,12 @@ class SandboxSettings:
 
     Limits are per kernel (one notebook being graded).  ``memory_mb`` bounds the address space
     (``RLIMIT_AS``: a runaway allocation raises ``MemoryError`` in the cell); ``cpu_seconds`` the
-    CPU time of the whole kernel (``RLIMIT_CPU``: past it the kernel is killed); ``processes``
-    the processes *and threads* (``RLIMIT_NPROC``, counted inside the sandbox only);
+    CPU time of the kernel, and of each process it starts (``RLIMIT_CPU``: past it the process
+    is killed); ``processes`` the processes *and threads* (``RLIMIT_NPROC``, counted inside the
+    sandbox only; the kernel itself uses about a dozen threads);
     ``open_files`` the descriptors (``RLIMIT_NOFILE``); ``file_size_mb`` one file's size
-    (``RLIMIT_FSIZE``); ``scratch_mb`` the size of each writable ``tmpfs`` (the working copy and
-    ``/tmp``), so at most ``2 * scratch_mb`` can be written in total.
+    (``RLIMIT_FSIZE``); ``scratch_mb`` the size of each writable ``tmpfs`` (the working copy,
+    ``/tmp`` and ``/dev/shm``), so at most ``3 * scratch_mb`` can be written in total.
     """
 
     memory_mb: int = 4096
@@ -406,7 +410,8 @@ def bwrap_available() -> tuple[bool, str]:
              "--proc", "/proc", "--dev", "/dev"]
     probe += ["--cap-add", "CAP_SETUID"] if os.geteuid() == 0 else ["--unshare-user"]
     try:
-        result = subprocess.run(probe + ["true"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(probe + ["true"], capture_output=True, text=True, timeout=30,
+                                check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         return False, f"bubblewrap did not run: {err}"
     if result.returncode != 0:
@@ -554,13 +559,12 @@ class SandboxKernelManager(AsyncKernelManager):
         path = os.path.join(self.runtime_dir, _CHILD_FILE)
         deadline = asyncio.get_running_loop().time() + 60
         while not os.path.exists(path):
-            if not await self.provisioner.poll() is None or (
-                asyncio.get_running_loop().time() > deadline
-            ):
+            exited = await self.provisioner.poll() is not None
+            if exited or asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError("the sandboxed kernel did not start; run `python -m "
                                    "flowlab.grading sandbox-check` to see why")
             await asyncio.sleep(0.01)
-        with open(path) as handle:
+        with open(path) as handle:  # noqa: ASYNC230 - a few bytes, written before it appeared
             pid = json.load(handle)["child-pid"]
         self.ip = f"/proc/{pid}/root{INNER_DIR}/kernel"
 

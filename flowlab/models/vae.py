@@ -31,7 +31,8 @@ Three ways to put a number on :math:`\log p_\theta(x)`, all here:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -63,9 +64,9 @@ def kl_to_standard_normal(mean: Tensor, log_std: Tensor) -> Tensor:
 
 
 def _mlp(n_in: int, n_out: int, hidden: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
     sizes = [n_in, *hidden]
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    layers: list[nn.Module] = []
+    for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b), nn.SiLU()]
     layers.append(nn.Linear(sizes[-1], n_out))
     return nn.Sequential(*layers)

@@ -123,6 +123,18 @@ def test_delegation_is_detected_at_runtime() -> None:
         Permutation([1, 0])(torch.zeros(3, 2))
 
 
+def test_subclassing_the_reference_is_delegation() -> None:
+    from flowlab.grading.fresh import load
+    from flowlab.transforms.linear import Permutation
+
+    class MyPermutation(Permutation):
+        pass
+
+    grader = load()
+    with pytest.raises(grader.DelegationError, match="subclasses flowlab"):
+        grader.assignment1.grade_permutation(MyPermutation)
+
+
 def test_feedback_sanitizer_and_output_limit() -> None:
     from flowlab.grading.nbgrader import LimitOutputSize, SanitizeFeedback
 

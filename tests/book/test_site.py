@@ -76,7 +76,7 @@ def server(site: Path):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - keep the test output clean
+    def log_message(self, format, *args):  # keep the test output clean
         pass
 
 

@@ -149,7 +149,7 @@ def _grade_class(root: str) -> dict:
     for name, attack in ATTACKS.items():
         synthetic.submit(root, name, synthetic.CORRECT + attack.replace("PORT", str(port)))
     digests = {
-        path: hashlib.sha256(open(path, "rb").read()).hexdigest()
+        path: _sha256(path)
         for folder in ("source", "release", "submitted")
         for path in _files(os.path.join(root, folder))
     }
@@ -178,6 +178,11 @@ def graded(tmp_path_factory):
 
     data = synthetic.once_per_session(tmp_path_factory, "hostile-class", _grade_class)
     return dict(data, results=[GradingResult(**r) for r in data["results"]])
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def _files(folder):
@@ -270,4 +275,4 @@ def test_grader_environment_is_invisible(graded):
 
 def test_nothing_else_was_touched(graded):
     for path, digest in graded["digests"].items():
-        assert hashlib.sha256(open(path, "rb").read()).hexdigest() == digest, path
+        assert _sha256(path) == digest, path

@@ -101,10 +101,9 @@ def test_kernel_sees_flowlab_but_not_the_host(tmp_path):
     work.mkdir(parents=True)
     (work / "data.txt").write_text("given data")
     cells = [
-        "import os, importlib.util\nprint(importlib.util.find_spec('flowlab.grading.fresh') "
-        "is not None, open('data.txt').read())",
-        "print(os.path.exists(%r), os.path.exists(%r))" % (str(tmp_path / "secret.txt"),
-                                                         repo_file),
+        ("import os, importlib.util\nprint(importlib.util.find_spec('flowlab.grading.fresh') "
+         "is not None, open('data.txt').read())"),
+        f"print(os.path.exists({str(tmp_path / 'secret.txt')!r}), os.path.exists({repo_file!r}))",
         "open('data.txt', 'a').write('x')",
         "open('notes.txt', 'w').write('scratch'); print(open('notes.txt').read())",
     ]
@@ -121,3 +120,35 @@ def test_kernel_sees_flowlab_but_not_the_host(tmp_path):
     assert out[3][0]["text"].strip() == "scratch"
     assert (work / "data.txt").read_text() == "given data"   # the host copy is untouched
     assert not (work / "notes.txt").exists()                  # scratch writes stay inside
+
+
+@needs_bwrap
+@pytest.mark.sandbox
+def test_cell_guard_ends_a_fork_bomb_and_keeps_background_processes(tmp_path):
+    """After a fork bomb the kernel has its process budget back; a modest pool survives cells."""
+    from nbclient import NotebookClient
+
+    cells = [
+        ("import multiprocessing, os, subprocess, threading\n"
+         "pool = multiprocessing.get_context('fork').Pool(2)"),
+        "print('pool', pool.map(abs, [-1, -2]))",          # the pool survived the cell above
+        "while True:\n    os.fork()",                        # the bomb
+        "print(len([p for p in os.listdir('/proc') if p.isdigit()]))",
+        ("t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
+         "print(subprocess.run(['echo', 'process'], capture_output=True, text=True).stdout)"),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = NotebookClient(nb, timeout=60, allow_errors=True,
+                            kernel_manager_class=sandbox.SandboxKernelManager,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.km = client.create_kernel_manager()
+    client.km.processes = 48
+    client.execute()
+    out = [c.outputs for c in nb.cells]
+    assert out[0] == [] and out[1][0]["text"].strip() == "pool [1, 2]"
+    assert "BlockingIOError" in [o.get("ename") for o in out[2]]
+    # only init and the kernel are left, and nothing of the bomb reaches the later cells
+    assert [o["text"].strip() for o in out[3]] == ["2"]
+    assert [o.get("name") for o in out[4]] == ["stdout"] * len(out[4])
+    assert "".join(o["text"] for o in out[4]).split() == ["thread", "process"]
