@@ -6,6 +6,8 @@ mistaken and hostile ones), then times
 * ``nbgrader autograde`` (sequential, sandboxed)          -> seconds per submission
 * ``python -m flowlab.grading autograde -j 2``             -> seconds per submission, speed-up
 * ``nbgrader autograde`` with ``FLOWLAB_SANDBOX=0``        -> sandbox overhead per notebook
+* one kernel started, run and shut down, plain vs sandboxed -> the same overhead, measured
+  without nbgrader around it (median of repeated, alternating runs: steadier on a busy machine)
 
     python benchmarks/grading.py            # 20 submissions
     python benchmarks/grading.py --quick    # 8 submissions
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +50,41 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def _kernel_seconds(manager_class, workdir: str) -> float:
+    """Start a kernel, run one cell, shut it down at once: what every notebook pays."""
+    import asyncio
+
+    async def once() -> float:
+        start = time.perf_counter()
+        manager = manager_class(kernel_name="python3")
+        await manager.start_kernel(cwd=workdir)
+        client = manager.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=60)
+            await client.execute_interactive("x = 1", timeout=60)
+        finally:
+            client.stop_channels()
+            await manager.shutdown_kernel(now=True)
+        return time.perf_counter() - start
+
+    return asyncio.run(once())
+
+
+def _kernel_overhead(repeats: int) -> dict[str, float]:
+    """Median seconds per kernel, plain and sandboxed, from alternating runs."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    from flowlab.grading.sandbox import SandboxKernelManager
+
+    times: dict[str, list[float]] = {"plain": [], "sandboxed": []}
+    with tempfile.TemporaryDirectory() as workdir:
+        for _ in range(repeats):
+            times["plain"].append(_kernel_seconds(AsyncKernelManager, workdir))
+            times["sandboxed"].append(_kernel_seconds(SandboxKernelManager, workdir))
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="8 submissions instead of 20")
@@ -67,6 +105,7 @@ def main() -> None:
         plain = _timed(lambda: synthetic.nbgrader(copies["plain"], "autograde",
                                                   synthetic.ASSIGNMENT, env=env))
         same = synthetic.scores(copies["seq"]) == synthetic.scores(copies["par"])
+    kernel = _kernel_overhead(repeats=5 if args.quick else 10)
     result = {
         "submissions": n,
         "workers": args.workers,
@@ -76,8 +115,13 @@ def main() -> None:
         "speedup": round(seq / par, 2),
         "sandbox_overhead_s_per_notebook": round((seq - plain) / n, 3),
         "unsandboxed_s_per_submission": round(plain / n, 3),
+        "kernel_start_run_shutdown_s": kernel,
+        "sandbox_overhead_s_per_kernel": round(kernel["sandboxed"] - kernel["plain"], 3),
         "scores_identical": same,
-        "note": "wall-clock times include nbgrader's start-up; noisy on a shared machine",
+        "note": "wall-clock times include nbgrader's start-up; noisy on a shared machine. "
+                "sandbox_overhead_s_per_notebook also contains the hostile submissions, which "
+                "fail sooner in the sandbox (no network to wait for, little to search); "
+                "sandbox_overhead_s_per_kernel is the kernel's own cost",
     }
     print(json.dumps(result, indent=1))
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
