@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms.base import Compose, Transform
-from ..transforms.dequantize import LogitTransform, UniformDequantization, VariationalDequantization
+from ..transforms.dequantize import dequantization_layers
 from ..transforms.glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvertibleConv1x1
 from ..transforms.image import Squeeze, check_image
 
@@ -192,18 +192,9 @@ class Glow(Flow):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3:
             raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-        layers: list[Transform] = []
-        if num_levels is not None:
-            if dequantization == "uniform":
-                layers.append(UniformDequantization(num_levels, validate=validate))
-            elif dequantization == "variational":
-                layers.append(VariationalDequantization(num_levels, *shape, validate=validate))
-            else:
-                raise ValueError(
-                    f"dequantization must be 'uniform' or 'variational', got {dequantization!r}"
-                )
-            if logit_alpha is not None:
-                layers.append(LogitTransform(logit_alpha))
+        layers: list[Transform] = dequantization_layers(
+            shape, num_levels, dequantization, logit_alpha, validate=validate
+        )
         layers.append(GlowTransform(*shape, levels, steps, hidden_channels, blocks, scale, lu))
         super().__init__(StandardNormal(shape), layers, validate=validate)
         self.image_shape = shape

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms.base import Transform
-from ..transforms.dequantize import LogitTransform, UniformDequantization, VariationalDequantization
+from ..transforms.dequantize import dequantization_layers
 from ..transforms.image import (
     MaskedAffineCoupling,
     Squeeze,
@@ -181,7 +181,7 @@ class MultiScaleFlow(Flow):
         shape: ``(C, H, W)``.
         num_levels: :math:`K`, or ``None`` for continuous data.
         scales, hidden_channels, blocks, scale_bound: see :class:`MultiScaleTransform`.
-        alpha: the logit transform's boundary margin (:class:`LogitTransform`).
+        alpha: the logit transform's boundary margin (:class:`~flowlab.transforms.dequantize.LogitTransform`).
         dequantization: ``"uniform"`` or ``"variational"`` (Ho et al. 2019).
         validate: check inputs (finite, integer levels); switch off for speed.
     """
@@ -201,17 +201,9 @@ class MultiScaleFlow(Flow):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3:
             raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-        layers: list[Transform] = []
-        if num_levels is not None:
-            if dequantization == "uniform":
-                layers.append(UniformDequantization(num_levels, validate=validate))
-            elif dequantization == "variational":
-                layers.append(VariationalDequantization(num_levels, *shape, validate=validate))
-            else:
-                raise ValueError(
-                    f"dequantization must be 'uniform' or 'variational', got {dequantization!r}"
-                )
-            layers.append(LogitTransform(alpha))
+        layers: list[Transform] = dequantization_layers(
+            shape, num_levels, dequantization, alpha, validate=validate
+        )
         layers.append(MultiScaleTransform(*shape, scales, hidden_channels, blocks, scale_bound))
         super().__init__(StandardNormal(shape), layers, validate=validate)
         self.image_shape = shape

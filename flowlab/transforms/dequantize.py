@@ -51,7 +51,12 @@ from ..nets.resnet import ResNet
 from .base import Transform
 from .image import MaskedAffineCoupling, check_image, checkerboard_mask
 
-__all__ = ["UniformDequantization", "VariationalDequantization", "LogitTransform"]
+__all__ = [
+    "UniformDequantization",
+    "VariationalDequantization",
+    "LogitTransform",
+    "dequantization_layers",
+]
 
 
 def _check_levels(x: Tensor, num_levels: int, layer: str) -> None:
@@ -282,3 +287,30 @@ class VariationalDequantization(Transform):
 
     def extra_repr(self) -> str:
         return f"num_levels={self.num_levels}, couplings={len(self.couplings)}"
+
+
+def dequantization_layers(
+    shape: tuple[int, int, int],
+    num_levels: int | None,
+    dequantization: str = "uniform",
+    logit_alpha: float | None = None,
+    validate: bool = True,
+) -> list[Transform]:
+    """The preprocessing layers of an image flow: dequantize ``num_levels`` discrete levels
+    (``"uniform"`` or ``"variational"``), then optionally the logit transform.
+
+    ``num_levels=None`` means the data are already continuous: no layers are returned.
+    """
+    if num_levels is None:
+        return []
+    if dequantization == "uniform":
+        layers: list[Transform] = [UniformDequantization(num_levels, validate=validate)]
+    elif dequantization == "variational":
+        layers = [VariationalDequantization(num_levels, *shape, validate=validate)]
+    else:
+        raise ValueError(
+            f"dequantization must be 'uniform' or 'variational', got {dequantization!r}"
+        )
+    if logit_alpha is not None:
+        layers.append(LogitTransform(logit_alpha))
+    return layers
