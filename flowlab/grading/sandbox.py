@@ -374,6 +374,11 @@ def sandbox_command(
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
     args += _system_binds()
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    # The private /tmp and /dev/shm come before the read-only binds, so that an environment or
+    # a checkout that lives under /tmp (a CI clone, pytest's tmp_path) stays visible on top.
+    for folder in ("/tmp", "/dev/shm"):  # /dev/shm: multiprocessing's semaphores, torch's tensors
+        args += ["--perms", "1777", "--size", scratch, "--tmpfs", folder]
     binds = _read_only_binds(settings, kernel_argv, workdir)
     for path in binds:
         args += _parents(path) + ["--ro-bind", path, path]
@@ -382,9 +387,6 @@ def sandbox_command(
         real = os.path.realpath(path)
         if any(_is_within(real, b) for b in binds):
             args += ["--tmpfs", real]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    for folder in ("/tmp", "/dev/shm"):  # /dev/shm: multiprocessing's semaphores, torch's tensors
-        args += ["--perms", "1777", "--size", scratch, "--tmpfs", folder]
     for folder in (INNER_DIR, "/tmp/matplotlib", "/tmp/.ipython", os.path.dirname(
             os.path.dirname(STARTUP_FILE))):
         args += ["--perms", "0777", "--dir", folder]
