@@ -19,6 +19,7 @@ from nbgrader.preprocessors import (
 )
 
 from flowlab.grading.nbgrader import GradingExecute, LimitOutputSize, SanitizeFeedback
+from flowlab.grading.sandbox import configure as configure_sandbox
 
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
@@ -34,6 +35,11 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # and the rest of the notebook is graded (training cells are shortened under NBGRADER_EXECUTION
 # and take a few seconds).
 c.Execute.timeout = 60
+# Each submission's kernel runs in a bubblewrap sandbox where bwrap works (no network, the course,
+# other students and the gradebook invisible, limits on memory/CPU/processes/files; see
+# book/sandbox.md); elsewhere nbgrader warns and uses the plain kernel.  FLOWLAB_SANDBOX=0 turns
+# it off.
+configure_sandbox(c)
 c.Execute.shutdown_kernel = "immediate"  # nothing to save: do not wait for a graceful exit
 c.GradingExecute.memory_limit_mb = 8192    # RLIMIT_AS inside the kernel: MemoryError, not OOM
 c.GradingExecute.max_kernel_restarts = 3   # cells that kill the kernel are skipped, rest graded
