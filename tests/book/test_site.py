@@ -267,3 +267,20 @@ def _screenshot(browser: DevTools, session: str, doc: str) -> None:
         time.sleep(0.2)
         shot = browser.call("Page.captureScreenshot", session=session, format="png")
         (SCREENSHOTS / f"{name}_figure.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+@pytest.mark.parametrize("doc", [d for d in toc_documents() if d.startswith("book/0")])
+def test_chapter_offers_its_notebook(doc: str, site: Path) -> None:
+    """Each chapter's download menu links a Jupyter notebook that exists and opens."""
+    import re
+
+    import nbformat
+
+    html = (site / f"{doc}.html").read_text(encoding="utf-8")
+    link = re.search(r'href="([^"]+\.ipynb)"', html)
+    assert link, f"{doc}: no .ipynb download link (book/_ext/flowlab_book.py writes it)"
+    notebook = (site / doc).parent / link.group(1)
+    assert notebook.is_file(), f"{doc}: the .ipynb link points to a missing file {notebook}"
+    nb = nbformat.read(notebook, as_version=4)
+    assert any(c.cell_type == "code" for c in nb.cells), f"{doc}: the notebook has no code"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
