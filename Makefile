@@ -15,7 +15,8 @@ JOBS       ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: help course test test-quick venv book book-quick release autograde feedback grades \
-        bench bench-quick clean distclean
+        autograde-parallel grading-report bench bench-quick bench-images bench-trainer \
+        bench-grading clean distclean
 
 help:
 	@echo "make course      build the course site (_build/html) and the student release"
@@ -25,7 +26,9 @@ help:
 	@echo "make release     nbgrader: generate the student release of every assignment"
 	@echo "make autograde   nbgrader: autograde every collected submission"
 	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
+	@echo "make autograde-parallel  sandboxed parallel autograde;  make grading-report: class report"
 	@echo "make bench       benchmarks (benchmarks/README.md);  make bench-quick: quick mode"
+	@echo "make bench-images | bench-trainer | bench-grading   the other benchmarks"
 
 # ---------------------------------------------------------------- environment
 venv: $(VENV)/.installed
@@ -75,6 +78,18 @@ feedback: venv
 	for a in $$ids; do ( $(NBGRADER) generate_feedback "$$a" ) || exit 1; done; \
 	echo "feedback pages in assignments/feedback/<student>/<assignment>/"
 
+# Sandboxed, parallel autograde of every collected assignment (experimental; book/sandbox.md),
+# and the class report (score distributions, most frequent failures) in assignments/reports/.
+autograde-parallel: venv
+	@$(GRADING_PATH); \
+	ids=$$(ls -d assignments/submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab.grading autograde "$$a" -j $(JOBS) ) || exit 1; done
+
+grading-report: venv
+	@$(GRADING_PATH); \
+	ids=$$(ls -d assignments/autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab.grading report "$$a" ) || exit 1; done
+
 grades: venv
 	@$(GRADING_PATH); $(NBGRADER) export --to grades.csv
 	@echo "grades written to assignments/grades.csv"
@@ -93,6 +108,15 @@ bench: venv
 
 bench-quick: venv
 	$(PY) benchmarks/run.py --quick
+
+# The other benchmarks (each has --quick): image models, trainer overhead, DDP scaling, grading.
+bench-images: venv
+	$(PY) benchmarks/images.py
+bench-trainer: venv
+	$(PY) benchmarks/trainer_overhead.py
+	$(PY) benchmarks/ddp_scaling.py
+bench-grading: venv
+	$(PY) benchmarks/grading.py
 
 clean:
 	rm -rf _build .pytest_cache
