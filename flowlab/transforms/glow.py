@@ -123,6 +123,14 @@ def _random_orthogonal(channels: int) -> Tensor:
     return q * torch.sign(torch.diagonal(r)).reshape(1, -1)
 
 
+def _initial_weight(channels: int, weight: Tensor | None) -> Tensor:
+    """A copy of ``weight`` (checked to be ``channels x channels``), or a random rotation."""
+    w = _random_orthogonal(channels) if weight is None else weight.detach().clone()
+    if tuple(w.shape) != (channels, channels):
+        raise ValueError(f"weight must have shape ({channels}, {channels}), got {tuple(w.shape)}")
+    return w
+
+
 class InvertibleConv1x1(Transform):
     r"""Invertible 1x1 convolution: the same learnable :math:`C \times C` matrix :math:`W` mixes
     the channels of every pixel.
@@ -139,11 +147,7 @@ class InvertibleConv1x1(Transform):
     def __init__(self, channels: int, weight: Tensor | None = None) -> None:
         super().__init__()
         self.channels = int(channels)
-        w = _random_orthogonal(channels) if weight is None else weight.detach().clone()
-        if tuple(w.shape) != (channels, channels):
-            raise ValueError(
-                f"weight must have shape ({channels}, {channels}), got {tuple(w.shape)}"
-            )
+        w = _initial_weight(channels, weight)
         self.weight = nn.Parameter(w.to(torch.get_default_dtype()))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -179,11 +183,7 @@ class LUInvertibleConv1x1(Transform):
     def __init__(self, channels: int, weight: Tensor | None = None) -> None:
         super().__init__()
         self.channels = int(channels)
-        w = _random_orthogonal(channels) if weight is None else weight.detach().clone()
-        if tuple(w.shape) != (channels, channels):
-            raise ValueError(
-                f"weight must have shape ({channels}, {channels}), got {tuple(w.shape)}"
-            )
+        w = _initial_weight(channels, weight)
         p, lower, upper = torch.linalg.lu(w)
         diag = torch.diagonal(upper)
         if bool((diag == 0).any()):
