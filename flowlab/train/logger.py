@@ -34,6 +34,11 @@ COLUMNS = [
 class MetricsLogger:
     """Append metric rows to ``<run_dir>/metrics.csv`` (and ``<run_dir>/tb/`` for TensorBoard).
 
+    Columns: ``loss`` and ``bits_per_dim`` are means over the steps since the previous row;
+    ``grad_norm`` is the mean gradient norm over those steps with gradient clipping on, and
+    the norm at the logged step with clipping off (the steps in between only check the
+    gradients for NaN/inf, which is cheaper); ``skipped`` counts non-finite steps.
+
     Args:
         run_dir: the run folder; ``None`` keeps nothing on disk.
         resume_step: when resuming, drop the rows logged after this step.

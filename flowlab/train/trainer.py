@@ -152,8 +152,11 @@ class Trainer:
             )
 
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        # The fused AdamW kernel (one pass over all parameters instead of ~10 small ops per
+        # tensor) where PyTorch has it; the result is the same algorithm.
         self.optimizer = torch.optim.AdamW(
-            self._params, lr=cfg.lr, weight_decay=cfg.weight_decay
+            self._params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            fused=_fused_adam_supported(self._params, self.device),
         )
         self.scheduler = warmup_cosine(
             self.optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio
@@ -164,6 +167,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._prepared = False
         self._logger: MetricsLogger | None = None
+        self._grad_check_ok: bool | None = None
 
     # ------------------------------------------------------------------ the public verbs
     def fit(self, stop_at: int | None = None) -> list[dict[str, Any]]:
@@ -177,18 +181,21 @@ class Trainer:
             self._logger = MetricsLogger(self.run_dir, resume_step=self.step)
         bar = self._progress_bar(end)
         window = _Window()
+        checks = _InputChecksOff(self.model)
         try:
             while self.step < end:
                 epoch, first = divmod(self.step, self.steps_per_epoch)
                 for x in self._batches(epoch, first):
                     lr = self.optimizer.param_groups[0]["lr"]
-                    loss, gnorm = self._train_step(x)
-                    window.add(loss, gnorm, x.shape[0] * self.info.world_size)
+                    log_next = (self.step + 1) % cfg.log_every == 0 or self.step + 1 >= end
+                    loss, gnorm, ok = self._train_step(x, measure_norm=log_next)
+                    window.add(loss, gnorm, ok, x.shape[0] * self.info.world_size)
                     bar.update(1)
                     self._after_step(end, epoch, lr, window, bar)
                     if self.step >= end:
                         break
         finally:
+            checks.restore()
             bar.close()
             if self._logger is not None:
                 self._logger.close()
@@ -298,6 +305,9 @@ class Trainer:
         elif cfg.resume:
             raise ValueError("resume needs a run_dir holding the checkpoint")
         _seed_everything(cfg.seed + self.info.rank)
+        _check_finite_data(self.train_data, "training")
+        if self.test_data is not None:
+            _check_finite_data(self.test_data, "test")
 
         # One gradient-free forward pass initialises data-dependent layers (ActNorm); DDP then
         # copies rank 0's parameters and buffers to every process.  On resume the checkpoint
@@ -378,8 +388,15 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def _train_step(self, x: Tensor) -> tuple[float, float]:
-        """One optimisation step; returns the (global mean) loss and the gradient norm."""
+    def _train_step(self, x: Tensor, measure_norm: bool = True) -> tuple[float, float, bool]:
+        """One optimisation step; returns the (global mean) loss, the gradient norm (NaN when
+        it was not measured) and whether the step was taken.
+
+        The gradient norm is needed every step for clipping; without clipping it is measured
+        only when asked (``measure_norm``, on logging steps), and the other steps check the
+        gradients for NaN/inf with one fused pass (PyTorch's AMP check, several times cheaper
+        than 48 separate norms on a small model).
+        """
         cfg = self.config
         if not self.model.training:
             self.model.train()
@@ -388,20 +405,31 @@ class Trainer:
         loss = nll.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in self._params if p.grad is not None]
+        flag_only = cfg.grad_clip <= 0 and not measure_norm and self._fast_grad_check(grads)
         if cfg.grad_clip > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
+            health = torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
+        elif not flag_only:
+            health = torch.nn.utils.get_total_norm(grads)
         else:
-            gnorm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None])
+            # found_inf becomes 1 if any gradient holds NaN/inf; the "unscaling" multiplies
+            # by one and leaves the gradients as they are.
+            health = torch.zeros((), device=loss.device)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, health, self._one)
         # One synchronisation per step: the loss (averaged over processes) and the gradient
-        # norm (identical on all processes after DDP's all-reduce) decide whether to step.
-        stats = torch.stack([loss.detach().float(), gnorm.detach().float().to(loss.device)])
+        # norm or NaN/inf flag (identical on all processes after DDP's all-reduce) decide
+        # whether to step.
+        stats = torch.stack([loss.detach().float(), health.detach().float().to(loss.device)])
         if self.info.distributed:
             dist.all_reduce(stats)
             stats[0] /= self.info.world_size
             stats[1] /= self.info.world_size
-        loss_value, gnorm_value = stats.tolist()
+        loss_value, health_value = stats.tolist()
+        gnorm_value = math.nan if flag_only else health_value
+        healthy_grads = health_value == 0.0 if flag_only else math.isfinite(health_value)
+        ok = math.isfinite(loss_value) and healthy_grads
         self.step += 1
-        if math.isfinite(loss_value) and math.isfinite(gnorm_value):
+        if ok:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
@@ -411,14 +439,26 @@ class Trainer:
             self.bad_steps += 1
             if self.info.is_main:
                 warnings.warn(
-                    f"step {self.step}: non-finite loss ({loss_value}) or gradient norm "
-                    f"({gnorm_value}); the step was skipped ({self.bad_steps} in a row)",
+                    f"step {self.step}: non-finite loss ({loss_value}) or gradients "
+                    f"({'NaN/inf found' if flag_only and not healthy_grads else f'norm {gnorm_value}'}); "
+                    f"the step was skipped ({self.bad_steps} in a row)",
                     RuntimeWarning, stacklevel=2,
                 )
             if self.bad_steps >= cfg.max_bad_steps:
                 raise TrainingDiverged(self._divergence_message(x, loss_value))
         self.scheduler.step()
-        return loss_value, gnorm_value
+        return loss_value, gnorm_value, ok
+
+    def _fast_grad_check(self, grads: list[Tensor]) -> bool:
+        """Whether the fused NaN/inf check applies: gradients of one floating dtype on one
+        device (the AMP kernel's contract); otherwise the norm is measured instead."""
+        if self._grad_check_ok is None:
+            kinds = {(g.device, g.dtype) for g in grads}
+            self._grad_check_ok = len(kinds) == 1 and next(iter(kinds))[1] in (
+                torch.float16, torch.bfloat16, torch.float32, torch.float64
+            )
+            self._one = torch.ones((), device=self.device)
+        return self._grad_check_ok
 
     def _divergence_message(self, x: Tensor, loss_value: float) -> str:
         cfg = self.config
@@ -521,6 +561,28 @@ class Trainer:
                     unit="step", dynamic_ncols=True)
 
 
+class _InputChecksOff:
+    """Switches off the per-call NaN/inf check of every :class:`~flowlab.Flow` in ``model``
+    for the training steps, and :meth:`restore` switches it back.
+
+    The check reads the whole batch (a host-device synchronisation on a GPU) and is
+    redundant here: the step's loss is checked anyway, a non-finite one skips the step, and
+    the divergence message says whether the batch held NaN/inf.  Tensor training data is
+    checked once, up front, in :meth:`Trainer.prepare`.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        from ..flow import Flow
+
+        self._flows = [m for m in model.modules() if isinstance(m, Flow) and m.validate]
+        for flow in self._flows:
+            flow.validate = False
+
+    def restore(self) -> None:
+        for flow in self._flows:
+            flow.validate = True
+
+
 class _Window:
     """Running sums of the steps since the last logged row."""
 
@@ -529,15 +591,17 @@ class _Window:
 
     def reset(self) -> None:
         self.loss = self.gnorm = 0.0
-        self.good = self.skipped = self.samples = 0
+        self.good = self.skipped = self.samples = self.norms = 0
         self.start = time.perf_counter()
 
-    def add(self, loss: float, gnorm: float, samples: int) -> None:
+    def add(self, loss: float, gnorm: float, ok: bool, samples: int) -> None:
         self.samples += samples
-        if math.isfinite(loss) and math.isfinite(gnorm):
+        if ok:
             self.loss += loss
-            self.gnorm += gnorm
             self.good += 1
+            if not math.isnan(gnorm):  # measured this step
+                self.gnorm += gnorm
+                self.norms += 1
         else:
             self.skipped += 1
 
@@ -545,7 +609,32 @@ class _Window:
         return self.loss / self.good if self.good else math.nan
 
     def mean_gnorm(self) -> float:
-        return self.gnorm / self.good if self.good else math.nan
+        """Mean over the healthy steps whose norm was measured: every step with gradient
+        clipping, the logged step alone without."""
+        return self.gnorm / self.norms if self.norms else math.nan
+
+
+def _check_finite_data(data: Tensor | Dataset, name: str) -> None:
+    """One pass over in-memory tensor data: NaN/inf would otherwise only show up as skipped
+    steps (datasets are checked batch by batch through the loss)."""
+    if isinstance(data, Tensor) and data.is_floating_point():
+        bad = ~torch.isfinite(data.reshape(len(data), -1)).all(dim=1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten()
+            raise ValueError(
+                f"the {name} data holds NaN or inf in {len(rows)} of {len(data)} samples "
+                f"(first: index {int(rows[0])}); clean or drop those samples before training"
+            )
+
+
+def _fused_adam_supported(params: list[Tensor], device: torch.device) -> bool | None:
+    """``True`` where PyTorch's fused AdamW runs (CPU and CUDA, floating-point parameters);
+    ``None`` (PyTorch's default choice) elsewhere."""
+    if device.type not in ("cpu", "cuda") or not params:
+        return None
+    if not all(p.is_floating_point() and p.device.type == device.type for p in params):
+        return None
+    return True
 
 
 def _accepts(fn: Callable, name: str) -> bool:

@@ -192,6 +192,75 @@ def test_repeated_failures_stop_with_the_likely_causes(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.parametrize("grad_clip", [0.0, 1.0])
+def test_a_nan_gradient_with_a_finite_loss_is_skipped(grad_clip):
+    # Without clipping, steps between two logged rows only check the gradients for NaN/inf
+    # (a fused flag, not a norm): a poisoned gradient must still skip the step.
+    x = toy_data(128)
+    flow = toy_flow()
+    param = next(flow.parameters())
+    poisoned = {3}
+    calls = []
+
+    def hook(grad):
+        calls.append(1)
+        return grad * float("nan") if len(calls) in poisoned else grad
+
+    param.register_hook(hook)
+    trainer = Trainer(flow, x, None, cfg(steps=5, grad_clip=grad_clip, log_every=100))
+    snapshots = []
+    step = trainer._train_step
+
+    def recording_step(*args, **kw):
+        snapshots.append(param.detach().clone())
+        return step(*args, **kw)
+
+    trainer._train_step = recording_step
+    expected = "NaN/inf found" if grad_clip == 0 else "norm nan"
+    with pytest.warns(RuntimeWarning, match=f"step 3: non-finite loss .* gradients \\({expected}"):
+        rows = trainer.fit()
+    snapshots.append(param.detach().clone())
+    assert torch.equal(snapshots[2], snapshots[3])  # step 3 changed nothing
+    assert not torch.equal(snapshots[3], snapshots[4])  # step 4 trained again
+    assert trainer.bad_steps == 0
+    assert rows[-1]["skipped"] == 1 and math.isfinite(rows[-1]["loss"])
+
+
+def test_grad_norm_column_is_measured_without_clipping():
+    x = toy_data(256)
+    rows = Trainer(toy_flow(), x, None, cfg(steps=10, grad_clip=0.0, log_every=5)).fit()
+    norms = [r["grad_norm"] for r in rows if "loss" in r]
+    assert len(norms) == 2 and all(math.isfinite(g) and g > 0 for g in norms)
+
+
+def test_nan_in_tensor_data_is_reported_before_training():
+    x = toy_data(128)
+    x[17, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"training data holds NaN or inf in 1 of 128 samples \(first: index 17\)"):
+        Trainer(toy_flow(), x, None, cfg()).fit()
+    y = toy_data(64)
+    y[3] = float("inf")
+    with pytest.raises(ValueError, match="test data holds NaN or inf"):
+        Trainer(toy_flow(), toy_data(128), y, cfg()).fit()
+
+
+def test_flow_input_checks_are_off_while_training_only():
+    x = toy_data(128)
+    flow = toy_flow()
+    seen = []
+    original = flow.forward
+
+    def spy(inp):
+        seen.append(flow.validate)
+        return original(inp)
+
+    flow.forward = spy
+    Trainer(flow, x, None, cfg(steps=3)).fit()
+    assert seen[0] is True  # the set-up pass validates the first batch
+    assert seen[1:] == [False] * 3
+    assert flow.validate is True
+
+
 def test_bf16_autocast_trains_and_keeps_the_loss_in_float32():
     x = toy_data(256)
     flow = toy_flow()
