@@ -303,3 +303,15 @@ def test_bad_setups_raise_clear_errors():
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
         Trainer(toy_flow(), x, None, cfg(batch_size=8, device="cuda"))
+
+
+def test_torch_compile_trains_like_eager():
+    # The compiled loss (inductor on CPU) must give the eager run's losses to float tolerance.
+    x = toy_data(256)
+    runs = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        trainer = Trainer(toy_flow(), x, None, cfg(steps=6, log_every=1, compile=compiled))
+        runs[compiled] = [r["loss"] for r in trainer.fit() if "loss" in r]
+    assert len(runs[True]) == 6
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4, abs=1e-4)
