@@ -33,9 +33,15 @@ def available_impls() -> list[str]:
 def _build_flowlab(kind: str, spec: ModelSpec) -> Contender:
     from flowlab.models.realnvp import realnvp
 
-    extra = {"bins": spec.bins, "bound": spec.bound} if kind == "spline" else {}
+    # "spline-lu": flowlab's best flat model, the same spline couplings with a learned
+    # LU-factorised linear layer between them (Durkan et al. 2019's RQ-NSF (C)) in place of the
+    # fixed alternation of halves; no peer here offers it, so it has no peer row.
+    extra = {"bins": spec.bins, "bound": spec.bound} if kind.startswith("spline") else {}
+    if kind == "spline-lu":
+        extra["mixing"] = "lu"
     flow = realnvp(
-        spec.features, couplings=spec.couplings, hidden=spec.hidden, kind=kind, **extra
+        spec.features, couplings=spec.couplings, hidden=spec.hidden,
+        kind="spline" if kind == "spline-lu" else kind, **extra
     )
     return Contender("flowlab", kind, flow, flow.log_prob, flow.sample)
 

@@ -1,7 +1,15 @@
 """Grading speed: sequential nbgrader vs parallel autograde, and the sandbox's overhead.
 
-Builds the synthetic course of ``tests/grading/course.py`` with N submissions (a mix of correct,
-mistaken and hostile ones), then times
+Two courses:
+
+* ``--course assignments`` (the default): the four real assignments of ``assignments/``, each
+  with N submissions (solutions, the untouched release, mistakes from the catalogue of
+  ``tests/assignments/catalogue.py`` and hostile ones: a memory hog, a socket, a search for
+  other notebooks, a dump of the environment, each in an extra cell);
+* ``--course synthetic``: the tiny one-cell course of ``tests/grading/course.py`` (no torch in
+  the kernel), where nbgrader's own bookkeeping is the largest share of the time.
+
+For each assignment it times
 
 * ``nbgrader autograde`` (sequential, sandboxed)          -> seconds per submission
 * ``python -m flowlab.grading autograde -j 2``             -> seconds per submission, speed-up
@@ -9,9 +17,10 @@ mistaken and hostile ones), then times
 * one kernel started, run and shut down, plain vs sandboxed -> the same overhead, measured
   without nbgrader around it (median of repeated, alternating runs: steadier on a busy machine)
 
-    python benchmarks/grading.py            # 20 submissions
-    python benchmarks/grading.py --quick    # 8 submissions
-Results go to benchmarks/results/grading.json.
+    python benchmarks/grading.py                        # 4 assignments x 20 submissions
+    python benchmarks/grading.py --quick                # 1 assignment x 8 submissions
+    python benchmarks/grading.py --course synthetic     # the synthetic course, 20 submissions
+Results go to benchmarks/results/grading[-synthetic][-quick].json.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "grading"))
-import course as synthetic
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "assignments"))
+import course as synthetic  # noqa: E402
 
 HOSTILE = {
     "memory": "blocks = [bytearray(2**28) for _ in range(10_000)]\n",
@@ -85,12 +95,116 @@ def _kernel_overhead(repeats: int) -> dict[str, float]:
     return {name: round(statistics.median(values), 3) for name, values in times.items()}
 
 
+HOSTILE_CELLS = {
+    "memory": "blocks = [bytearray(2**28) for _ in range(10_000)]",
+    "environ": "import os\nprint(sorted(os.environ))",
+    "socket": "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
+              "except OSError as err:\n    print(err)",
+    "snoop": "import glob\nprint(glob.glob('../../../**/*.ipynb', recursive=True))",
+}
+
+
+def _real_class(course, assignment: str, n: int) -> dict[str, object]:
+    """``n`` submissions of one real assignment: a fixed mix, cycled."""
+    import copy
+
+    import nbformat
+    from catalogue import CATALOGUE
+    from nbgrader_course import patch
+
+    solution = course.source_notebook(assignment)
+    kinds: list[tuple[str, object]] = [("solution", solution),
+                                       ("untouched", course.release_notebook(assignment))]
+    for name, cell in HOSTILE_CELLS.items():  # hostile code in an extra cell at the end
+        nb = copy.deepcopy(solution)
+        nb.cells.append(nbformat.v4.new_code_cell(cell))
+        kinds.append((f"hostile-{name}", nb))
+    mistakes = CATALOGUE[assignment]
+    out: dict[str, object] = {}
+    for i in range(n):
+        if i % 3 == 2 and mistakes:  # every third submission makes a typical mistake
+            m = mistakes[(i // 3) % len(mistakes)]
+            out[f"s{i:03d}-{m.name}"] = patch(solution, m.old, m.new)
+        else:
+            name, nb = kinds[(i - i // 3) % len(kinds)]
+            out[f"s{i:03d}-{name}"] = nb
+    return out
+
+
+def _bench_assignment(tmp: str, assignment: str, n: int, workers: int) -> dict[str, object]:
+    """Sequential ``nbgrader autograde`` vs parallel, on copies of one course."""
+    from pathlib import Path
+
+    from nbgrader_course import Course, make_course
+
+    base = make_course(Path(tmp) / assignment, [assignment])
+    for student, nb in _real_class(base, assignment, n).items():
+        base.submit(student, assignment, nb)
+    seq_root = Path(tmp) / f"{assignment}-seq"
+    par_root = Path(tmp) / f"{assignment}-par"
+    shutil.copytree(base.root, seq_root)
+    shutil.copytree(base.root, par_root)
+    seq_course, par_course = Course(seq_root), Course(par_root)
+    seq = _timed(lambda: seq_course.nbgrader("autograde", assignment, timeout=3600))
+    par = _timed(lambda: subprocess.run(
+        [sys.executable, "-m", "flowlab.grading", "autograde", assignment,
+         "--workers", str(workers), "--no-progress"], cwd=par_root, check=True,
+        capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1")))
+    seq_scores, par_scores = seq_course.scores(assignment), par_course.scores(assignment)
+    return {
+        "submissions": n,
+        "sequential_s_per_submission": round(seq / n, 3),
+        "parallel_s_per_submission": round(par / n, 3),
+        "speedup": round(seq / par, 2),
+        "scores_identical": seq_scores == par_scores and len(seq_scores) == n,
+    }
+
+
+def main_assignments(args) -> None:
+    from nbgrader_course import ASSIGNMENTS
+
+    names = sorted(p.name for p in (ASSIGNMENTS / "source").iterdir() if p.is_dir())
+    if args.quick:
+        names = names[:1]
+    n = args.submissions or (8 if args.quick else 20)
+    per: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            per[name] = _bench_assignment(tmp, name, n, args.workers)
+            print(name, json.dumps(per[name]), flush=True)
+    seq = sum(r["sequential_s_per_submission"] for r in per.values())
+    par = sum(r["parallel_s_per_submission"] for r in per.values())
+    kernel = _kernel_overhead(repeats=5 if args.quick else 10)
+    result = {
+        "course": "assignments",
+        "workers": args.workers,
+        "cores": os.cpu_count(),
+        "assignments": per,
+        "overall_speedup": round(seq / par, 2),
+        "kernel_start_run_shutdown_s": kernel,
+        "sandbox_overhead_s_per_kernel": round(kernel["sandboxed"] - kernel["plain"], 3),
+        "scores_identical": all(r["scores_identical"] for r in per.values()),
+        "command": "python benchmarks/grading.py" + (" --quick" if args.quick else ""),
+        "note": "wall-clock seconds, sandbox on in both (the course's configuration); "
+                "sequential = one `nbgrader autograde` call for the whole class",
+    }
+    print(json.dumps(result, indent=1))
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    name = "grading-quick.json" if args.quick else "grading.json"
+    with open(os.path.join(HERE, "results", name), "w") as handle:
+        json.dump(result, handle, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="8 submissions instead of 20")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--course", choices=["assignments", "synthetic"], default="assignments")
+    parser.add_argument("--submissions", type=int, help="per assignment (default 20, quick 8)")
     args = parser.parse_args()
-    n = 8 if args.quick else 20
+    if args.course == "assignments":
+        return main_assignments(args)
+    n = args.submissions or (8 if args.quick else 20)
     with tempfile.TemporaryDirectory() as tmp:
         base = synthetic.make_course(os.path.join(tmp, "base"))
         for student, code in _class(n).items():
@@ -107,6 +221,7 @@ def main() -> None:
         same = synthetic.scores(copies["seq"]) == synthetic.scores(copies["par"])
     kernel = _kernel_overhead(repeats=5 if args.quick else 10)
     result = {
+        "course": "synthetic",
         "submissions": n,
         "workers": args.workers,
         "cores": os.cpu_count(),
@@ -125,7 +240,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    name = "grading-quick.json" if args.quick else "grading.json"
+    name = "grading-synthetic-quick.json" if args.quick else "grading-synthetic.json"
     with open(os.path.join(HERE, "results", name), "w") as handle:
         json.dump(result, handle, indent=1)
 

@@ -45,7 +45,7 @@ from contenders import available_impls, build, flowlab_available  # noqa: E402
 from measure import interleaved_times, paired_ratio, peak_memory, summarize  # noqa: E402
 from peers import Contender, ModelSpec, Unsupported  # noqa: E402
 
-KINDS = ("affine", "spline")
+KINDS = ("affine", "spline", "spline-lu")
 DEFAULT_TASKS = ("two_moons", "eight_gaussians", "checkerboard", "digits", "digits-multiscale")
 
 

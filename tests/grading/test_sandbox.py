@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import nbformat
 import pytest
@@ -134,7 +135,8 @@ def test_cell_guard_ends_a_fork_bomb_and_keeps_background_processes(tmp_path):
         # What may be left: the sandbox's init, the kernel, and the kernel's children — the
         # pool of cell 0 re-forks its 2 workers after the guard killed them.  Nothing else
         # (no descendant of the bomb).  Killed processes are reaped asynchronously: wait (at
-        # most 5 s) for the count to settle.
+        # most 20 s, on a loaded machine reaping thousands of zombies is slow) for the count
+        # to settle.
         ("import time\n"
          "def survivors():\n"
          "    me = os.getpid()\n"
@@ -143,7 +145,7 @@ def test_cell_guard_ends_a_fork_bomb_and_keeps_background_processes(tmp_path):
          "    children = [p for p, q in ppid.items() if q == me]\n"
          "    others = [p for p, q in ppid.items() if int(p) not in (1, me) and q != me]\n"
          "    return len(children) <= 2 and not others\n"
-         "for _ in range(50):\n"
+         "for _ in range(200):\n"
          "    if survivors():\n"
          "        break\n"
          "    time.sleep(0.1)\n"
@@ -151,9 +153,11 @@ def test_cell_guard_ends_a_fork_bomb_and_keeps_background_processes(tmp_path):
         ("t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
          "print(subprocess.run(['echo', 'process'], capture_output=True, text=True).stdout)"),
     ]
-    # KNOWN ISSUE (issue 7): this scenario failed once in 25 consecutive runs here (cause not
-    # found; not reproduced in the ~25 runs since).  It runs at most twice, on fresh kernels,
-    # so that this race does not block CI; a guard that does not work fails both runs.
+    # KNOWN ISSUE (issue 7): this scenario failed once in 25 consecutive runs on a machine at
+    # load average 8-17 (cause not found; 90 runs since, 40 idle and 25 beside three CPU
+    # hogs, all passed).  It runs at most twice, on fresh kernels, so that this race does not
+    # block CI; a guard that does not work fails both runs.  A first failure is reported as
+    # a warning (in pytest's summary) so that its details are not lost.
     failures = []
     for attempt in range(2):
         try:
@@ -161,6 +165,7 @@ def test_cell_guard_ends_a_fork_bomb_and_keeps_background_processes(tmp_path):
             return
         except AssertionError as err:
             failures.append(err)
+            warnings.warn(f"fork-bomb scenario, attempt {attempt + 1} failed: {err}")
     raise failures[-1]
 
 
@@ -177,9 +182,9 @@ def _run_fork_bomb_scenario(cells, workdir):
     client.km.processes = 48
     client.execute()
     out = [c.outputs for c in nb.cells]
-    assert out[0] == [] and out[1][0]["text"].strip() == "pool [1, 2]"
-    assert "BlockingIOError" in [o.get("ename") for o in out[2]]
+    assert out[0] == [] and out[1][0]["text"].strip() == "pool [1, 2]", out[:2]
+    assert "BlockingIOError" in [o.get("ename") for o in out[2]], out[2]
     # nothing of the bomb is left, and nothing of it reaches the later cells
-    assert [o["text"].strip() for o in out[3]] == ["True"]
-    assert [o.get("name") for o in out[4]] == ["stdout"] * len(out[4])
-    assert "".join(o["text"] for o in out[4]).split() == ["thread", "process"]
+    assert [o.get("text", "").strip() for o in out[3]] == ["True"], out[3]
+    assert [o.get("name") for o in out[4]] == ["stdout"] * len(out[4]), out[4]
+    assert "".join(o["text"] for o in out[4]).split() == ["thread", "process"], out[4]
