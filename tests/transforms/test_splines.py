@@ -101,3 +101,28 @@ def test_coupling_contract(bins, perturb):
     x = torch.tensor([[0.1, -0.3, 0.5, 2.5], [1.0, 0.2, -1.9, -0.7], [3.0, -3.0, 0.0, 1.2]],
                      dtype=torch.float64)
     check_transform(layer, x)
+
+
+def test_different_minimum_widths_and_heights_pass_through_their_knots():
+    w, h, d = _params(K + 1, scale=4.0, seed=5)
+    mw, mh = 0.05, 0.01
+
+    def knots(u, m):
+        sizes = m + (1 - K * m) * torch.softmax(u, -1)
+        return torch.cat([torch.tensor([-B], dtype=sizes.dtype), -B + 2 * B * sizes.cumsum(-1)])
+
+    y, _ = rational_quadratic_spline(knots(w[0], mw), w, h, d, bound=B,
+                                     min_bin_width=mw, min_bin_height=mh)
+    assert torch.allclose(y, knots(h[0], mh), atol=1e-10)
+
+
+def test_end_knots_hold_in_float32_even_for_extreme_parameters():
+    # The interval's ends map to themselves up to rounding (the end knots are pinned, not
+    # summed), so the spline meets its identity tails without a jump.
+    gen = torch.Generator().manual_seed(0)
+    n = 64
+    w, h = (20 * torch.randn(n, K, generator=gen) for _ in range(2))
+    d = 5 * torch.randn(n, K - 1, generator=gen)
+    x = torch.tensor([-B, B]).repeat(n // 2)
+    y, _ = rational_quadratic_spline(x, w, h, d, bound=B)
+    assert torch.allclose(y, x, rtol=0, atol=2e-6)
