@@ -13,9 +13,10 @@ same rounds (1 thread):
   of the spline model, without any spline arithmetic.  Its ratio is the floor that no spline
   implementation with this architecture can go below.
 
-    python benchmarks/spline_floor.py            # 25 rounds
-    python benchmarks/spline_floor.py --quick    # 5 rounds
-Writes benchmarks/results/spline_floor.md.
+    python benchmarks/spline_floor.py              # 25 rounds
+    python benchmarks/spline_floor.py --quick      # 5 rounds
+    python benchmarks/spline_floor.py --compile    # the same, every loss under torch.compile
+Writes benchmarks/results/spline_floor[-compile].md.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compile", action="store_true",
+                   help="compile each model's loss with torch.compile (inductor)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (5 if args.quick else 25)
@@ -65,14 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(layer, RQSplineCoupling):
             layer._spline = types.MethodType(_shift_only, layer)
     x = torch.randn(256, spec.features, generator=torch.Generator().manual_seed(0))
-    steps = {k: make_step(c, x, "eager") for k, c in models.items()}
+    variant = "compile" if args.compile else "eager"
+    steps = {k: make_step(c, x, variant) for k, c in models.items()}
     times = interleaved_times(steps, rounds=rounds, inner=4, warmup=3,
                               device=torch.device("cpu"), time_budget=600.0)
     base = times["bare affine"]
     lines = [
-        "# Spline coupling step: the floor set by the conditioner",
+        "# Spline coupling step: the floor set by the conditioner"
+        + (" (torch.compile)" if args.compile else ""),
         "",
-        f"Command: `python benchmarks/spline_floor.py{' --quick' if args.quick else ''}`; "
+        f"Command: `python benchmarks/spline_floor.py{' --quick' if args.quick else ''}"
+        f"{' --compile' if args.compile else ''}`; "
         f"{rounds} alternating rounds x 4 steps, {args.threads} thread(s), torch "
         f"{torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores.  64-d, 8 couplings, 2x256 MLPs, batch 256, K = 8 bins, Adam.",
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         f"the conditioner's floor of {floor:.2f}; the target 3x leaves it {3 - floor:.2f}.",
         "",
     ]
-    out = HERE / "results" / "spline_floor.md"
+    out = HERE / "results" / ("spline_floor-compile.md" if args.compile else "spline_floor.md")
     out.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
