@@ -54,6 +54,14 @@ def _class(n: int) -> dict[str, str]:
     return {f"s{i:03d}": kinds[i % len(kinds)] for i in range(n)}
 
 
+def _write(result: dict, name: str) -> None:
+    """Print ``result`` and save it as ``benchmarks/results/<name>``."""
+    print(json.dumps(result, indent=1))
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", name), "w") as handle:
+        json.dump(result, handle, indent=1)
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -95,15 +103,6 @@ def _kernel_overhead(repeats: int) -> dict[str, float]:
     return {name: round(statistics.median(values), 3) for name, values in times.items()}
 
 
-HOSTILE_CELLS = {
-    "memory": "blocks = [bytearray(2**28) for _ in range(10_000)]",
-    "environ": "import os\nprint(sorted(os.environ))",
-    "socket": "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
-              "except OSError as err:\n    print(err)",
-    "snoop": "import glob\nprint(glob.glob('../../../**/*.ipynb', recursive=True))",
-}
-
-
 def _real_class(course, assignment: str, n: int) -> dict[str, object]:
     """``n`` submissions of one real assignment: a fixed mix, cycled."""
     import copy
@@ -115,9 +114,9 @@ def _real_class(course, assignment: str, n: int) -> dict[str, object]:
     solution = course.source_notebook(assignment)
     kinds: list[tuple[str, object]] = [("solution", solution),
                                        ("untouched", course.release_notebook(assignment))]
-    for name, cell in HOSTILE_CELLS.items():  # hostile code in an extra cell at the end
+    for name, code in HOSTILE.items():  # hostile code in an extra cell at the end
         nb = copy.deepcopy(solution)
-        nb.cells.append(nbformat.v4.new_code_cell(cell))
+        nb.cells.append(nbformat.v4.new_code_cell(code.rstrip()))
         kinds.append((f"hostile-{name}", nb))
     mistakes = CATALOGUE[assignment]
     out: dict[str, object] = {}
@@ -188,11 +187,7 @@ def main_assignments(args) -> None:
         "note": "wall-clock seconds, sandbox on in both (the course's configuration); "
                 "sequential = one `nbgrader autograde` call for the whole class",
     }
-    print(json.dumps(result, indent=1))
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    name = "grading-quick.json" if args.quick else "grading.json"
-    with open(os.path.join(HERE, "results", name), "w") as handle:
-        json.dump(result, handle, indent=1)
+    _write(result, "grading-quick.json" if args.quick else "grading.json")
 
 
 def main() -> None:
@@ -238,11 +233,7 @@ def main() -> None:
                 "fail sooner in the sandbox (no network to wait for, little to search); "
                 "sandbox_overhead_s_per_kernel is the kernel's own cost",
     }
-    print(json.dumps(result, indent=1))
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    name = "grading-synthetic-quick.json" if args.quick else "grading-synthetic.json"
-    with open(os.path.join(HERE, "results", name), "w") as handle:
-        json.dump(result, handle, indent=1)
+    _write(result, "grading-synthetic-quick.json" if args.quick else "grading-synthetic.json")
 
 
 if __name__ == "__main__":

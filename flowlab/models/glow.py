@@ -32,17 +32,15 @@ reduced-temperature samples.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..distributions import StandardNormal
-from ..flow import Flow
 from ..transforms.base import Compose, Transform
-from ..transforms.dequantize import dequantization_layers
 from ..transforms.glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvertibleConv1x1
 from ..transforms.image import Squeeze, check_image
+from .image_flow import ImageFlow
 
 __all__ = ["glow_step", "GlowTransform", "Glow", "glow"]
 
@@ -154,7 +152,7 @@ class GlowTransform(Transform):
         return f"shape={self.shape}"
 
 
-class Glow(Flow):
+class Glow(ImageFlow):
     r"""A ready Glow model for images of discrete levels.
 
     Normalizing direction: dequantize :math:`y = (x + u)/K` (optionally followed by the logit
@@ -189,16 +187,11 @@ class Glow(Flow):
         dequantization: str = "uniform",
         validate: bool = True,
     ) -> None:
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3:
-            raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-        layers: list[Transform] = dequantization_layers(
-            shape, num_levels, dequantization, logit_alpha, validate=validate
+        super().__init__(
+            shape, num_levels,
+            lambda c, h, w: GlowTransform(c, h, w, levels, steps, hidden_channels, blocks, scale, lu),
+            dequantization, logit_alpha, validate,
         )
-        layers.append(GlowTransform(*shape, levels, steps, hidden_channels, blocks, scale, lu))
-        super().__init__(StandardNormal(shape), layers, validate=validate)
-        self.image_shape = shape
-        self.num_levels = num_levels
 
 
 def glow(

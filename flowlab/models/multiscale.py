@@ -31,15 +31,12 @@ come for free, and ``flowlab.testing.check_transform`` applies to the whole stac
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..distributions import StandardNormal
-from ..flow import Flow
 from ..transforms.base import Transform
-from ..transforms.dequantize import dequantization_layers
 from ..transforms.image import (
     MaskedAffineCoupling,
     Squeeze,
@@ -47,6 +44,7 @@ from ..transforms.image import (
     check_image,
     checkerboard_mask,
 )
+from .image_flow import ImageFlow
 
 __all__ = ["MultiScaleTransform", "MultiScaleFlow", "multiscale_realnvp"]
 
@@ -158,7 +156,7 @@ class MultiScaleTransform(Transform):
         return f"shape={self.shape}"
 
 
-class MultiScaleFlow(Flow):
+class MultiScaleFlow(ImageFlow):
     r"""A ready multi-scale RealNVP for images of discrete levels.
 
     The normalizing direction is
@@ -198,16 +196,11 @@ class MultiScaleFlow(Flow):
         dequantization: str = "uniform",
         validate: bool = True,
     ) -> None:
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3:
-            raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-        layers: list[Transform] = dequantization_layers(
-            shape, num_levels, dequantization, alpha, validate=validate
+        super().__init__(
+            shape, num_levels,
+            lambda c, h, w: MultiScaleTransform(c, h, w, scales, hidden_channels, blocks, scale_bound),
+            dequantization, alpha, validate,
         )
-        layers.append(MultiScaleTransform(*shape, scales, hidden_channels, blocks, scale_bound))
-        super().__init__(StandardNormal(shape), layers, validate=validate)
-        self.image_shape = shape
-        self.num_levels = num_levels
 
 
 def multiscale_realnvp(

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..checks import check_finite
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, setup
@@ -153,11 +154,15 @@ class Trainer:
 
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         # The fused AdamW kernel (one pass over all parameters instead of ~10 small ops per
-        # tensor) where PyTorch has it; the result is the same algorithm.
+        # tensor) where PyTorch has it (CPU, CUDA); the result is the same algorithm.
         self.optimizer = torch.optim.AdamW(
             self._params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            fused=_fused_adam_supported(self._params, self.device),
+            fused=True if self._params and self.device.type in ("cpu", "cuda") else None,
         )
+        # Without clipping, most steps only check the gradients for NaN/inf with PyTorch's
+        # fused AMP kernel, whose contract is one device and one floating dtype.
+        self._flag_check = len({(p.device, p.dtype) for p in self._params}) == 1
+        self._one = torch.ones((), device=self.device)
         self.scheduler = warmup_cosine(
             self.optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio
         )
@@ -167,7 +172,6 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._prepared = False
         self._logger: MetricsLogger | None = None
-        self._grad_check_ok: bool | None = None
 
     # ------------------------------------------------------------------ the public verbs
     def fit(self, stop_at: int | None = None) -> list[dict[str, Any]]:
@@ -406,7 +410,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self._params if p.grad is not None]
-        flag_only = cfg.grad_clip <= 0 and not measure_norm and self._fast_grad_check(grads)
+        flag_only = cfg.grad_clip <= 0 and not measure_norm and self._flag_check
         if cfg.grad_clip > 0:
             health = torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
         elif not flag_only:
@@ -438,27 +442,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.bad_steps += 1
             if self.info.is_main:
+                if flag_only:
+                    grad_state = "finite" if healthy_grads else "NaN/inf found"
+                else:
+                    grad_state = f"norm {gnorm_value}"
                 warnings.warn(
                     f"step {self.step}: non-finite loss ({loss_value}) or gradients "
-                    f"({'NaN/inf found' if flag_only and not healthy_grads else f'norm {gnorm_value}'}); "
-                    f"the step was skipped ({self.bad_steps} in a row)",
+                    f"({grad_state}); the step was skipped ({self.bad_steps} in a row)",
                     RuntimeWarning, stacklevel=2,
                 )
             if self.bad_steps >= cfg.max_bad_steps:
                 raise TrainingDiverged(self._divergence_message(x, loss_value))
         self.scheduler.step()
         return loss_value, gnorm_value, ok
-
-    def _fast_grad_check(self, grads: list[Tensor]) -> bool:
-        """Whether the fused NaN/inf check applies: gradients of one floating dtype on one
-        device (the AMP kernel's contract); otherwise the norm is measured instead."""
-        if self._grad_check_ok is None:
-            kinds = {(g.device, g.dtype) for g in grads}
-            self._grad_check_ok = len(kinds) == 1 and next(iter(kinds))[1] in (
-                torch.float16, torch.bfloat16, torch.float32, torch.float64
-            )
-            self._one = torch.ones((), device=self.device)
-        return self._grad_check_ok
 
     def _divergence_message(self, x: Tensor, loss_value: float) -> str:
         cfg = self.config
@@ -618,23 +614,7 @@ def _check_finite_data(data: Tensor | Dataset, name: str) -> None:
     """One pass over in-memory tensor data: NaN/inf would otherwise only show up as skipped
     steps (datasets are checked batch by batch through the loss)."""
     if isinstance(data, Tensor) and data.is_floating_point():
-        bad = ~torch.isfinite(data.reshape(len(data), -1)).all(dim=1)
-        if bool(bad.any()):
-            rows = bad.nonzero().flatten()
-            raise ValueError(
-                f"the {name} data holds NaN or inf in {len(rows)} of {len(data)} samples "
-                f"(first: index {int(rows[0])}); clean or drop those samples before training"
-            )
-
-
-def _fused_adam_supported(params: list[Tensor], device: torch.device) -> bool | None:
-    """``True`` where PyTorch's fused AdamW runs (CPU and CUDA, floating-point parameters);
-    ``None`` (PyTorch's default choice) elsewhere."""
-    if device.type not in ("cpu", "cuda") or not params:
-        return None
-    if not all(p.is_floating_point() and p.device.type == device.type for p in params):
-        return None
-    return True
+        check_finite(data, name=f"the {name} data", layer="Trainer")
 
 
 def _accepts(fn: Callable, name: str) -> bool:

@@ -42,6 +42,8 @@ from .masks import Mask
 __all__ = ["RQSplineCoupling", "rational_quadratic_spline"]
 
 
+# A plain dict, not functools.lru_cache: torch.compile warns about lru_cache-wrapped calls
+# and traces around the cache, while it reads a dict lookup as a constant.
 _KNOT_MAPS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 

@@ -18,8 +18,9 @@ def _params(n: int, scale: float = 1.5, seed: int = 0):
     return w.expand(n, K), h.expand(n, K), d.expand(n, K - 1)
 
 
-def _knots(unnormalized: torch.Tensor) -> torch.Tensor:
-    sizes = 1e-3 + (1 - K * 1e-3) * torch.softmax(unnormalized, -1)
+def _knots(unnormalized: torch.Tensor, m: float = 1e-3) -> torch.Tensor:
+    """The knots built independently of the library: minimum size ``m``, cumulative sum."""
+    sizes = m + (1 - K * m) * torch.softmax(unnormalized, -1)
     return torch.cat([torch.tensor([-B], dtype=sizes.dtype), -B + 2 * B * sizes.cumsum(-1)])
 
 
@@ -106,14 +107,9 @@ def test_coupling_contract(bins, perturb):
 def test_different_minimum_widths_and_heights_pass_through_their_knots():
     w, h, d = _params(K + 1, scale=4.0, seed=5)
     mw, mh = 0.05, 0.01
-
-    def knots(u, m):
-        sizes = m + (1 - K * m) * torch.softmax(u, -1)
-        return torch.cat([torch.tensor([-B], dtype=sizes.dtype), -B + 2 * B * sizes.cumsum(-1)])
-
-    y, _ = rational_quadratic_spline(knots(w[0], mw), w, h, d, bound=B,
+    y, _ = rational_quadratic_spline(_knots(w[0], mw), w, h, d, bound=B,
                                      min_bin_width=mw, min_bin_height=mh)
-    assert torch.allclose(y, knots(h[0], mh), atol=1e-10)
+    assert torch.allclose(y, _knots(h[0], mh), atol=1e-10)
 
 
 def test_end_knots_hold_in_float32_even_for_extreme_parameters():
