@@ -14,7 +14,7 @@ NBGRADER   := cd assignments && ../$(VENV)/bin/nbgrader
 JOBS       ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help course test test-quick venv book book-quick release autograde feedback grades \
+.PHONY: help course test test-quick venv system-deps book book-quick release autograde feedback grades \
         autograde-parallel grading-report bench bench-quick bench-images bench-trainer \
         bench-grading clean distclean
 
@@ -33,13 +33,16 @@ help:
 # ---------------------------------------------------------------- environment
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml assignments/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: the project's range (torch>=2.2) is then already satisfied and
 	# pip never fetches a multi-GB CUDA build on a CPU machine.
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[all]"
+	# the course infrastructure (graders, sandbox, cluster grading): a package of its own that
+	# depends on flowlab, never the reverse
+	$(PY) -m pip install --quiet -e ./assignments
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (flowlab)" >/dev/null
 	touch $@
 
@@ -83,12 +86,12 @@ feedback: venv
 autograde-parallel: venv
 	@$(GRADING_PATH); \
 	ids=$$(ls -d assignments/submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
-	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab.grading autograde "$$a" -j $(JOBS) ) || exit 1; done
+	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab_course autograde "$$a" -j $(JOBS) ) || exit 1; done
 
 grading-report: venv
 	@$(GRADING_PATH); \
 	ids=$$(ls -d assignments/autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
-	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab.grading report "$$a" ) || exit 1; done
+	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab_course report "$$a" ) || exit 1; done
 
 grades: venv
 	@$(GRADING_PATH); $(NBGRADER) export --to grades.csv
@@ -96,7 +99,25 @@ grades: venv
 
 # ---------------------------------------------------------------- tests
 # OMP_NUM_THREADS=1: two pytest-xdist workers (and the kernels they start) share two cores.
-test: venv
+# System programs the suite needs: bubblewrap (the grading sandbox) and Chromium (the site test).
+# As root with apt-get they are installed; otherwise the target stops with the command to run.
+# A test never skips because one of them is missing.
+SYSTEM_DEPS_CHECK = missing=""; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing (needed by the tests)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || exit 2; \
+	  else \
+	    echo "make test needs$$missing: install with  sudo apt-get install -y$$missing  and run make test again" >&2; exit 2; \
+	  fi; \
+	fi
+
+system-deps:
+	@$(SYSTEM_DEPS_CHECK)
+
+test: venv system-deps
 	OMP_NUM_THREADS=1 PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 test-quick: venv

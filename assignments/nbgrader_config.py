@@ -18,8 +18,8 @@ from nbgrader.preprocessors import (
     SaveAutoGrades,
 )
 
-from flowlab.grading.nbgrader import GradingExecute, LimitOutputSize, SanitizeFeedback
-from flowlab.grading.sandbox import configure as configure_sandbox
+from flowlab_course.plugins import GradingExecute, LimitOutputSize, SanitizeFeedback
+from flowlab_course.sandbox import configure as configure_sandbox
 
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 

@@ -9,7 +9,7 @@ and DDP averages their gradients.  On a machine with C cores, compare
     python benchmarks/ddp_scaling.py --quick           # < 1 min on an idle machine: 30 steps
     python benchmarks/ddp_scaling.py --model digits    # a compute-heavy model (64-d, 2x256 MLPs)
 
-``--model moons`` (default) is ``realnvp_2d()``: tiny layers, where the per-step gradient
+``--model moons`` (default) is ``realnvp(2)``: tiny layers, where the per-step gradient
 all-reduce is a large share; ``--model digits`` is ``realnvp(64)`` (8 couplings, 2x256 MLPs,
 725k parameters) on uniformly dequantized 8x8 digits, where computation dominates.
 
@@ -46,9 +46,9 @@ def _model_and_data(model: str):
         x = (x + noise) / digits.num_levels
         return realnvp(64), x.repeat(8, 1)  # enough samples for BATCH-sized epochs
     from flowlab.data.toy2d import toy_dataset
-    from flowlab.models.realnvp import realnvp_2d
+    from flowlab.models.realnvp import realnvp
 
-    return realnvp_2d(), toy_dataset("two_moons", 32768, seed=0)
+    return realnvp(2), toy_dataset("two_moons", 32768, seed=0)
 
 
 def worker(steps: int, out: str, model: str) -> None:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python benchmarks/ddp_scaling.py{' --quick' if args.quick else ''}"
         f"{'' if args.model == 'moons' else ' --model ' + args.model}`",
         "",
-        (f"Model `realnvp_2d()` on two moons" if args.model == "moons" else
+        (f"Model `realnvp(2)` on two moons" if args.model == "moons" else
          "Model `realnvp(64)` (8 couplings, 2x256 MLPs) on dequantized 8x8 digits")
         + f", global batch {BATCH}, {steps - 3} timed steps, {cores} CPU cores.",
         "",

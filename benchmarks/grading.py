@@ -6,13 +6,13 @@ Two courses:
   with N submissions (solutions, the untouched release, mistakes from the catalogue of
   ``tests/assignments/catalogue.py`` and hostile ones: a memory hog, a socket, a search for
   other notebooks, a dump of the environment, each in an extra cell);
-* ``--course synthetic``: the tiny one-cell course of ``tests/grading/course.py`` (no torch in
+* ``--course synthetic``: the tiny one-cell course of ``tests/course/course.py`` (no torch in
   the kernel), where nbgrader's own bookkeeping is the largest share of the time.
 
 For each assignment it times
 
 * ``nbgrader autograde`` (sequential, sandboxed)          -> seconds per submission
-* ``python -m flowlab.grading autograde -j 2``             -> seconds per submission, speed-up
+* ``python -m flowlab_course autograde -j 2``              -> seconds per submission, speed-up
 * ``nbgrader autograde`` with ``FLOWLAB_SANDBOX=0``        -> sandbox overhead per notebook
 * one kernel started, run and shut down, plain vs sandboxed -> the same overhead, measured
   without nbgrader around it (median of repeated, alternating runs: steadier on a busy machine)
@@ -36,17 +36,14 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "grading"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "course"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "assignments"))
 import course as synthetic  # noqa: E402
 
-HOSTILE = {
-    "memory": "blocks = [bytearray(2**28) for _ in range(10_000)]\n",
-    "environ": "import os\nprint(dict(os.environ))\n",
-    "socket": "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
-              "except OSError as err:\n    print(err)\n",
-    "snoop": "import glob\nprint(glob.glob('../../../**/*.ipynb', recursive=True))\n",
-}
+from flowlab_course.synthetic import HOSTILE as _ATTACKS  # noqa: E402
+
+# the four attacks of the committed results (the class generator has more)
+HOSTILE = {name: _ATTACKS[name] for name in ("memory", "environ", "socket", "snoop")}
 
 
 def _class(n: int) -> dict[str, str]:
@@ -93,7 +90,7 @@ def _kernel_overhead(repeats: int) -> dict[str, float]:
     """Median seconds per kernel, plain and sandboxed, from alternating runs."""
     from jupyter_client.manager import AsyncKernelManager
 
-    from flowlab.grading.sandbox import SandboxKernelManager
+    from flowlab_course.sandbox import SandboxKernelManager
 
     times: dict[str, list[float]] = {"plain": [], "sandboxed": []}
     with tempfile.TemporaryDirectory() as workdir:
@@ -146,7 +143,7 @@ def _bench_assignment(tmp: str, assignment: str, n: int, workers: int) -> dict[s
     seq_course, par_course = Course(seq_root), Course(par_root)
     seq = _timed(lambda: seq_course.nbgrader("autograde", assignment, timeout=3600))
     par = _timed(lambda: subprocess.run(
-        [sys.executable, "-m", "flowlab.grading", "autograde", assignment,
+        [sys.executable, "-m", "flowlab_course", "autograde", assignment,
          "--workers", str(workers), "--no-progress"], cwd=par_root, check=True,
         capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1")))
     seq_scores, par_scores = seq_course.scores(assignment), par_course.scores(assignment)
@@ -207,7 +204,7 @@ def main() -> None:
         copies = {k: shutil.copytree(base, os.path.join(tmp, k)) for k in ("seq", "par", "plain")}
         seq = _timed(lambda: synthetic.nbgrader(copies["seq"], "autograde", synthetic.ASSIGNMENT))
         par = _timed(lambda: subprocess.run(
-            [sys.executable, "-m", "flowlab.grading", "autograde", synthetic.ASSIGNMENT,
+            [sys.executable, "-m", "flowlab_course", "autograde", synthetic.ASSIGNMENT,
              "--workers", str(args.workers), "--no-progress"], cwd=copies["par"], check=True,
             capture_output=True))
         env = dict(os.environ, FLOWLAB_SANDBOX="0")

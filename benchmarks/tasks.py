@@ -72,7 +72,7 @@ def toy_task(
         reference = float(-toy2d.toy_log_prob(name, test.double()).mean())
     except (ValueError, NotImplementedError, KeyError):
         pass  # no closed-form density (e.g. two moons)
-    # realnvp_2d's architecture: 8 couplings, 2x64 MLPs, splines on [-4, 4].
+    # realnvp(2)'s architecture: 8 couplings, 2x64 MLPs, splines on [-4, 4].
     spec = ModelSpec(features=2, couplings=couplings, hidden=(64, 64), bins=8, bound=4.0)
     return Task(
         name=name,
@@ -148,10 +148,10 @@ def multiscale_task(name: str, steps: int, seed: int = 0) -> Task:
     def build_models(impls: list[str], kinds: list[str], seed: int) -> dict[str, Contender]:
         if "flowlab" not in impls:
             return {}
-        from flowlab.models.multiscale import multiscale_realnvp
+        from flowlab.models.multiscale import MultiScaleFlow
 
         torch.manual_seed(seed)
-        flow = multiscale_realnvp(shape, num_levels=levels)
+        flow = MultiScaleFlow(shape, num_levels=levels)
         c = Contender("flowlab", "multi-scale", flow, flow.log_prob, flow.sample)
         return {c.label: c}
 
@@ -165,6 +165,6 @@ def multiscale_task(name: str, steps: int, seed: int = 0) -> Task:
         to_metric=lambda nll: nll / (dim * math.log(2.0)),
         source=source,
         build_models=build_models,
-        notes=["multi-scale: flowlab's multiscale_realnvp (dequantizes and logit-transforms "
+        notes=["multi-scale: flowlab's MultiScaleFlow (dequantizes and logit-transforms "
                "inside, with its own noise draws); no peer has a comparable ready-made model"],
     )

@@ -1,6 +1,6 @@
 """Trainer overhead: steps/s of flowlab's Trainer against a bare PyTorch loop.
 
-Both train the same model (``realnvp_2d``) on the same data (two moons) with the same
+Both train the same model (``realnvp(2)``) on the same data (two moons) with the same
 optimiser (PyTorch's fused AdamW, the Trainer's choice on CPU and CUDA), the same batches
 (indexing an in-memory tensor) and no gradient clipping; the Trainer keeps all its bookkeeping
 on (finiteness guard on the loss and gradient norm with one synchronisation per step, LR
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from flowlab.data.toy2d import toy_dataset
-from flowlab.models.realnvp import realnvp_2d
+from flowlab.models.realnvp import realnvp
 from flowlab.train import TrainConfig, Trainer
 
 RESULTS = Path(__file__).parent / "results" / "trainer_overhead.md"
@@ -38,7 +38,7 @@ BATCH = 256
 
 def bare_loop(data: torch.Tensor, steps: int, seed: int, fused: bool | None = True) -> float:
     torch.manual_seed(seed)
-    model = realnvp_2d()
+    model = realnvp(2)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=gen)
@@ -58,7 +58,7 @@ def bare_loop(data: torch.Tensor, steps: int, seed: int, fused: bool | None = Tr
 
 def trainer_loop(data: torch.Tensor, steps: int, seed: int, run_dir: str | None, **kw) -> float:
     torch.manual_seed(seed)
-    model = realnvp_2d()
+    model = realnvp(2)
     cfg = TrainConfig(steps=steps, batch_size=BATCH, lr=1e-3, warmup_steps=0, grad_clip=0.0,
                       run_dir=run_dir, progress=False, sample_every=0, log_every=50, seed=seed,
                       checkpoint_every=10**9, device="cpu", **kw)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `python benchmarks/trainer_overhead.py{' --quick' if args.quick else ''}`",
         "",
-        f"Model `realnvp_2d()` on two moons, batch {BATCH}, fused AdamW, {steps} steps per repetition, "
+        f"Model `realnvp(2)` on two moons, batch {BATCH}, fused AdamW, {steps} steps per repetition, "
         f"{reps} interleaved repetitions; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
         f"Python {sys.version.split()[0]}.",

@@ -17,7 +17,19 @@ __all__ = ["check_input", "check_finite", "reference_tensor"]
 
 
 def reference_tensor(module: nn.Module) -> Tensor | None:
-    """The first parameter or buffer of ``module`` (its dtype and device), or ``None``."""
+    """The first parameter, else the first floating-point buffer, of ``module`` (the tensor
+    whose dtype and device inputs must share), or ``None``.
+
+    Layers without parameters keep a 0-d, non-persistent buffer named ``_ref`` for this (the
+    one meaning of ``_ref`` in flowlab: a buffer, never a method).
+
+    Args:
+        module: the layer.
+
+    Example:
+        >>> reference_tensor(nn.Linear(2, 3)).shape       # its weight
+        torch.Size([3, 2])
+    """
     for p in module.parameters():
         return p
     for b in module.buffers():
@@ -49,6 +61,12 @@ def check_input(
         TypeError: ``x`` is not a floating-point tensor, or its dtype/device differ from the
             layer's parameters.
         ValueError: ``x`` has the wrong shape.
+
+    Example:
+        >>> check_input(torch.zeros(3, 2), layer="MyLayer", event_shape=(3,))
+        Traceback (most recent call last):
+            ...
+        ValueError: MyLayer expects input of shape (batch, 3), got (3, 2). The first axis ...
     """
     if not isinstance(x, Tensor):
         raise TypeError(
@@ -91,7 +109,18 @@ def check_input(
 
 
 def check_finite(x: Tensor, *, name: str = "input", layer: str = "layer") -> Tensor:
-    """Raise a ``ValueError`` if ``x`` holds NaN or infinite values."""
+    """Raise a ``ValueError`` if ``x`` holds NaN or infinite values (one read of the data).
+
+    Args:
+        x: the batch.
+        name, layer: how to name ``x`` and the layer in the message.
+
+    Example:
+        >>> check_finite(torch.tensor([[0.0], [float("nan")]]), name="x", layer="Flow")
+        Traceback (most recent call last):
+            ...
+        ValueError: Flow: x contains NaN or infinite values (in sample(s) [1]). ...
+    """
     if not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).nonzero().flatten()
         rows = bad[:5].tolist()

@@ -8,9 +8,9 @@ Examples::
     flowlab train --run-dir runs/digits --resume   # continue from the last checkpoint
     torchrun --nproc_per_node 4 -m flowlab train --data cifar10 --data-root ~/data --bf16
     flowlab sample --run-dir runs/digits -n 64 --temperature 0.8
-    flowlab evaluate --run-dir runs/digits
+    flowlab evaluate --run-dir runs/digits         # test bits/dim next to the baselines
 
-Exit codes: 0 success, 1 training stopped (diverged), 2 bad flags/config/data.
+In Python, ``flowlab.train.load_run("runs/digits")`` gives the trained model in one call.
 """
 
 from __future__ import annotations
@@ -19,13 +19,24 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_DIVERGED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
+EXIT_OK = 0
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = (
+    "Exit codes: 0 success; 1 training stopped because it diverged (non-finite losses); "
+    "2 a usage problem: bad flags, config file, data or model arguments, a run folder that "
+    "already holds results, a missing or damaged checkpoint, or a file that cannot be "
+    "written (read-only folder, full disk; what could be saved is written to a fallback "
+    "path that the message names); 130 interrupted by Ctrl-C (the run is saved first)."
+)
 
 
 class UsageError(Exception):
@@ -36,18 +47,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`~flowlab.train.TrainConfig` field, help text from the field."""
+def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str]) -> None:
+    """One flag per dataclass field of ``cls``, help text from the field."""
     import yaml
 
-    from .train.config import TrainConfig
-
-    groups = {
-        "data": "what to train", "steps": "optimisation", "device": "hardware",
-        "run_dir": "bookkeeping",
-    }
     group: Any = parser
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         if f.name in groups:
             group = parser.add_argument_group(groups[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -70,10 +75,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .train.config import TrainConfig
+    from .train.recipes import Recipe
+
     parser = argparse.ArgumentParser(
         prog="flowlab",
         description="Train, sample and evaluate normalizing flows (flowlab).",
-        epilog="Run 'flowlab COMMAND --help' for the flags of each command.",
+        epilog="Run 'flowlab COMMAND --help' for the flags of each command. " + EXIT_CODES,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -82,27 +90,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a flow by maximum likelihood",
         description=(
             "Train a flow by maximum likelihood. Settings come from the defaults, then "
-            "--config FILE, then the flags given here. Launch with torchrun for several "
-            "processes; the command is the same. The run folder receives checkpoint.pt, "
-            "metrics.csv, config.yaml and samples/*.png."
+            "--config FILE, then the flags given here. A validation split is held out of the "
+            "training data for model selection (best.pt) and early stopping (--patience); the "
+            "test set is evaluated once, at the end, on the best-on-validation weights "
+            "(test.json). Launch with torchrun for several processes; the command is the "
+            "same. The run folder receives last.pt, previous.pt, best.pt, metrics.csv, "
+            "config.yaml, split.json, test.json and samples/*.png. Small models train "
+            "fastest on one thread (the default for them, see --threads)."
         ),
+        epilog=EXIT_CODES,
     )
     train.add_argument(
         "--config", metavar="FILE",
         help="YAML (.yaml/.yml) or TOML (.toml) file of settings; the names are those of the "
         "flags with underscores (batch_size: 64)",
     )
-    _add_config_flags(train)
+    _add_fields(train, Recipe, {"data": "what to train (the recipe)"})
+    _add_fields(train, TrainConfig, {
+        "steps": "optimisation", "device": "hardware", "run_dir": "bookkeeping",
+    })
 
     for name, text in (
         ("sample", "draw samples from a trained run and save them as a PNG"),
-        ("evaluate", "report the test negative log-likelihood and bits/dim of a trained run"),
+        ("evaluate", "report the test negative log-likelihood and bits/dim of a trained run, "
+                     "next to the baselines (uniform, per-pixel histogram fit on train)"),
     ):
-        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                           epilog=EXIT_CODES)
         p.add_argument("--run-dir", required=True, metavar="DIR",
-                       help="run folder written by 'flowlab train' (holds checkpoint.pt)")
-        p.add_argument("--checkpoint", metavar="FILE",
-                       help="a checkpoint file to use instead of DIR/checkpoint.pt")
+                       help="run folder written by 'flowlab train'")
+        p.add_argument("--checkpoint", metavar="WHICH", default="best",
+                       help="'best' (best on validation), 'last', 'previous' or a checkpoint "
+                       "file (default: best)")
         p.add_argument("--no-ema", dest="ema", action="store_false",
                        help="use the trained weights even if the run kept an EMA of them")
         p.add_argument("--device", default="auto",
@@ -110,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: auto)")
         p.add_argument("--data-root", metavar="DIR",
                        help="folder of a torchvision data set, if it moved since training")
+        p.add_argument("--threads", type=int, default=0,
+                       help="torch threads (default 0: automatic, see 'flowlab train --help')")
         if name == "sample":
             p.add_argument("-n", "--num", type=int, default=64,
                            help="number of samples (default: 64)")
@@ -122,10 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--save-tensor", metavar="FILE",
                            help="also save the samples as a tensor with torch.save")
         else:
-            p.add_argument("--split", choices=("test", "train"), default="test",
-                           help="which split to evaluate (default: test)")
+            p.add_argument("--split", choices=("test", "val", "train"), default="test",
+                           help="which split to evaluate: test, val (the run's validation "
+                           "split) or train (the rest of the training data) (default: test)")
             p.add_argument("--batch-size", type=int, default=1000,
                            help="evaluation batch size (default: 1000)")
+            p.add_argument("--importance-samples", type=int, default=1,
+                           help="dequantization draws per image combined inside the log "
+                           "(importance-weighted bound; default 1: the plain bound)")
             p.add_argument("--seed", type=int, default=0,
                            help="seed of the dequantization noise (default: 0)")
             p.add_argument("--json", action="store_true",
@@ -134,30 +159,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------- train
-def _train_config(args: argparse.Namespace) -> Any:
+def _train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The recipe and loop settings: the resumed run's, then the config file, then flags."""
     from .train.checkpoint import load_checkpoint
     from .train.config import TrainConfig, load_config_file
+    from .train.load import run_settings
+    from .train.recipes import Recipe, split_settings
+    from .train.runfolder import RunFolder
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     values: dict[str, Any] = {}
-    if given.get("resume"):
+    if given.get("resume") or given.get("resume_from"):
         # Continue with the settings the run was started with; flags may change some of them
         # (e.g. --steps to train longer).
         run_dir = given.get("run_dir")
         if run_dir is None:
             raise UsageError("--resume needs --run-dir, the folder of the run to continue")
-        checkpoint = Path(run_dir) / "checkpoint.pt"
-        if not checkpoint.is_file():
-            raise UsageError(f"nothing to resume: {str(checkpoint)!r} does not exist")
-        values.update(load_checkpoint(checkpoint)["config"])
+        path = (Path(given["resume_from"]) if given.get("resume_from")
+                else RunFolder(run_dir).resume_checkpoint())
+        if not path.is_file():
+            previous = RunFolder(run_dir).previous
+            hint = (f"; the previous checkpoint is kept: add --resume-from {previous}"
+                    if previous.is_file() and not given.get("resume_from") else "")
+            raise UsageError(f"nothing to resume: {str(path)!r} does not exist{hint}")
+        recipe, loop = run_settings(load_checkpoint(path))
+        values.update(recipe.to_dict())
+        values.update(loop.to_dict())
         values["overwrite"] = False
     if args.config:
         values.update(load_config_file(args.config))
     values.update(given)
-    cfg = TrainConfig.from_dict(values)
+    recipe_values, loop_values = split_settings(values)
+    recipe = Recipe.from_dict(recipe_values)
+    cfg = TrainConfig.from_dict(loop_values)
     if cfg.run_dir is None:
-        cfg = cfg.updated({"run_dir": f"runs/{cfg.data}"})
-    return cfg
+        cfg = cfg.updated({"run_dir": f"runs/{recipe.data}"})
+    return recipe, cfg
 
 
 def _image_sampler(num_levels: int) -> Any:
@@ -173,75 +210,153 @@ def _image_sampler(num_levels: int) -> Any:
     return save
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import Trainer, TrainingDiverged, teardown
-    from .train.distributed import setup
-    from .train.recipes import build_data, build_model
-    from .train.trainer import _seed_everything
+def _baselines(data: Any, test: Any) -> dict[str, float]:
+    """Bits/dim (images) or NLL (vectors) of the baselines, fit on train, scored on ``test``."""
+    if data.is_image:
+        from .metrics import baselines
 
+        return baselines(data.train, test, data.num_levels)
+    from .train.evaluate import gaussian_baseline_nll, nll_to_bits_per_dim
+
+    nll = gaussian_baseline_nll(data.train, test)
+    return {"gaussian (fit on train)": nll_to_bits_per_dim(nll, int(test[0].numel()))}
+
+
+def _format_baselines(base: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in base.items())
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import (
+        RunFolderError,
+        Trainer,
+        TrainingDiverged,
+        TrainingInterrupted,
+        seed_everything,
+        teardown,
+    )
+    from .train.distributed import setup
+    from .train.recipes import build_data, build_model, choose_threads
+
+    info = None
     try:
-        cfg = _train_config(args)
+        recipe, cfg = _train_settings(args)
         info = setup(cfg.device)
-        _seed_everything(cfg.seed)
-        data = build_data(cfg)
-        model = build_model(cfg, data)
+        seed_everything(cfg.seed)
+        data = build_data(recipe, seed=cfg.seed)
+        model = build_model(recipe, data)
+        threads = choose_threads(recipe.threads, model, data.event_shape)
+        torch.set_num_threads(threads)
         trainer = Trainer(
-            model, data.train, data.test, cfg,
+            model, data.train, data.test, cfg, labels=data.train_labels,
             save_samples_fn=_image_sampler(data.num_levels) if data.is_image else None,
+            metadata={"recipe": recipe.to_dict()},
         )
-        trainer.prepare()
-    except (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError,
-            ImportError) as err:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.prepare()
+        for w in caught:
+            if info.is_main:
+                print(f"flowlab train: {w.message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        teardown()
+        print("flowlab train: interrupted before training started; nothing was saved",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, ValueError, TypeError, OSError, ImportError) as err:
         teardown()
         return _fail("train", err, EXIT_USAGE)
     try:
         if info.is_main:
             n_params = sum(p.numel() for p in model.parameters())
-            print(f"flowlab train: {cfg.data} -> {type(model).__name__} ({n_params:,} "
-                  f"parameters), {cfg.steps} steps, {info.world_size} process(es) on "
-                  f"{info.device}; results in {cfg.run_dir}", flush=True)
+            held = (f", {len(trainer.val_data)} held out for validation"
+                    if trainer.val_data is not None else ", no validation split")
+            print(f"flowlab train: {recipe.data} -> {type(model).__name__} ({n_params:,} "
+                  f"parameters), {len(trainer.train_data)} training samples{held}; "
+                  f"{cfg.steps} steps, {info.world_size} process(es) on {info.device}, "
+                  f"{threads} thread(s); results in {cfg.run_dir}", flush=True)
         trainer.fit()
-        result = trainer.evaluate()
         if info.is_main:
-            print(f"flowlab train: done. test NLL {result['nll']:.4f} nats, "
-                  f"{result['bits_per_dim']:.4f} bits/dim", flush=True)
-        return 0
+            _report_end(trainer, data)
+        return EXIT_OK
     except TrainingDiverged as err:
         return _fail("train", err, EXIT_DIVERGED, rank=info.rank)
-    except KeyboardInterrupt:
-        print("flowlab train: interrupted; continue with --resume from the last checkpoint",
-              file=sys.stderr)
-        return 130
+    except TrainingInterrupted as err:
+        if info.is_main:
+            if err.checkpoint is not None and Path(err.checkpoint).is_file():
+                resume = (f"flowlab train --run-dir {cfg.run_dir} --resume"
+                          if Path(err.checkpoint).parent == Path(cfg.run_dir)
+                          else f"flowlab train --run-dir {cfg.run_dir} --resume-from "
+                               f"{err.checkpoint}")
+                print(f"flowlab train: interrupted at step {err.step}; step "
+                      f"{err.saved_step} is saved in {err.checkpoint}. Continue with: {resume}",
+                      file=sys.stderr)
+            else:
+                print(f"flowlab train: interrupted at step {err.step}; no checkpoint had been "
+                      "written, so there is nothing to resume (start the run again)",
+                      file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (RunFolderError, OSError) as err:
+        return _fail("train", err, EXIT_USAGE, rank=info.rank)
     finally:
         teardown()
 
 
-# ------------------------------------------------------------------------- sample/evaluate
-def _load_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """Config, data and the trained (EMA) model of a run folder."""
-    from .train.checkpoint import load_checkpoint
-    from .train.config import TrainConfig
-    from .train.distributed import resolve_device
-    from .train.recipes import build_data, build_model
+def _report_end(trainer: Any, data: Any) -> None:
+    result = trainer.test_result
+    if trainer.best_step is not None:
+        stop = " (stopped early)" if trainer.stopped_early else ""
+        print(f"flowlab train: done at step {trainer.step}{stop}; best validation "
+              f"{trainer.best_score:.4f} bits/dim at step {trainer.best_step} (best.pt)",
+              flush=True)
+    if result is None:
+        return
+    base = _baselines(data, data.test)
+    print(f"flowlab train: test NLL {result['nll']:.4f} nats, {result['bits_per_dim']:.4f} "
+          f"bits/dim (weights of step {result['selected_step']}, selected on "
+          f"{result['selected_on']}); baselines (bits/dim): {_format_baselines(base)}",
+          flush=True)
 
-    path = Path(args.checkpoint) if args.checkpoint else Path(args.run_dir) / "checkpoint.pt"
-    if not path.is_file():
+
+# ------------------------------------------------------------------------- sample/evaluate
+def _load(args: argparse.Namespace) -> Any:
+    import torch
+
+    from .train.distributed import resolve_device
+    from .train.load import checkpoint_path, load_run
+    from .train.recipes import choose_threads
+
+    path = checkpoint_path(args.run_dir, args.checkpoint)
+    if not path.is_file() and args.checkpoint in ("best", "last", "previous"):
         raise UsageError(f"no checkpoint at {str(path)!r}: train first with "
                          f"'flowlab train --run-dir {args.run_dir}'")
-    state = load_checkpoint(path)
-    values = dict(state["config"])
-    if args.data_root:
-        values["data_root"] = args.data_root
-    cfg = TrainConfig.from_dict(values)
-    data = build_data(cfg)
-    model = build_model(cfg, data)
-    weights = state["model"]
-    if args.ema and state.get("ema"):
-        weights = {k[len("module."):]: v for k, v in state["ema"].items()
-                   if k.startswith("module.")}
-    model.load_state_dict(weights)
-    device = resolve_device(args.device)
-    return cfg, data, model.to(device).eval()
+    run = load_run(args.run_dir, args.checkpoint, use_ema=args.ema,
+                   device=resolve_device(args.device), data_root=args.data_root)
+    torch.set_num_threads(choose_threads(args.threads, run.model, run.data.event_shape))
+    return run
+
+
+def _write_or_rescue(write: Any, out: Path, what: str) -> tuple[Path, str | None]:
+    """Write ``what`` to ``out``; if that fails, to the fallback folder.  Returns the path
+    written and, on a fallback, the reason the requested path failed."""
+    from .train.runfolder import describe_os_error, rescue_dir
+
+    try:
+        write(out)
+        return out, None
+    except OSError as err:
+        reason = describe_os_error(err)
+        fallback = rescue_dir() / out.name
+        try:
+            write(fallback)
+        except OSError as err2:
+            raise UsageError(
+                f"cannot write the {what} to {str(out)!r} ({reason}) nor to {str(fallback)!r} "
+                f"({describe_os_error(err2)}): nothing was saved"
+            ) from err2
+        return fallback, reason
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -254,51 +369,95 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise UsageError(f"-n must be positive, got {args.num}")
         if args.temperature <= 0:
             raise UsageError(f"--temperature must be positive, got {args.temperature}")
-        cfg, data, model = _load_run(args)
-    except (UsageError, ValueError, FileNotFoundError, ImportError) as err:
+        run = _load(args)
+    except (UsageError, ValueError, OSError, ImportError) as err:
         return _fail("sample", err, EXIT_USAGE)
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        x = model.sample(args.num, temperature=args.temperature)
+        x = run.model.sample(args.num, temperature=args.temperature)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / "sample.png"
-    if data.is_image:
-        _image_sampler(data.num_levels)(x, out)
-    else:
-        save_samples(x, out, title=f"{cfg.data}, T={args.temperature:g}")
-    if args.save_tensor:
-        torch.save(x.cpu(), args.save_tensor)
-    print(f"flowlab sample: {args.num} samples written to {out}")
-    return 0
+
+    def write_png(path: Path) -> None:
+        if run.data.is_image:
+            _image_sampler(run.data.num_levels)(x, path)
+        else:
+            save_samples(x, path, title=f"{run.recipe.data}, T={args.temperature:g}")
+
+    problems = []
+    try:
+        written, reason = _write_or_rescue(write_png, out, "sample image")
+        if reason:
+            problems.append(f"cannot write {out} ({reason}); the samples were written to "
+                            f"{written} instead")
+        tensor_path = None
+        if args.save_tensor:
+            tensor_path, reason = _write_or_rescue(
+                lambda p: (p.parent.mkdir(parents=True, exist_ok=True), torch.save(x.cpu(), p)),
+                Path(args.save_tensor), "sample tensor")
+            if reason:
+                problems.append(f"cannot write {args.save_tensor} ({reason}); the tensor was "
+                                f"written to {tensor_path} instead")
+    except UsageError as err:
+        return _fail("sample", err, EXIT_USAGE)
+    for text in problems:
+        print(f"flowlab sample: error: {text}", file=sys.stderr)
+    print(f"flowlab sample: {args.num} samples written to {written}"
+          + (f" (tensor: {tensor_path})" if tensor_path else ""))
+    return EXIT_USAGE if problems else EXIT_OK
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .train.evaluate import evaluate_nll
+    from .train.split import ValidationSplit
 
     try:
         if args.batch_size <= 0:
             raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-        cfg, data, model = _load_run(args)
-    except (UsageError, ValueError, FileNotFoundError, ImportError) as err:
+        if args.importance_samples <= 0:
+            raise UsageError(
+                f"--importance-samples must be positive, got {args.importance_samples}"
+            )
+        run = _load(args)
+        data = run.data.test
+        if args.split != "test":
+            if not run.state.get("split"):
+                if args.split == "val":
+                    raise UsageError("this run has no validation split (val_fraction was 0)")
+                data = run.data.train
+            else:
+                train, val = ValidationSplit.from_dict(run.state["split"]).apply(run.data.train)
+                data = val if args.split == "val" else train
+    except (UsageError, ValueError, OSError, ImportError) as err:
         return _fail("evaluate", err, EXIT_USAGE)
-    device = next(model.parameters()).device
+    device = next(run.model.parameters()).device
     torch.manual_seed(args.seed)
-    result = evaluate_nll(model, data.test if args.split == "test" else data.train,
-                          batch_size=args.batch_size, device=device)
-    result = {"data": cfg.data, "split": args.split, "ema": bool(args.ema), **result}
+    result = evaluate_nll(run.model, data, batch_size=args.batch_size, device=device,
+                          importance_samples=args.importance_samples)
+    base = _baselines(run.data, data)
+    result = {
+        "data": run.recipe.data, "split": args.split, "checkpoint": str(run.checkpoint),
+        "step": run.step, "ema": bool(args.ema), **result,
+        "importance_samples": args.importance_samples, "baselines_bits_per_dim": base,
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"flowlab evaluate: {cfg.data} ({args.split}): NLL {result['nll']:.4f} nats per "
-              f"sample, {result['bits_per_dim']:.4f} bits/dim")
-    return 0
+        print(f"flowlab evaluate: {run.recipe.data} ({args.split}, {run.checkpoint.name} at step "
+              f"{run.step}): NLL {result['nll']:.4f} nats per sample, "
+              f"{result['bits_per_dim']:.4f} bits/dim")
+        print(f"flowlab evaluate: baselines (bits/dim): {_format_baselines(base)}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------- main
 def _fail(command: str, err: BaseException, code: int, rank: int = 0) -> int:
     if rank == 0:
-        print(f"flowlab {command}: error: {err}", file=sys.stderr)
+        text = str(err)
+        if isinstance(err, KeyError):  # str() of a KeyError is only the key, quoted
+            text = f"missing {text}"
+        print(f"flowlab {command}: error: {text}", file=sys.stderr)
     return code
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import check_input
+from .transforms.base import sum_except_batch
 
 __all__ = [
     "BaseDistribution",
@@ -35,9 +36,18 @@ def _as_shape(event_shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 class BaseDistribution(nn.Module):
-    """A distribution over events of shape ``event_shape``."""
+    """A distribution over events of shape ``event_shape`` (the base class).
+
+    Subclasses implement ``log_prob(z) -> (batch,)`` and ``sample(n, temperature) ->
+    (n, *event_shape)``.  A 0-d buffer ``_ref`` (not saved) follows ``.to()``/``.double()`` and
+    gives the dtype and device of the samples.
+
+    Args:
+        event_shape: the shape of one sample, e.g. ``2`` or ``(1, 8, 8)``.
+    """
 
     def __init__(self, event_shape: int | Sequence[int]) -> None:
+        """Build the distribution; the arguments are described in the class docstring."""
         super().__init__()
         self.event_shape = _as_shape(event_shape)
         # A zero-size buffer that tells us the module's dtype and device.
@@ -54,7 +64,7 @@ class BaseDistribution(nn.Module):
         )
 
     def _flat(self, per_element: Tensor) -> Tensor:
-        return per_element.reshape(per_element.shape[0], -1).sum(dim=1)
+        return sum_except_batch(per_element)
 
     def log_prob(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -76,7 +86,17 @@ class StandardNormal(BaseDistribution):
     :math:`\log p(z) = -\tfrac12 \lVert z \rVert^2 - \tfrac{D}{2}\log 2\pi`.
 
     ``sample(n, temperature=T)`` draws from :math:`\mathcal{N}(0, T^2 I)` (Glow's
-    reduced-temperature sampling).
+    reduced-temperature sampling, https://arxiv.org/abs/1807.03039).
+
+    Args:
+        event_shape: the shape of one sample, e.g. ``2`` or ``(1, 8, 8)``.
+
+    Example:
+        >>> base = StandardNormal(2)
+        >>> base.log_prob(torch.zeros(1, 2))             # -log(2 pi)
+        tensor([-1.8379])
+        >>> base.sample(5, temperature=0.7).shape
+        torch.Size([5, 2])
     """
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -94,9 +114,24 @@ class DiagonalGaussian(BaseDistribution):
 
     .. math:: \log p(z) = \sum_i -\tfrac12 \Big(\frac{z_i-\mu_i}{\sigma_i}\Big)^2
               - \log\sigma_i - \tfrac12\log 2\pi .
+
+    Both start at :math:`\mu = 0, \sigma = 1` (the standard normal).
+
+    Args:
+        event_shape: the shape of one sample.
+        learnable: make :math:`\mu` and :math:`\log\sigma` trainable parameters (otherwise
+            fixed buffers).
+
+    Example:
+        >>> base = DiagonalGaussian(3)
+        >>> sorted(name for name, _ in base.named_parameters())
+        ['loc', 'log_scale']
+        >>> base.log_prob(torch.zeros(2, 3)).shape
+        torch.Size([2])
     """
 
     def __init__(self, event_shape: int | Sequence[int], learnable: bool = True) -> None:
+        """Build the distribution; the arguments are described in the class docstring."""
         super().__init__(event_shape)
         loc = torch.zeros(self.event_shape)
         log_scale = torch.zeros(self.event_shape)
@@ -125,7 +160,15 @@ class StandardLogistic(BaseDistribution):
     .. math:: \log p(z) = \sum_i -\operatorname{softplus}(z_i) - \operatorname{softplus}(-z_i).
 
     Its heavier tails give larger gradients to outliers than a Gaussian.  Sampling inverts the
-    CDF: :math:`z = \log u - \log(1-u)`, :math:`u \sim U(0,1)`.
+    CDF: :math:`z = \log u - \log(1-u)`, :math:`u \sim U(0,1)`.  NICE:
+    https://arxiv.org/abs/1410.8516.
+
+    Args:
+        event_shape: the shape of one sample.
+
+    Example:
+        >>> StandardLogistic(1).log_prob(torch.zeros(1, 1))     # log(1/4)
+        tensor([-1.3863])
     """
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -145,11 +188,20 @@ class UniformBox(BaseDistribution):
 
     .. math:: \log p(z) = -\sum_i \log(\mathrm{high}-\mathrm{low})
               \text{ inside the box, } -\infty \text{ outside.}
+
+    Args:
+        event_shape: the shape of one sample.
+        low, high: the box's edges, ``low < high`` (the same for every coordinate).
+
+    Example:
+        >>> UniformBox(2, low=-1.0, high=1.0).log_prob(torch.tensor([[0.0, 0.5], [0.0, 2.0]]))
+        tensor([-1.3863,    -inf])
     """
 
     def __init__(
         self, event_shape: int | Sequence[int], low: float = 0.0, high: float = 1.0
     ) -> None:
+        """Build the distribution; the arguments are described in the class docstring."""
         super().__init__(event_shape)
         if not high > low:
             raise ValueError(f"UniformBox needs high > low, got low={low}, high={high}")

@@ -55,6 +55,18 @@ def brute_force_logabsdet(fn, x: Tensor) -> Tensor:
     ``fn`` maps a batch to ``(output, logabsdet)``; only the output is differentiated.  Each
     sample is pushed through alone, so the cost is one Jacobian of size :math:`D \times D` per
     sample: keep ``D`` small (tests use at most a few hundred dimensions).
+
+    Args:
+        fn: ``layer`` or ``layer.inverse``: a batch ``(batch, *event_shape)`` to
+            ``(output, logabsdet)``.
+        x: the batch at which to differentiate.
+
+    Example:
+        >>> import torch
+        >>> from flowlab.transforms import DiagonalLinear
+        >>> layer = DiagonalLinear(2).double()
+        >>> brute_force_logabsdet(layer, torch.randn(3, 2, dtype=torch.float64))
+        tensor([0., 0., 0.], dtype=torch.float64)
     """
     out = []
     for b in range(x.shape[0]):
@@ -71,7 +83,14 @@ def brute_force_logabsdet(fn, x: Tensor) -> Tensor:
 def assert_logabsdet_matches_jacobian(
     fn, x: Tensor, *, atol: float = 1e-7, rtol: float = 1e-6, direction: str = "forward"
 ) -> None:
-    """The layer's ``logabsdet`` equals ``slogdet`` of its brute-force Jacobian."""
+    """The layer's ``logabsdet`` equals ``slogdet`` of its brute-force Jacobian.
+
+    Args:
+        fn: ``layer`` or ``layer.inverse``.
+        x: the batch (float64).
+        atol, rtol: tolerances of the comparison.
+        direction: ``"forward"`` or ``"inverse"``, for the message.
+    """
     _, ld = _call(fn, x)
     expected = brute_force_logabsdet(fn, x)
     if not torch.allclose(ld, expected, atol=atol, rtol=rtol):
@@ -93,7 +112,13 @@ def assert_logabsdet_matches_jacobian(
 
 
 def assert_inverse_round_trip(layer, x: Tensor, *, atol: float = 1e-8, rtol: float = 1e-6) -> None:
-    """``inverse(forward(x)) == x`` and ``logabsdet_f + logabsdet_g == 0``."""
+    """``inverse(forward(x)) == x`` and ``logabsdet_f + logabsdet_g == 0``.
+
+    Args:
+        layer: the transform.
+        x: the batch (float64).
+        atol, rtol: tolerances of the round trip.
+    """
     z, ld_f = _call(layer, x)
     x_back, ld_g = _call(layer.inverse, z)
     if not torch.allclose(x_back, x, atol=atol, rtol=rtol):
@@ -112,7 +137,13 @@ def assert_inverse_round_trip(layer, x: Tensor, *, atol: float = 1e-8, rtol: flo
 
 
 def assert_batch_independent(layer, x: Tensor, *, atol: float = 1e-10) -> None:
-    """Changing sample 0 of the batch changes no other sample's output or log-det."""
+    """Changing sample 0 of the batch changes no other sample's output or log-det.
+
+    Args:
+        layer: the transform.
+        x: a batch of at least 2 samples.
+        atol: how much the other samples may change (rounding only).
+    """
     if x.shape[0] < 2:
         raise ValueError("need a batch of at least 2 samples")
     z1, ld1 = _call(layer, x)
@@ -131,7 +162,23 @@ def assert_batch_independent(layer, x: Tensor, *, atol: float = 1e-10) -> None:
 def check_transform(
     layer, x: Tensor, *, atol: float = 1e-7, check_inverse_jacobian: bool = True
 ) -> None:
-    """Run every contract check on ``layer`` at ``x`` (use float64 and a small batch)."""
+    """Run every contract check on ``layer`` at ``x`` (use float64 and a small batch).
+
+    Raises an ``AssertionError`` whose message says what is wrong (in the lecture's terms); returns
+    ``None`` when the layer passes.
+
+    Args:
+        layer: a :class:`~flowlab.transforms.base.Transform`.
+        x: a batch in the layer's domain, shape ``(batch, *event_shape)``.
+        atol: tolerance of the log-determinant comparisons.
+        check_inverse_jacobian: also compare ``inverse``'s log-determinant with its Jacobian.
+
+    Example:
+        >>> import torch
+        >>> from flowlab.transforms import AffineCoupling
+        >>> layer = AffineCoupling(torch.tensor([True, False, True]), hidden=(8,)).double()
+        >>> check_transform(layer, torch.randn(4, 3, dtype=torch.float64))   # passes silently
+    """
     assert_logabsdet_matches_jacobian(layer, x, atol=atol)
     assert_inverse_round_trip(layer, x)
     if x.shape[0] > 1:

@@ -79,3 +79,15 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def bwrap() -> None:
+    """The grading sandbox's tests need bubblewrap: fail (never skip) with the command to run."""
+    from flowlab_course.sandbox import bwrap_available
+
+    ok, why = bwrap_available()
+    if not ok:
+        pytest.fail(f"the sandbox tests need bubblewrap, which cannot run here: {why}. Install it "
+                    "with `sudo apt-get install -y bubblewrap` (make test does this as root).",
+                    pytrace=False)

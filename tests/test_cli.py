@@ -89,8 +89,8 @@ def test_train_sample_evaluate_resume(tmp_path, capsys):
 
     # --resume keeps the run's settings; --steps extends it
     assert main(["train", "--run-dir", str(run), "--resume", "--steps", "30"]) == 0
-    state = load_checkpoint(run / "checkpoint.pt")
-    assert state["step"] == 30 and state["config"]["n_train"] == 512
+    state = load_checkpoint(run / "last.pt")
+    assert state["step"] == 30 and state["metadata"]["recipe"]["n_train"] == 512
 
     assert main(["sample", "--run-dir", str(tmp_path / "nothing")]) == 2
 
@@ -101,11 +101,222 @@ def test_config_file_and_flags(tmp_path):
                    "sample_every = 0\nprogress = false\n")
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--steps", "6", "--run-dir", str(run)]) == 0
-    saved = load_checkpoint(run / "checkpoint.pt")["config"]
-    assert (saved["steps"], saved["batch_size"], saved["n_train"]) == (6, 32, 256)
+    state = load_checkpoint(run / "last.pt")
+    saved = state["config"]
+    assert (saved["steps"], saved["batch_size"]) == (6, 32)
+    assert state["metadata"]["recipe"]["n_train"] == 256
 
 
 def test_python_dash_m_flowlab_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "flowlab", "--help"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "train" in out.stdout and "evaluate" in out.stdout
+
+
+# ----------------------------------------------------------------- issue 13: trust, issue 16
+def test_help_documents_the_recipe_flags_threads_and_exit_codes(capsys):
+    from flowlab.train import Recipe
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(Recipe):
+        assert "--" + f.name.replace("_", "-") in text
+    for code in ("0 success", "1 training stopped because it diverged", "2 a usage problem",
+                 "130 interrupted"):
+        assert code in text
+    assert "--patience" in text and "--val-fraction" in text
+
+
+def _tiny_digits(run, *extra):
+    return ["train", "--data", "digits", "--model", "multiscale", "--model-args",
+            "{hidden_channels: 4, blocks: 1, scales: 1}", "--steps", "4", "--batch-size", "32",
+            "--eval-every", "2", "--log-every", "2", "--sample-every", "0", "--no-progress",
+            "--run-dir", str(run), *extra]
+
+
+def test_evaluate_prints_bits_per_dim_next_to_the_baselines(tmp_path, capsys):
+    from flowlab.data.images import load_digits
+    from flowlab.metrics import histogram_bits_per_dim
+
+    run = tmp_path / "digits"
+    assert main(_tiny_digits(run)) == 0
+    out = capsys.readouterr().out
+    assert "best validation" in out and "uniform 4.0875" in out
+    assert main(["evaluate", "--run-dir", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    hist = histogram_bits_per_dim(load_digits("train").images, load_digits("test").images, 17)
+    assert result["baselines_bits_per_dim"]["per-pixel histogram"] == pytest.approx(hist)
+    assert result["baselines_bits_per_dim"]["uniform"] == pytest.approx(4.087462841)
+    assert result["checkpoint"].endswith("best.pt")
+    assert main(["evaluate", "--run-dir", str(run), "--split", "val"]) == 0
+    text = capsys.readouterr().out
+    assert "(val, best.pt" in text and "per-pixel histogram" in text
+    assert main(["evaluate", "--run-dir", str(run), "--importance-samples", "3", "--json"]) == 0
+    weighted = json.loads(capsys.readouterr().out)
+    assert weighted["importance_samples"] == 3 and 0 < weighted["bits_per_dim"] < 4.0875 + 2
+
+
+def test_load_run_gives_the_best_weights_and_the_settings_in_one_call(tmp_path, capsys):
+    import torch
+
+    from flowlab.train import load_run
+
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run), "--steps", "30", "--eval-every", "5"]) == 0
+    loaded = load_run(run)
+    best = load_checkpoint(run / "best.pt")
+    assert loaded.step == best["step"] and loaded.checkpoint == run / "best.pt"
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, best["model"][k]), k
+    assert loaded.recipe.data == "moons" and loaded.config.steps == 30
+    assert loaded.test == json.loads((run / "test.json").read_text())
+    assert not loaded.model.training
+    assert load_run(run, "last").step == 30
+
+
+def test_model_args_errors_exit_2_naming_the_key(tmp_path, capsys):
+    assert main(["train", *FAST, "--run-dir", str(tmp_path / "r"),
+                 "--model-args", "{hiden: [8, 8]}"]) == 2
+    err = capsys.readouterr().err
+    assert "no argument 'hiden'" in err and "Did you mean 'hidden'" in err
+    assert main(["train", *FAST, "--run-dir", str(tmp_path / "r"),
+                 "--model-args", "{couplings: two}"]) == 2
+    assert "'couplings' must be int" in capsys.readouterr().err
+
+
+def test_an_unwritable_run_folder_exits_2_with_a_message(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["train", *FAST, "--run-dir", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the run folder" in err and "Traceback" not in err
+
+
+def test_a_full_disk_during_training_exits_2_and_keeps_the_steps(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from flowlab.train import trainer as trainer_module
+    from flowlab.train.runfolder import rescue_dir
+
+    real = trainer_module.save_checkpoint
+
+    def full(state, path, keep_previous=None):
+        if rescue_dir() in path.parents:
+            return real(state, path, keep_previous)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", full)
+    assert main(["train", *FAST, "--run-dir", str(tmp_path / "run"), "--val-fraction", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and str(rescue_dir() / "last.pt") in err
+    assert load_checkpoint(rescue_dir() / "last.pt")["step"] == 20  # the first save, at the end
+    (rescue_dir() / "last.pt").unlink()
+
+
+def test_sample_to_an_unwritable_place_writes_a_fallback_and_says_where(tmp_path, capsys,
+                                                                         monkeypatch):
+    import errno
+
+    import torch
+
+    from flowlab.train.runfolder import rescue_dir
+
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "s.png"
+    assert main(["sample", "--run-dir", str(run), "--out", str(bad), "-n", "8",
+                 "--save-tensor", str(tmp_path / "file" / "s.pt")]) == 2
+    captured = capsys.readouterr()
+    fallback = rescue_dir() / "s.png"
+    assert f"the samples were written to {fallback} instead" in captured.err
+    assert fallback.is_file() and torch.load(rescue_dir() / "s.pt").shape == (8, 2)
+    fallback.unlink()
+    (rescue_dir() / "s.pt").unlink()
+
+    from matplotlib.figure import Figure
+
+    real = Figure.savefig
+
+    def full(self, path, *a, **kw):
+        if rescue_dir() not in __import__("pathlib").Path(path).parents:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, path, *a, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    assert main(["sample", "--run-dir", str(run), "--out", str(tmp_path / "ok.png")]) == 2
+    assert "the disk is full" in capsys.readouterr().err and (rescue_dir() / "ok.png").is_file()
+    (rescue_dir() / "ok.png").unlink()
+
+
+def test_a_damaged_checkpoint_message_says_what_to_do(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run), "--checkpoint-every", "10"]) == 0
+    capsys.readouterr()
+    (run / "last.pt").write_bytes(b"garbage")
+    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err and f"--resume-from {run / 'previous.pt'}" in err
+    assert main(["train", "--run-dir", str(run), "--resume-from", str(run / "previous.pt"),
+                 "--steps", "30"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 30
+    (run / "best.pt").write_bytes(b"garbage")
+    assert main(["sample", "--run-dir", str(run)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_any_checkpoint_does_not_suggest_resume(tmp_path, capsys, monkeypatch):
+    from flowlab.train import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "prepare", interrupted)
+    assert main(["train", *FAST, "--run-dir", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "nothing was saved" in err and "--resume" not in err
+
+
+def test_ctrl_c_saves_and_suggests_resume(tmp_path):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowlab", "train", "--data", "moons", "--n-train", "512",
+         "--steps", "1000000", "--batch-size", "64", "--checkpoint-every", "20",
+         "--eval-every", "100000", "--sample-every", "0", "--no-progress",
+         "--run-dir", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and f"flowlab train --run-dir {run} --resume" in err
+    step = int(err.split("interrupted at step ")[1].split(";")[0])
+    assert f"step {step} is saved in {run / 'last.pt'}" in err
+    assert load_checkpoint(run / "last.pt")["step"] == step > 0
+
+
+def test_threads_flag_sets_torch_threads(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        short = [*FAST, "--steps", "2", "--sample-every", "0"]
+        assert main(["train", *short, "--run-dir", str(tmp_path / "a"), "--threads", "2"]) == 0
+        assert "2 thread(s)" in capsys.readouterr().out
+        assert main(["train", *short, "--run-dir", str(tmp_path / "b")]) == 0
+        assert "1 thread(s)" in capsys.readouterr().out  # auto: a small 2-D model
+    finally:
+        torch.set_num_threads(before)

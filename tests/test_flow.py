@@ -8,7 +8,7 @@ import torch
 from flowlab.data.toy2d import two_moons
 from flowlab.distributions import StandardNormal
 from flowlab.flow import Flow
-from flowlab.models.realnvp import realnvp_2d
+from flowlab.models.realnvp import realnvp
 from flowlab.testing import check_transform
 from flowlab.transforms.coupling import AffineCoupling
 from flowlab.transforms.linear import LULinear, Reverse
@@ -17,7 +17,7 @@ from flowlab.transforms.masks import HalfMask
 
 def _random_flow(kind: str, perturb) -> Flow:
     # A small scale bound keeps a random affine flow's tails light (its mass inside the grid).
-    flow = realnvp_2d(kind=kind, couplings=4, hidden=(16,), mixing="lu", scale_bound=0.5).double()
+    flow = realnvp(2, kind=kind, couplings=4, hidden=(16,), mixing="lu", scale_bound=0.5).double()
     return perturb(flow, scale=0.1)
 
 
@@ -71,7 +71,7 @@ def test_trains_on_two_moons(one_thread):
     learning of the two-moon shape.
     """
     torch.manual_seed(0)
-    flow = realnvp_2d(couplings=6, hidden=(64, 64))
+    flow = realnvp(2, couplings=6, hidden=(64, 64))
     train, test = two_moons(4000, seed=1), two_moons(2000, seed=2)
     with torch.no_grad():
         untrained = flow.nll(test).item()
@@ -93,7 +93,7 @@ def test_trains_on_two_moons(one_thread):
 
 
 def test_bad_input_is_reported():
-    flow = realnvp_2d(couplings=2, hidden=(8,))
+    flow = realnvp(2, couplings=2, hidden=(8,))
     with pytest.raises(ValueError, match=r"shape \(batch, 2\)"):
         flow.log_prob(torch.randn(4, 3))
     with pytest.raises(ValueError, match="unsqueeze"):

@@ -9,7 +9,13 @@ import torch
 
 from flowlab.distributions import StandardNormal, UniformBox
 from flowlab.flow import Flow
-from flowlab.metrics import bits_per_dim, dataset_bits_per_dim
+from flowlab.metrics import (
+    baselines,
+    bits_per_dim,
+    dataset_bits_per_dim,
+    histogram_bits_per_dim,
+    uniform_bits_per_dim,
+)
 from flowlab.transforms.dequantize import UniformDequantization
 
 
@@ -58,3 +64,81 @@ def test_bits_per_dim_errors():
         bits_per_dim(torch.zeros(2), 4, num_levels=1)
     with pytest.raises(ValueError, match="at least one"):
         dataset_bits_per_dim(lambda x: x.sum(1), torch.zeros(0, 3))
+
+
+def test_importance_weighting_is_the_log_mean_exp_and_tightens_the_bound():
+    """S draws combined inside the log: log (1/S) sum exp(l_s), never below the mean of l_s."""
+    torch.manual_seed(2)
+    shape = (1, 2, 2)
+    x = torch.randint(0, 4, (30, *shape)).float()
+    flow = Flow(StandardNormal(shape), [UniformDequantization(4)])
+    torch.manual_seed(3)
+    iw = dataset_bits_per_dim(flow.log_prob, x, importance_samples=8, batch_size=30)
+    torch.manual_seed(3)
+    draws = torch.stack([flow.log_prob(x).double() for _ in range(8)])  # same noise order: (S, N)
+    expected = bits_per_dim((torch.logsumexp(draws, 0) - math.log(8)).mean(), shape).item()
+    plain = bits_per_dim(draws.mean(0).mean(), shape).item()
+    assert iw == pytest.approx(expected, rel=1e-9)
+    assert iw < plain  # Jensen: log-mean-exp >= mean, so fewer bits
+    # a deterministic log_prob gains nothing from importance weighting
+    det = dataset_bits_per_dim(StandardNormal(3).log_prob, torch.zeros(5, 3), importance_samples=4)
+    assert det == pytest.approx(dataset_bits_per_dim(StandardNormal(3).log_prob, torch.zeros(5, 3)))
+
+
+def test_uniform_baseline():
+    assert uniform_bits_per_dim(256) == 8.0
+    assert uniform_bits_per_dim(17) == pytest.approx(math.log2(17))
+    with pytest.raises(ValueError, match="num_levels"):
+        uniform_bits_per_dim(1)
+
+
+def test_histogram_baseline_by_hand():
+    """Two pixels, K = 3, add-one smoothing: P_d(k) = (n_d(k) + 1) / (N + 3)."""
+    train = torch.tensor([[0, 2], [0, 2], [1, 2], [0, 0]], dtype=torch.uint8)
+    test = torch.tensor([[0, 2], [2, 1]])
+    p = [[4 / 7, 4 / 7], [1 / 7, 1 / 7]]  # P_1(0), P_2(2); P_1(2), P_2(1)
+    expected = -sum(math.log2(v) for row in p for v in row) / 4
+    assert histogram_bits_per_dim(train, test, 3) == pytest.approx(expected)
+    # less smoothing: a level seen in training gets more mass
+    assert histogram_bits_per_dim(train, train, 3, smoothing=0.01) < histogram_bits_per_dim(
+        train, train, 3
+    )
+
+
+def test_histogram_baseline_is_the_uniform_one_for_uniform_counts_and_beats_it_on_structure():
+    K = 4
+    every_level = torch.arange(K).repeat(25).reshape(-1, 1).expand(-1, 6)  # each level equally
+    assert histogram_bits_per_dim(every_level, every_level, K) == pytest.approx(2.0)
+    structured = torch.zeros(50, 6, dtype=torch.long)  # always black
+    assert histogram_bits_per_dim(structured, structured, K) < 0.1
+
+
+def test_baselines_on_the_digits_use_17_levels():
+    from flowlab.data.images import load_digits
+
+    train, test = load_digits("train"), load_digits("test")
+    b = baselines(train.images, test.images, train.num_levels)
+    assert train.num_levels == 17 and int(train.images.max()) == 16
+    assert b["uniform"] == pytest.approx(math.log2(17))
+    assert 2.0 < b["per-pixel histogram"] < b["uniform"]
+
+
+def test_baselines_reject_rescaled_data():
+    x = torch.rand(4, 1, 2, 2)
+    with pytest.raises(ValueError, match="integer levels"):
+        histogram_bits_per_dim(x, x, 256)
+    with pytest.raises(ValueError, match="differ in size"):
+        histogram_bits_per_dim(torch.zeros(3, 4), torch.zeros(3, 5), 2)
+    with pytest.raises(ValueError, match="smoothing"):
+        histogram_bits_per_dim(torch.zeros(3, 4), torch.zeros(3, 4), 2, smoothing=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dataset_bits_per_dim_on_cuda_matches_the_cpu():
+    data = torch.randn(40, 3)
+    base = StandardNormal(3)
+    cpu = dataset_bits_per_dim(base.log_prob, data, batch_size=16, importance_samples=2)
+    gpu = dataset_bits_per_dim(base.cuda().log_prob, data, batch_size=16, device="cuda",
+                               importance_samples=2)
+    assert gpu == pytest.approx(cpu, rel=1e-5)

@@ -34,7 +34,6 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-import flowlab.grading  # noqa: F401  (the grader's helpers, loaded before your code runs)
 from flowlab.transforms.base import Transform
 
 warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
@@ -68,8 +67,7 @@ assert torch.allclose(density_sqrt_uniform(x), torch.tensor([0.5, 1.0, 1.8])), \
     "inside (0, 1) the density is p_X(x) = 2x"
 assert float(density_sqrt_uniform(torch.tensor([1.5]))) == 0.0, "p_X is 0 outside (0, 1)"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment1.grade_density_uniform(density_sqrt_uniform)
+# flowlab-grade: assignment1.density_uniform
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -94,8 +92,7 @@ lp = log_density_exp_normal(torch.tensor([1.0, 2.0, -1.0]))
 assert abs(float(lp[0]) + 0.5 * math.log(2 * math.pi)) < 1e-5, "at x = 1, f(x) = 0 and f'(x) = 1"
 assert float(lp[2]) == -math.inf, "X = exp(Z) is positive: log p_X(x) = -inf for x <= 0"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment1.grade_density_lognormal(log_density_exp_normal)
+# flowlab-grade: assignment1.density_lognormal
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -157,8 +154,7 @@ assert torch.allclose(z, torch.tensor([[1.0, -1.0, -2.0]])), "negative inputs ar
 assert ld.shape == (1,), "logabsdet has one entry per sample: shape (batch,)"
 assert torch.allclose(ld, torch.tensor([2 * math.log(0.5)])), "log|det Df| = sum of log a over negative inputs"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment1.grade_leaky_forward(LeakyReLU)
+# flowlab-grade: assignment1.leaky_forward
 ### END HIDDEN TESTS
 
 # %% [tests] id=leaky_inverse points=1
@@ -166,8 +162,7 @@ x, ld = LeakyReLU(0.5).inverse(torch.tensor([[1.0, -1.0]]))
 assert torch.allclose(x, torch.tensor([[1.0, -2.0]])), "the inverse divides negative values by a"
 assert torch.allclose(ld, torch.tensor([-math.log(0.5)])), "log|det Dg| = -log|det Df|"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment1.grade_leaky_inverse(LeakyReLU)
+# flowlab-grade: assignment1.leaky_inverse
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -219,8 +214,7 @@ z, ld = layer(torch.tensor([[1.0, 1.0]]))
 assert torch.allclose(z, torch.tensor([[3.0, -2.0]])), "z = L x + b with L the LOWER triangle of weight"
 assert torch.allclose(ld, torch.tensor([math.log(6.0)])), "log|det L| = sum_i log|L_ii|"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment1.grade_triangular_forward(TriangularLinear)
+# flowlab-grade: assignment1.triangular_forward
 ### END HIDDEN TESTS
 
 # %% [tests] id=triangular_inverse points=2
@@ -228,8 +222,7 @@ x, ld = layer.inverse(torch.tensor([[3.0, -2.0]]))
 assert torch.allclose(x, torch.tensor([[1.0, 1.0]]), atol=1e-5), "inverse(forward(x)) should be x"
 assert torch.allclose(ld, torch.tensor([-math.log(6.0)])), "the inverse returns -log|det L|"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment1.grade_triangular_inverse(TriangularLinear)
+# flowlab-grade: assignment1.triangular_inverse
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -267,8 +260,7 @@ assert torch.allclose(z, torch.tensor([[30.0, 10.0, 20.0]])), "z_i = x_{perm[i]}
 x, _ = layer.inverse(z)
 assert torch.allclose(x, torch.tensor([[10.0, 20.0, 30.0]])), "the inverse must undo the permutation"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment1.grade_permutation(Permutation)
+# flowlab-grade: assignment1.permutation
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -36,7 +36,6 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-import flowlab.grading  # noqa: F401  (the grader's helpers, loaded before your code runs)
 from flowlab.data.toy2d import two_moons
 from flowlab.distributions import StandardNormal
 from flowlab.flow import Flow
@@ -107,8 +106,7 @@ assert torch.equal(z[:, mask], x[:, mask]), "x_A must pass through unchanged"
 assert torch.allclose(z[:, ~mask], x[:, ~mask] + layer.conditioner(x[:, mask])), "z_B = x_B + t(x_A)"
 assert ld.shape == (8,) and torch.all(ld == 0), "log|det Df| = 0, one value per sample"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment2.grade_additive_forward(AdditiveCoupling)
+# flowlab-grade: assignment2.additive_forward
 ### END HIDDEN TESTS
 
 # %% [tests] id=additive_inverse points=1
@@ -121,8 +119,7 @@ x_back, ld = layer.inverse(z)
 assert torch.allclose(x_back, x, atol=1e-6), "the inverse must give x back: x_B = z_B - t(z_A)"
 assert ld.shape == (8,) and torch.all(ld == 0), "log|det Dg| = 0, one value per sample"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment2.grade_additive_inverse(AdditiveCoupling)
+# flowlab-grade: assignment2.additive_inverse
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -172,8 +169,7 @@ assert torch.allclose(z[:, ~mask], x[:, ~mask] * torch.exp(s) + t, atol=1e-6), "
 assert ld.shape == (8,), "one log|det| per sample: shape (batch,)"
 assert torch.allclose(ld, s.sum(dim=1), atol=1e-6), "log|det Df| = sum_i s_i"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment2.grade_affine_forward(AffineCoupling)
+# flowlab-grade: assignment2.affine_forward
 ### END HIDDEN TESTS
 
 # %% [tests] id=affine_inverse points=2
@@ -187,8 +183,7 @@ x_back, ld_inv = layer.inverse(z)
 assert torch.allclose(x_back, x, atol=1e-5), "the inverse must give x back"
 assert torch.allclose(ld_inv, -s.sum(dim=1), atol=1e-5), "log|det Dg(z)| = -log|det Df(x)| = -sum_i s_i"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment2.grade_affine_inverse(AffineCoupling)
+# flowlab-grade: assignment2.affine_inverse
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -221,8 +216,7 @@ flow = build_realnvp(2, 4)
 assert isinstance(flow, Flow), "return a flowlab Flow(StandardNormal(features), layers)"
 assert flow.log_prob(torch.randn(5, 2)).shape == (5,), "log p_X(x) has one value per sample"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment2.grade_realnvp(build_realnvp)
+# flowlab-grade: assignment2.realnvp
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -271,8 +265,7 @@ with torch.no_grad():
 assert len(losses) == (100 if GRADING else 2000), "train returns one loss per step"
 assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20, "the loss should go down during training"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment2.grade_training(train)
+# flowlab-grade: assignment2.training
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -20,7 +20,6 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-import flowlab.grading  # noqa: F401  (the grader's helpers, loaded before your code runs)
 from flowlab.transforms.base import Transform
 
 warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
@@ -70,16 +69,14 @@ z = squeeze(x)
 assert z.shape == (1, 4, 2, 2), "(C, H, W) -> (4C, H/2, W/2)"
 assert z[0, :, 0, 0].tolist() == [0.0, 1.0, 4.0, 5.0], "channel 2i + j holds pixel (2h + i, 2w + j)"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_squeeze(squeeze)
+# flowlab-grade: assignment3.squeeze
 ### END HIDDEN TESTS
 
 # %% [tests] id=unsqueeze points=1
 z = torch.tensor([0.0, 1.0, 4.0, 5.0]).reshape(1, 4, 1, 1)
 assert unsqueeze(z).flatten().tolist() == [0.0, 1.0, 4.0, 5.0], "unsqueeze puts the 2x2 block back"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_unsqueeze(unsqueeze)
+# flowlab-grade: assignment3.unsqueeze
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -112,8 +109,7 @@ def channel_mask(channels: int, parity: int = 0) -> Tensor:
 assert checkerboard_mask(2, 2, 0).flatten().tolist() == [1.0, 0.0, 0.0, 1.0], "b_ij = 1 where (i + j) % 2 == parity"
 assert channel_mask(4, 1).flatten().tolist() == [0.0, 0.0, 1.0, 1.0], "parity 1 keeps the second half of the channels"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_masks(checkerboard_mask, channel_mask)
+# flowlab-grade: assignment3.masks
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -160,8 +156,7 @@ keep = checkerboard_mask(4, 4, 0).bool().expand_as(x)
 assert torch.equal(y[keep], x[keep]), "the kept values (b = 1) pass through unchanged"
 assert ld.shape == (3,), "one log|det| per sample"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_masked_forward(MaskedAffineCoupling)
+# flowlab-grade: assignment3.masked_forward
 ### END HIDDEN TESTS
 
 # %% [tests] id=masked_inverse points=2
@@ -171,8 +166,7 @@ y = b * x + (1 - b) * (x * torch.exp(s) + t)  # y = f(x), written out
 x_back, ld_inv = layer.inverse(y)
 assert torch.allclose(x_back, x, atol=1e-5), "the inverse must give x back"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_masked_inverse(MaskedAffineCoupling)
+# flowlab-grade: assignment3.masked_inverse
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -208,15 +202,13 @@ y = dequantize(torch.tensor([0.0, 255.0, 17.0]))
 assert bool(((y >= torch.tensor([0.0, 255.0, 17.0]) / 256) & (y < torch.tensor([1.0, 256.0, 18.0]) / 256)).all()), \
     "y = (x + u)/K lies in [x/K, (x+1)/K)"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_dequantize(dequantize)
+# flowlab-grade: assignment3.dequantize
 ### END HIDDEN TESTS
 
 # %% [tests] id=bits_per_dim points=2
 assert abs(float(bits_per_dim(torch.tensor([0.0]), 10)) - 8.0) < 1e-5, "a uniform p_Y on [0,1)^D gives 8 bits/dim"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_bits_per_dim(bits_per_dim)
+# flowlab-grade: assignment3.bits_per_dim
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -255,8 +247,7 @@ class _SqueezeBlock(Transform):
 zs, ld = multiscale_forward(torch.randn(2, 1, 4, 4), [_SqueezeBlock(), _SqueezeBlock()])
 assert [tuple(z.shape) for z in zs] == [(2, 2, 2, 2), (2, 8, 1, 1)], "factor out half the channels after each block but the last"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment3.grade_multiscale(multiscale_forward)
+# flowlab-grade: assignment3.multiscale
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -19,7 +19,6 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-import flowlab.grading  # noqa: F401  (the grader's helpers, loaded before your code runs)
 from flowlab.transforms.base import Transform
 
 warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
@@ -84,8 +83,7 @@ assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5), "after 
 assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2), "after init, each channel has std 1"
 assert layer.initialized, "set self.initialized = True after the first call"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment4.grade_actnorm_init(ActNorm)
+# flowlab-grade: assignment4.actnorm_init
 ### END HIDDEN TESTS
 
 # %% [tests] id=actnorm_forward points=2
@@ -98,8 +96,7 @@ z, ld = layer(torch.ones(1, 2, 3, 3))
 assert torch.allclose(z[0, :, 0, 0], torch.tensor([0.0, 2.0])), "z = (x - mu) * exp(-log sigma)"
 assert torch.allclose(ld, torch.tensor([-9 * math.log(2.0)])), "log|det Df| = -H W sum_c log sigma_c"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment4.grade_actnorm_forward(ActNorm)
+# flowlab-grade: assignment4.actnorm_forward
 ### END HIDDEN TESTS
 
 # %% [tests] id=actnorm_inverse points=1
@@ -112,8 +109,7 @@ x, ld = layer.inverse(torch.tensor([0.0, 2.0]).reshape(1, 2, 1, 1).expand(1, 2, 
 assert torch.allclose(x, torch.ones(1, 2, 3, 3)), "x = z * exp(log sigma) + mu"
 assert torch.allclose(ld, torch.tensor([9 * math.log(2.0)])), "log|det Dg| = +H W sum_c log sigma_c"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment4.grade_actnorm_inverse(ActNorm)
+# flowlab-grade: assignment4.actnorm_inverse
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -176,8 +172,7 @@ assert W.shape == (3, 3), "W is a (C, C) matrix"
 with torch.no_grad():
     assert abs(float(torch.linalg.slogdet(W)[1] - layer.log_abs_diag.sum())) < 1e-4, "log|det W| = sum_c log|u_c|"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment4.grade_conv_weight(LUConv1x1)
+# flowlab-grade: assignment4.conv_weight
 ### END HIDDEN TESTS
 
 # %% [tests] id=conv_forward points=2
@@ -187,8 +182,7 @@ z, ld = layer(x)
 assert torch.allclose(z[:, :, 1, 2], x[:, :, 1, 2] @ layer.weight().T, atol=1e-5), "z = W x at every pixel"
 assert torch.allclose(ld, 16 * layer.log_abs_diag.sum().expand(2), atol=1e-4), "log|det Df| = H W sum_c log|u_c|"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment4.grade_conv_forward(LUConv1x1)
+# flowlab-grade: assignment4.conv_forward
 ### END HIDDEN TESTS
 
 # %% [tests] id=conv_inverse points=2
@@ -198,8 +192,7 @@ z = torch.einsum("ij,bjhw->bihw", layer.weight().detach(), x)  # z = f(x), writt
 x_back, ld = layer.inverse(z)
 assert torch.allclose(x_back, x, atol=1e-4), "the inverse must give x back"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment4.grade_conv_inverse(LUConv1x1)
+# flowlab-grade: assignment4.conv_inverse
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -237,8 +230,7 @@ assert x.shape == (5000, 2), "n samples of shape event_shape"
 assert abs(float(x.std()) - 0.5) < 0.05, "z ~ N(0, T^2 I): the spread of z is T"
 assert abs(float(x.mean()) - 1.0) < 0.05, "return x = g(z), not z"
 ### BEGIN HIDDEN TESTS
-from flowlab.grading.fresh import load as _load_grader
-_load_grader().assignment4.grade_temperature(sample_with_temperature)
+# flowlab-grade: assignment4.temperature
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -42,7 +42,7 @@ from ..transforms.glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvert
 from ..transforms.image import Squeeze, check_image
 from .image_flow import ImageFlow
 
-__all__ = ["glow_step", "GlowTransform", "Glow", "glow"]
+__all__ = ["glow_step", "GlowTransform", "Glow"]
 
 
 def glow_step(
@@ -153,7 +153,8 @@ class GlowTransform(Transform):
 
 
 class Glow(ImageFlow):
-    r"""A ready Glow model for images of discrete levels.
+    r"""A ready Glow model for images of discrete levels (Kingma & Dhariwal 2018,
+    `arXiv:1807.03039 <https://arxiv.org/abs/1807.03039>`_); one name, class and builder.
 
     Normalizing direction: dequantize :math:`y = (x + u)/K` (optionally followed by the logit
     transform), then :class:`GlowTransform`, base :math:`\mathcal N(0, I)` over the image shape.
@@ -165,19 +166,26 @@ class Glow(ImageFlow):
 
     Args:
         shape: ``(C, H, W)``.
-        num_levels: :math:`K`, or ``None`` for real-valued images (no preprocessing).
-        levels, steps, hidden_channels, blocks, scale, lu: see :class:`GlowTransform`.
-        logit_alpha: add :class:`~flowlab.transforms.dequantize.LogitTransform` with this
+        num_levels: :math:`K` (17 for the digits, 256 for 8-bit images), or ``None`` for
+            real-valued images (no preprocessing).
+        levels, steps, hidden_channels, blocks, scale, lu: see :class:`GlowTransform`; the
+            default two levels suit 28x28 MNIST (28 -> 14 -> 7) and 8x8 digits alike.
+        logit_alpha: add :class:`~flowlab.transforms.pointwise.Logit` with this
             :math:`\alpha` after dequantization (Glow itself used none: ``None``).
         dequantization: ``"uniform"`` or ``"variational"``.
         validate: check inputs (finite, integer levels).
+
+    Example:
+        >>> flow = Glow((1, 8, 8), num_levels=17, steps=2, hidden_channels=8)
+        >>> flow.log_prob(torch.randint(0, 17, (4, 1, 8, 8)).float()).shape
+        torch.Size([4])
     """
 
     def __init__(
         self,
         shape: Sequence[int],
-        num_levels: int | None = 256,
-        levels: int = 3,
+        num_levels: int | None,
+        levels: int = 2,
         steps: int = 8,
         hidden_channels: int = 128,
         blocks: int = 0,
@@ -193,14 +201,3 @@ class Glow(ImageFlow):
             dequantization, logit_alpha, validate,
         )
 
-
-def glow(
-    shape: Sequence[int] = (1, 28, 28),
-    num_levels: int | None = 256,
-    levels: int = 2,
-    steps: int = 8,
-    hidden_channels: int = 128,
-    **kwargs,
-) -> Glow:
-    """A :class:`Glow`; the defaults suit 28x28 MNIST (two levels: 28 -> 14 -> 7)."""
-    return Glow(shape, num_levels, levels, steps, hidden_channels, **kwargs)

@@ -24,7 +24,7 @@ from ..transforms.linear import DiagonalLinear, LULinear, RandomPermutation, Rev
 from ..transforms.masks import AlternatingMask, HalfMask, Mask
 from ..transforms.splines import RQSplineCoupling
 
-__all__ = ["realnvp", "realnvp_2d"]
+__all__ = ["realnvp"]
 
 Kind = Literal["affine", "additive", "spline"]
 MaskKind = Literal["half", "alternating"]
@@ -42,23 +42,29 @@ def _masks(features: int, mask: MaskKind) -> tuple[Mask, Mask]:
 def realnvp(
     features: int,
     couplings: int = 8,
-    hidden: Sequence[int] = (256, 256),
+    hidden: Sequence[int] | None = None,
     kind: Kind = "affine",
     mask: MaskKind = "half",
     mixing: Mixing = None,
     base: BaseDistribution | None = None,
     scale_bound: float | None = 2.0,
     bins: int = 8,
-    bound: float = 3.0,
+    bound: float | None = None,
     seed: int | None = 0,
     validate: bool = True,
 ) -> Flow:
-    r"""A RealNVP-style :class:`~flowlab.flow.Flow` on vectors of size ``features``.
+    r"""A RealNVP-style :class:`~flowlab.flow.Flow` on vectors of size ``features``
+    (Dinh et al. 2016, `arXiv:1605.08803 <https://arxiv.org/abs/1605.08803>`_).
+
+    One builder for every size: ``realnvp(2)`` is the ready flow for the 2-D toy sets of
+    :mod:`flowlab.data.toy2d` (8 couplings, 2x64 MLPs, splines on :math:`[-4, 4]`, where
+    those sets lie); ``realnvp(64)`` a flat model of the 8x8 digits (2x256 MLPs).
 
     Args:
         features: dimension :math:`n` of the data (at least 2).
         couplings: number of coupling layers.
-        hidden: hidden sizes of each coupling's MLP conditioner.
+        hidden: hidden sizes of each coupling's MLP conditioner (default ``(64, 64)`` for
+            2-D data, ``(256, 256)`` otherwise).
         kind: ``"affine"`` (RealNVP, :class:`~flowlab.transforms.coupling.AffineCoupling`),
             ``"additive"`` (NICE; a final learnable diagonal scaling is appended because
             additive couplings preserve volume) or ``"spline"``
@@ -68,9 +74,16 @@ def realnvp(
             random one per gap) or ``"lu"`` (:class:`~flowlab.transforms.linear.LULinear`).
         base: the base distribution (default :math:`\mathcal{N}(0, I_n)`).
         scale_bound: bound of the affine log-scale (``kind="affine"``).
-        bins, bound: spline bins :math:`K` and interval :math:`[-B, B]` (``kind="spline"``).
+        bins, bound: spline bins :math:`K` and interval :math:`[-B, B]` (``kind="spline"``;
+            default :math:`B = 4` for 2-D data, 3 otherwise).
         seed: seed of the random permutations (``mixing="permutation"`` or ``"lu"``).
         validate: let the flow check inputs for NaN/inf (switch off for benchmarks).
+
+    Example:
+        >>> import torch
+        >>> flow = realnvp(2, kind="spline")
+        >>> flow.log_prob(torch.randn(5, 2)).shape
+        torch.Size([5])
     """
     if int(features) != features or features < 2:
         raise ValueError(f"a coupling flow needs at least 2 features, got {features!r}")
@@ -81,6 +94,10 @@ def realnvp(
     if mixing not in (None, "reverse", "permutation", "lu"):
         raise ValueError(f"mixing must be None, 'reverse', 'permutation' or 'lu', got {mixing!r}")
     features = int(features)
+    if hidden is None:
+        hidden = (64, 64) if features == 2 else (256, 256)
+    if bound is None:
+        bound = 4.0 if features == 2 else 3.0
     even, odd = _masks(features, mask)
     layers: list[Transform] = []
     for i in range(int(couplings)):
@@ -103,18 +120,3 @@ def realnvp(
         layers.append(DiagonalLinear(features, bias=False))
     return Flow(base if base is not None else StandardNormal(features), layers, validate=validate)
 
-
-def realnvp_2d(
-    kind: Kind = "affine",
-    couplings: int = 8,
-    hidden: Sequence[int] = (64, 64),
-    bound: float = 4.0,
-    **kwargs,
-) -> Flow:
-    r"""A ready RealNVP-style flow for the 2-D toy data sets (:mod:`flowlab.data.toy2d`).
-
-    Eight couplings with 2x64 MLPs; each coupling transforms one coordinate given the other,
-    alternating.  The toy sets lie within about :math:`[-4, 4]^2`, the spline interval.
-    Extra keyword arguments go to :func:`realnvp`.
-    """
-    return realnvp(2, couplings=couplings, hidden=hidden, kind=kind, bound=bound, **kwargs)

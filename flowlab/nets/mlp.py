@@ -32,6 +32,14 @@ class MLP(nn.Sequential):
 
     It is an :class:`torch.nn.Sequential` (``Linear, act, Linear, act, ..., Linear``), so it
     adds no Python overhead over a hand-written network.
+
+    Example:
+        >>> import torch
+        >>> net = MLP(2, 4, hidden=(16, 16))
+        >>> net(torch.randn(3, 2))                      # zero-initialised output layer
+        tensor([[0., 0., 0., 0.],
+                [0., 0., 0., 0.],
+                [0., 0., 0., 0.]], grad_fn=<AddmmBackward0>)
     """
 
     def __init__(
@@ -42,6 +50,7 @@ class MLP(nn.Sequential):
         activation: Callable[[], nn.Module] = nn.ReLU,
         zero_init_last: bool = True,
     ) -> None:
+        """Build the network; the arguments are described in the class docstring."""
         sizes = [int(in_features), *(int(h) for h in hidden), int(out_features)]
         if any(s < 1 for s in sizes):
             raise ValueError(f"MLP layer sizes must be positive, got {sizes}")

@@ -31,9 +31,20 @@ __all__ = ["ResNet", "ResidualBlock"]
 
 
 class ResidualBlock(nn.Module):
-    r"""Pre-activation residual block :math:`h + W_2 * \sigma(W_1 * \sigma(h))`."""
+    r"""Pre-activation residual block :math:`h + W_2 * \sigma(W_1 * \sigma(h))`.
+
+    Args:
+        channels: channels of the input and the output (a residual block keeps them).
+        kernel_size: odd kernel size of both convolutions (same padding).
+
+    Example:
+        >>> import torch
+        >>> ResidualBlock(8)(torch.randn(2, 8, 5, 5)).shape
+        torch.Size([2, 8, 5, 5])
+    """
 
     def __init__(self, channels: int, kernel_size: int = 3) -> None:
+        """Build the network; the arguments are described in the class docstring."""
         super().__init__()
         pad = kernel_size // 2
         self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
@@ -57,6 +68,7 @@ class ResNet(nn.Module):
         zero_init_last: start the output layer at zero so that :math:`\theta \equiv 0`.
 
     Example:
+        >>> import torch
         >>> net = ResNet(2, 4, hidden_channels=16, blocks=1)
         >>> net(torch.randn(5, 2, 8, 8)).shape
         torch.Size([5, 4, 8, 8])
@@ -71,6 +83,7 @@ class ResNet(nn.Module):
         kernel_size: int = 3,
         zero_init_last: bool = True,
     ) -> None:
+        """Build the network; the arguments are described in the class docstring."""
         super().__init__()
         for name, value in [
             ("in_channels", in_channels),

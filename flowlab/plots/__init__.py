@@ -1,5 +1,10 @@
 """Figures shared by the book, the training loop and the benchmarks (matplotlib; every
-function returns its Figure and never calls ``plt.show()``)."""
+function returns its Figure and never calls ``plt.show()``).
+
+The book's figure conventions (size, fonts, alt text, click to enlarge, legibility threshold)
+live in :mod:`flowlab.plots.style`: ``use_book_style()``, ``book_figure(..., alt=...)``,
+``set_alt``, ``animation_html``.
+"""
 
 from .curves import load_history, plot_learning_curve
 from .density2d import density_grid, plot_density_2d, plot_flow_layers, plot_samples_2d

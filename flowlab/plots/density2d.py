@@ -126,14 +126,22 @@ def plot_samples_2d(
     color: str | Sequence | np.ndarray = "tab:blue",
     size: float = 2.0,
     alpha: float = 0.5,
+    marker: str = "o",
+    label: str | None = None,
 ) -> Axes:
-    """Scatter plot of points of shape ``(n, 2)`` (data, or samples from ``flow.sample(n)``)."""
+    """Scatter plot of points of shape ``(n, 2)`` (data, or samples from ``flow.sample(n)``).
+
+    ``marker`` tells point sets apart without colour (the book: data ``"o"``, samples
+    ``"x"``; see :mod:`flowlab.plots.style`); ``label`` names them for a legend.
+    """
     pts = samples.detach().float().cpu().numpy() if isinstance(samples, Tensor) else samples
     pts = np.asarray(pts)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"plot_samples_2d expects points of shape (n, 2), got {pts.shape}")
     ax = _axes(ax)
-    ax.scatter(pts[:, 0], pts[:, 1], s=size, alpha=alpha, c=color, linewidths=0)
+    line = {} if marker in ("o", "s", "^", "D", "v") else {"linewidths": 0.6}
+    ax.scatter(pts[:, 0], pts[:, 1], s=size, alpha=alpha, c=color, marker=marker, label=label,
+               **({"linewidths": 0} | line))
     _label(ax, title, xlim, ylim)
     return ax
 
@@ -143,8 +151,8 @@ def plot_flow_layers(
     flow: nn.Module,
     x: Tensor,
     layers: Sequence[int] | None = None,
-    ncols: int = 5,
-    size: float = 2.6,
+    ncols: int = 3,
+    size: float = 2.0,
     lim: float | None = 4.0,
     cmap: str = "viridis",
 ) -> Figure:
@@ -160,7 +168,8 @@ def plot_flow_layers(
         x: data points, shape ``(n, 2)``.
         layers: which intermediate steps to show (0 = the data, ``len(flow)`` = the
             latent); default all.
-        ncols: panels per row.
+        ncols: panels per row (three at most for the book's 6 in width,
+            :mod:`flowlab.plots.style`).
         size: panel size in inches.
         lim: axis limits :math:`[-\text{lim}, \text{lim}]` (``None``: automatic).
         cmap: colour map of the points.
@@ -170,10 +179,9 @@ def plot_flow_layers(
         raise TypeError("plot_flow_layers needs a Flow or a Compose (with .trajectory)")
     dtype, device = _reference(flow)
     steps = compose.trajectory(x.to(dtype=dtype, device=device))
-    names = ["data $x$"] + [
-        f"after {k + 1}: {type(t).__name__}" for k, t in enumerate(compose.transforms)
-    ]
-    names[-1] = f"latent $z$ ({names[-1].split(': ')[1]})" if len(names) > 1 else names[-1]
+    names = ["data $x$"] + [f"after layer {k + 1}" for k in range(len(compose.transforms))]
+    if len(names) > 1:
+        names[-1] = "latent $z$"
     show = list(range(len(steps))) if layers is None else list(layers)
     colour = steps[0][:, 0].float().cpu().numpy()
     ncols = min(ncols, len(show))
@@ -185,8 +193,11 @@ def plot_flow_layers(
         lims = None if lim is None else (-lim, lim)
         variable = "x" if k == 0 else ("z" if k == len(steps) - 1 else "y")
         _label(ax, names[k], lims, lims, variable=variable)
-        ax.title.set_fontsize(9)
+        if lim is not None:
+            ax.set_xticks([-lim, 0, lim])
+            ax.set_yticks([-lim, 0, lim])
     for ax in list(axes.flat)[len(show):]:
         ax.axis("off")
-    fig.tight_layout()
+    if not fig.get_constrained_layout():
+        fig.tight_layout()
     return fig

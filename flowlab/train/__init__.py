@@ -3,36 +3,56 @@
 =====================  ============================================================
 file                   contents
 =====================  ============================================================
-``config.py``          ``TrainConfig``: every setting, from flags or a YAML/TOML file
-``trainer.py``         ``Trainer``: the loop (AMP, compile, DDP, EMA, guards, logging)
+``trainer.py``         ``Trainer``: the loop (AMP, compile, DDP, EMA, model selection)
+``config.py``          ``TrainConfig``: every setting the loop reads, from flags or a file
+``recipes.py``         ``Recipe``: what to train (data, model, threads), for the CLI
+``split.py``           the validation split carved from the training data
+``runfolder.py``       the run folder: its files, the overwrite/resume rules, write errors
+``checkpoint.py``      atomic checkpoints, ``last.pt`` + ``previous.pt``
+``rng.py``             ``seed_everything`` and the random states a resume restores
+``health.py``          the gradient check and the divergence diagnosis
 ``schedule.py``        linear warm-up + cosine decay of the learning rate
 ``ema.py``             exponential moving average of the weights
-``checkpoint.py``      atomic checkpoints and random states
 ``distributed.py``     ``torchrun`` process groups and device choice
-``evaluate.py``        test NLL and bits/dim
+``evaluate.py``        validation/test NLL and bits/dim (through ``flowlab.metrics``)
 ``logger.py``          metrics.csv (and TensorBoard when installed)
 ``samples.py``         sample grids and scatter plots as PNG
-``recipes.py``         data and model by name, for the command line
+``load.py``            ``load_run``: a CLI run folder back into Python in one call
 =====================  ============================================================
 """
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config_file
 from .distributed import DistInfo, resolve_device, setup, teardown
 from .ema import make_ema
-from .evaluate import evaluate_nll, nll_to_bits_per_dim
+from .evaluate import evaluate_nll, gaussian_baseline_nll, nll_to_bits_per_dim
+from .health import TrainingDiverged
+from .load import TrainedRun, load_run
 from .logger import MetricsLogger, read_metrics
+from .recipes import Recipe
+from .rng import rng_state, seed_everything, set_rng_state
+from .runfolder import RunDirExistsError, RunFolder, RunFolderError
 from .samples import save_samples
 from .schedule import warmup_cosine
-from .trainer import NegativeLogLikelihood, RunDirExistsError, Trainer, TrainingDiverged
+from .split import ValidationSplit
+from .trainer import NegativeLogLikelihood, Trainer, TrainingInterrupted
 
 __all__ = [
     "Trainer",
     "TrainConfig",
+    "Recipe",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "RunDirExistsError",
+    "RunFolderError",
+    "RunFolder",
+    "CheckpointError",
+    "ValidationSplit",
     "NegativeLogLikelihood",
     "load_config_file",
+    "load_run",
+    "TrainedRun",
+    "seed_everything",
     "warmup_cosine",
     "make_ema",
     "save_checkpoint",
@@ -44,6 +64,7 @@ __all__ = [
     "teardown",
     "resolve_device",
     "evaluate_nll",
+    "gaussian_baseline_nll",
     "nll_to_bits_per_dim",
     "MetricsLogger",
     "read_metrics",

@@ -1,32 +1,58 @@
-"""Checkpoints that survive a kill at any moment, and the random state needed to resume.
+"""Checkpoints that survive a kill at any moment, with the previous one kept beside the last.
 
 :func:`save_checkpoint` never leaves a half-written file under the checkpoint's name: it
 writes to a temporary file in the same folder, flushes it to disk (``fsync``) and only then
 renames it over the old one with :func:`os.replace`, which is atomic on POSIX and Windows.  A
 process killed mid-write leaves the previous checkpoint untouched (and at worst a stray
-``*.tmp`` file, which the next save removes).
+``*.tmp`` file, which the next save removes).  With ``keep_previous`` the file being replaced
+is first renamed to that name, so a run folder always holds the last *two* checkpoints
+(``last.pt`` and ``previous.pt``): if one is damaged (a disk error, a copy cut short), the
+other one still resumes the run, and :func:`load_checkpoint`'s error says so.
 
-:func:`rng_state` / :func:`set_rng_state` capture every random-number generator a training
-step may draw from (Python's ``random``, NumPy, PyTorch on the CPU and on every CUDA device),
-so that a resumed run draws the same noise as an uninterrupted one.
+The random states (:func:`rng_state`, :func:`set_rng_state`) live in :mod:`flowlab.train.rng`
+and are re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+from .rng import rng_state, set_rng_state
+
+__all__ = [
+    "save_checkpoint", "load_checkpoint", "CheckpointError", "CHECKPOINT_NAMES",
+    "rng_state", "set_rng_state",
+]  # fmt: skip
+
+#: The checkpoint files of a run folder, in the order a fallback tries them.
+CHECKPOINT_NAMES = ("last.pt", "previous.pt", "best.pt")
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` with :func:`torch.save` to ``path`` atomically; returns the path."""
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read (damaged, or not a flowlab checkpoint)."""
+
+
+def save_checkpoint(
+    state: dict[str, Any], path: str | Path, keep_previous: str | Path | None = None
+) -> Path:
+    """Write ``state`` with :func:`torch.save` to ``path`` atomically; returns the path.
+
+    Args:
+        state: a picklable ``dict``.
+        path: where to write it.
+        keep_previous: if given and ``path`` exists, the old file is renamed to this name
+            (after the new one is safely on disk) instead of being replaced.
+
+    Raises:
+        OSError: the folder cannot be written (read-only, disk full, ...); nothing under
+            ``path`` or ``keep_previous`` has changed then.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
@@ -37,12 +63,26 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            _keep_as(path, Path(keep_previous))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _keep_as(path: Path, previous: Path) -> None:
+    """Give the current checkpoint the name ``previous`` too (a hard link, or a copy where
+    links are not supported), so that ``path`` itself never goes missing, even for a moment."""
+    tmp = previous.with_name(f".{previous.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, previous)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -59,47 +99,49 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _alternatives(path: Path) -> list[Path]:
+    """The other readable-looking checkpoints beside ``path``."""
+    return [path.parent / n for n in CHECKPOINT_NAMES
+            if n != path.name and (path.parent / n).is_file()]
+
+
+def _what_to_do(path: Path) -> str:
+    others = _alternatives(path)
+    if not others:
+        return "No other checkpoint is kept beside it: the run has to start over (--overwrite)."
+    other = others[0]
+    return (
+        f"The checkpoint kept beside it is {str(other)!r}: continue the run from it with "
+        f"'flowlab train --run-dir {path.parent} --resume-from {other}', or sample/evaluate "
+        f"it with '--checkpoint {other}' (in Python: load_checkpoint({str(other)!r}))."
+    )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        FileNotFoundError: there is no checkpoint at ``path``.
-        ValueError: the file exists but is not a readable checkpoint.
+        FileNotFoundError: there is no checkpoint at ``path`` (the message names any other
+            checkpoint kept in the same folder).
+        CheckpointError: the file exists but is not a readable checkpoint (a ``ValueError``;
+            the message says which other checkpoint to fall back to).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+        others = _alternatives(path)
+        extra = f" {_what_to_do(path)}" if others else ""
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}.{extra}")
     try:
         # The checkpoint holds NumPy and Python RNG states next to tensors, so it is not a
         # weights-only file: load only checkpoints you wrote yourself.
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - re-raised with the path and a hint
-        raise ValueError(
-            f"{str(path)!r} is not a readable flowlab checkpoint ({type(err).__name__}: {err})."
+    except Exception as err:  # noqa: BLE001 - re-raised with the path and what to do
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable flowlab checkpoint: it is damaged or was cut "
+            f"short ({type(err).__name__}: {err}). {_what_to_do(path)}"
         ) from err
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{str(path)!r} is not a flowlab checkpoint (no 'model' entry)")
+        raise CheckpointError(
+            f"{str(path)!r} is not a flowlab checkpoint (no 'model' entry). {_what_to_do(path)}"
+        )
     return state
-
-
-def rng_state() -> dict[str, Any]:
-    """The states of Python's, NumPy's and PyTorch's (CPU and all CUDA) generators."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore generators saved by :func:`rng_state` (CUDA states only if CUDA is present)."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])

@@ -1,10 +1,23 @@
-"""Every setting of a training run in one dataclass, readable from YAML or TOML.
+"""Every setting the training loop reads, in one dataclass, readable from YAML or TOML.
 
 The same :class:`TrainConfig` drives the book, the command line and the benchmarks.  Values
 come, in increasing priority, from the dataclass defaults, a config file
 (:meth:`TrainConfig.from_file`) and explicit command-line flags (:meth:`TrainConfig.updated`).
 Every field's help text lives next to it (``metadata["help"]``); ``flowlab train --help``
 prints it.
+
+What to train (the data set, the model and its arguments, the number of threads) is not a
+loop setting: the command line reads it into a :class:`flowlab.train.recipes.Recipe` and
+hands the :class:`~flowlab.train.Trainer` the data and model themselves.  Passing such a
+setting here raises a ``TypeError`` that says where it belongs, so nothing is silently ignored.
+
+Example:
+    >>> TrainConfig(steps=100).steps
+    100
+    >>> TrainConfig(data="moons")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: 'data' is not a training-loop setting: it belongs to the recipe (flowlab.train...
 """
 
 from __future__ import annotations
@@ -16,7 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["TrainConfig", "load_config_file"]
+__all__ = ["TrainConfig", "load_config_file", "RECIPE_FIELDS"]
+
+#: Settings that choose *what* to train; they live in :class:`flowlab.train.recipes.Recipe`.
+RECIPE_FIELDS = ("data", "data_root", "n_train", "model", "model_args", "threads")
+
+
+def _not_a_loop_setting(name: str) -> TypeError:
+    return TypeError(
+        f"{name!r} is not a training-loop setting: it belongs to the recipe "
+        "(flowlab.train.Recipe, the command line's --data/--model flags), which builds the "
+        "data and model you pass to the Trainer."
+    )
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -30,28 +54,6 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """Settings of one maximum-likelihood training run (all have working defaults)."""
 
-    # --- what to train --------------------------------------------------------------------
-    data: str = _f(
-        "digits",
-        "dataset: 'digits' (embedded 8x8 digits), 'mnist5k', a toy 2-D set ('moons', "
-        "'8gaussians', 'checkerboard', 'spirals', 'rings') or a torchvision name "
-        "('mnist', 'fashion_mnist', 'cifar10') read from --data-root",
-    )
-    data_root: str | None = _f(
-        None, "folder holding torchvision datasets (nothing is downloaded; it must exist)"
-    )
-    n_train: int = _f(20_000, "number of points drawn for the toy 2-D sets")
-    model: str = _f(
-        "auto",
-        "model: 'realnvp' (MLP couplings, for vectors such as the 2-D sets), 'multiscale' "
-        "(convolutional multi-scale RealNVP), 'glow', or 'auto' (realnvp for 2-D sets, "
-        "multiscale for digits, glow for other images)",
-    )
-    model_args: dict = _f(
-        {},
-        "extra keyword arguments of the model builder, a YAML mapping such as "
-        "'{hidden_channels: 32}' (see flowlab.models)",
-    )
     # --- optimisation ---------------------------------------------------------------------
     steps: int = _f(3000, "number of optimisation steps")
     batch_size: int = _f(
@@ -67,6 +69,17 @@ class TrainConfig:
     ema_decay: float = _f(
         0.0, "decay of an exponential moving average of the weights (0 = off; 0.999 is common)"
     )
+    val_fraction: float = _f(
+        0.1,
+        "fraction of the training data held out (seeded, stratified by label where there are "
+        "labels) for validation: model selection, early stopping and the progress bar use it, "
+        "never the test set (0 = no validation split)",
+    )
+    patience: int = _f(
+        0,
+        "stop early after this many validations in a row without a better validation "
+        "bits/dim (0 = never stop early)",
+    )
     max_bad_steps: int = _f(
         20, "stop after this many consecutive steps with a non-finite loss or gradient"
     )
@@ -81,13 +94,23 @@ class TrainConfig:
     # --- bookkeeping ----------------------------------------------------------------------
     run_dir: str | None = _f(
         None,
-        "folder for checkpoint.pt, metrics.csv, config.yaml and samples/ (none: keep nothing on "
-        "disk; the command line uses runs/<data>)",
+        "folder for last.pt, previous.pt, best.pt, metrics.csv, config.yaml, split.json, "
+        "test.json and samples/ (none: keep nothing on disk; the command line uses "
+        "runs/<data>)",
     )
     resume: bool = _f(False, "continue the run in --run-dir from its last checkpoint")
-    overwrite: bool = _f(False, "delete the results already in --run-dir and start over")
+    resume_from: str | None = _f(
+        None,
+        "checkpoint file to resume from instead of <run-dir>/last.pt (e.g. <run-dir>/"
+        "previous.pt when last.pt is damaged); implies --resume",
+    )
+    overwrite: bool = _f(
+        False, "delete flowlab's results already in --run-dir (listed as they go) and start over"
+    )
     log_every: int = _f(50, "write training metrics every this many steps")
-    eval_every: int = _f(500, "evaluate the test NLL and bits/dim every this many steps")
+    eval_every: int = _f(
+        500, "evaluate the validation NLL and bits/dim (and keep best.pt) every this many steps"
+    )
     checkpoint_every: int = _f(500, "write the checkpoint every this many steps")
     sample_every: int = _f(1000, "write a PNG of samples every this many steps (0 = never)")
     n_samples: int = _f(64, "number of samples in each sample grid")
@@ -95,18 +118,21 @@ class TrainConfig:
     progress: bool = _f(True, "show a progress bar (only on a terminal, only on rank 0)")
 
     def __post_init__(self) -> None:
+        if self.resume_from is not None:
+            self.resume = True
         self.validate()
 
     # ------------------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
         positive = ["steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
-                    "eval_batch_size", "max_bad_steps", "n_train"]
+                    "eval_batch_size", "max_bad_steps"]
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ["warmup_steps", "sample_every", "num_workers", "n_samples", "seed"]:
+        for name in ["warmup_steps", "sample_every", "num_workers", "n_samples", "seed",
+                     "patience"]:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
@@ -120,10 +146,17 @@ class TrainConfig:
             )
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("grad_clip and weight_decay must be >= 0")
+        if not (isinstance(self.val_fraction, (int, float)) and 0.0 <= self.val_fraction < 1.0):
+            raise ValueError(
+                f"val_fraction must lie in [0, 1) (0 = no validation split), got "
+                f"{self.val_fraction!r}"
+            )
+        if self.patience and not self.val_fraction:
+            raise ValueError(
+                "patience (early stopping) needs a validation split: set val_fraction > 0"
+            )
         if self.resume and self.overwrite:
             raise ValueError("choose one of resume (continue the run) and overwrite (start over)")
-        if not isinstance(self.model_args, dict):
-            raise ValueError(f"model_args must be a mapping, got {type(self.model_args).__name__}")
 
     # ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +181,8 @@ class TrainConfig:
         clean: dict[str, Any] = {}
         for key, value in values.items():
             name = str(key).replace("-", "_")
+            if name in RECIPE_FIELDS:
+                raise _not_a_loop_setting(name)
             if name not in fields:
                 close = difflib.get_close_matches(name, list(fields), n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -161,6 +196,21 @@ class TrainConfig:
         values = load_config_file(path)
         values.update(overrides)
         return cls.from_dict(values)
+
+
+_dataclass_init = TrainConfig.__init__
+
+
+def _init(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+    for name in kwargs:
+        if name in RECIPE_FIELDS:
+            raise _not_a_loop_setting(name)
+    _dataclass_init(self, *args, **kwargs)
+
+
+_init.__doc__ = _dataclass_init.__doc__
+_init.__signature__ = __import__("inspect").signature(_dataclass_init)  # type: ignore[attr-defined]
+TrainConfig.__init__ = _init  # type: ignore[method-assign]
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

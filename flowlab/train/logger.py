@@ -1,7 +1,9 @@
 """Metrics on disk: one CSV row per logged step (and TensorBoard scalars when installed).
 
-The CSV has a fixed header (:data:`COLUMNS`); a training row leaves the test columns empty and
-an evaluation row leaves the training columns empty, so the file reads directly into pandas or
+The CSV has a fixed header (:data:`COLUMNS`); a training row leaves the validation and test
+columns empty, a validation row (every ``eval_every`` steps) the training and test columns,
+and the one test row (at the end, on the best-on-validation weights) the others, so the file
+reads directly into pandas or
 :func:`flowlab.plots.curves.plot_learning_curve`.  Every row is flushed at once: a killed run
 loses nothing that was logged.  On resume the rows after the checkpoint's step are dropped,
 because the resumed run writes them again.
@@ -25,6 +27,8 @@ COLUMNS = [
     "grad_norm",
     "samples_per_s",
     "skipped",
+    "val_nll",
+    "val_bits_per_dim",
     "test_nll",
     "test_bits_per_dim",
     "time_s",

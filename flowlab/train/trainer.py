@@ -11,24 +11,38 @@ takes a gradient step on the mean negative log-likelihood
 
 Around that one line the :class:`Trainer` adds what a real run needs: AdamW with linear
 warm-up and cosine decay, gradient clipping, an optional EMA of the weights, optional bfloat16
-autocast and ``torch.compile``, several processes through ``torchrun`` and
-:class:`~torch.nn.parallel.DistributedDataParallel`, a guard against non-finite losses and
-gradients, atomic checkpoints with every random state (so ``resume`` continues bit for bit on
-a CPU), metrics in a CSV file and sample grids as PNG files.
+autocast and ``torch.compile``, several processes through ``torchrun``, and **honest model
+selection**: a validation split carved from the training data (:mod:`.split`) is scored every
+``eval_every`` steps, the best-on-validation weights are kept (``best.pt``), ``patience``
+stops early, and the test set is evaluated exactly once, at the end, on the selected weights
+(never during training).  The pieces around the loop live in their own modules: the run
+folder (:mod:`.runfolder`), checkpoints (:mod:`.checkpoint`), random states (:mod:`.rng`),
+gradient health (:mod:`.health`).
 
 Example:
-    >>> trainer = Trainer(flow, train_x, test_x, TrainConfig(steps=2000, run_dir=None))
-    >>> history = trainer.fit()           # list of logged rows
-    >>> trainer.evaluate()                # {'nll': ..., 'bits_per_dim': ...}
+    >>> from flowlab.data.toy2d import toy_dataset
+    >>> from flowlab.models import realnvp
+    >>> x_train = toy_dataset("two_moons", 1000, seed=0)
+    >>> x_test = toy_dataset("two_moons", 500, seed=1)
+    >>> trainer = Trainer(realnvp(2, couplings=2), x_train, x_test,
+    ...                   TrainConfig(steps=20, eval_every=10, progress=False, sample_every=0))
+    >>> history = trainer.fit()      # logged rows: training, validation, one test row
+    >>> [r["step"] for r in history if "val_nll" in r], trainer.best_step in (10, 20)
+    ([10, 20], True)
+    >>> sorted(trainer.test_result)[:3]  # evaluated once, at the end, on the best weights
+    ['best_val_bits_per_dim', 'bits_per_dim', 'nll']
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
+import json
 import math
-import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -41,27 +55,49 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..checks import check_finite
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, setup
 from .ema import make_ema
 from .evaluate import evaluate_nll, first_tensor, nll_to_bits_per_dim
+from .health import TrainingDiverged, divergence_message, gradient_norm
 from .logger import MetricsLogger
+from .rng import rng_state, seed_everything, set_rng_state
+from .runfolder import (
+    RunDirExistsError,
+    RunFolder,
+    RunFolderError,
+    describe_os_error,
+    folder_error,
+    rescue_dir,
+)
 from .samples import save_samples
 from .schedule import warmup_cosine
+from .split import ValidationSplit, find_labels
 
-__all__ = ["Trainer", "NegativeLogLikelihood", "TrainingDiverged", "RunDirExistsError"]
+__all__ = [
+    "Trainer", "NegativeLogLikelihood", "TrainingDiverged", "TrainingInterrupted",
+    "RunDirExistsError", "RunFolderError",
+]  # fmt: skip
 
-CHECKPOINT = "checkpoint.pt"
-_RUN_FILES = (CHECKPOINT, "metrics.csv", "config.yaml")
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
+FORMAT = "flowlab-checkpoint/2"
 
 
-class RunDirExistsError(FileExistsError):
-    """The run folder already holds results and neither resume nor overwrite was asked for."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :meth:`Trainer.fit` at a step boundary.
+
+    Attributes:
+        step: the last completed step.
+        checkpoint: the checkpoint that holds the run (``None`` if there is none).
+        saved_step: the step that checkpoint holds (``step``, unless a second Ctrl-C stopped
+            the run in the middle of a step: then the last checkpoint written before).
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None, saved_step: int | None = None) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+        self.checkpoint = checkpoint
+        self.saved_step = saved_step
 
 
 class NegativeLogLikelihood(nn.Module):
@@ -88,19 +124,27 @@ class NegativeLogLikelihood(nn.Module):
 
 
 class Trainer:
-    """Maximum-likelihood training of ``model`` on ``train_data``.
+    """Maximum-likelihood training of ``model`` on ``train_data``, selected on validation.
 
     Args:
         model: anything with ``log_prob(x) -> (batch,)``; sampling needs ``sample(n)`` too.
         train_data: a tensor of shape ``(N, *event_shape)`` (fastest) or a
             :class:`~torch.utils.data.Dataset` yielding tensors or ``(tensor, label)`` pairs.
-        test_data: the same kinds, for the test NLL and bits/dim (optional).
-        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
+            Unless ``val_data`` is given, ``config.val_fraction`` of it is held out for
+            validation (seeded, stratified by ``labels``).
+        test_data: the same kinds; evaluated once, at the end of training, on the selected
+            weights (optional).
+        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields (a setting
+            that is not the loop's, e.g. ``data=``, raises ``TypeError``).
+        val_data: an explicit validation set instead of the carved one.
+        labels: class labels of ``train_data`` for a stratified split (default: its
+            ``targets``/``labels`` attribute, if any).
         bits_per_dim: maps a mean NLL in nats to bits/dim; default
-            :math:`\\mathrm{NLL}/(D\\ln 2)`.  Image pipelines that rescale 8-bit pixels pass
-            their own (it adds the rescaling's log-determinant).
+            :math:`\\mathrm{NLL}/(D\\ln 2)` (:func:`flowlab.metrics.bits_per_dim`).
         save_samples_fn: ``fn(samples, path)`` writing a PNG; default draws 2-D scatter plots
             and image grids (:func:`flowlab.train.samples.save_samples`).
+        metadata: a YAML-able mapping stored in every checkpoint and in ``config.yaml``
+            (the command line stores its recipe there, for :func:`flowlab.train.load_run`).
 
     Under ``torchrun`` every process builds the same trainer; the global ``batch_size`` is
     split evenly between them, and only rank 0 writes files or shows progress.
@@ -113,11 +157,17 @@ class Trainer:
         test_data: Tensor | Dataset | None = None,
         config: TrainConfig | None = None,
         *,
+        val_data: Tensor | Dataset | None = None,
+        labels: Tensor | None = None,
         bits_per_dim: Callable[[float], float] | None = None,
         save_samples_fn: Callable[[Tensor, Path], Any] | None = None,
+        metadata: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
         self.config = cfg = (config or TrainConfig()).updated(overrides)
+        for name, data in (("training", train_data), ("test", test_data), ("validation", val_data)):
+            if data is not None and len(data) == 0:
+                raise ValueError(f"the {name} data is empty (0 samples): pass at least one batch")
         self.info: DistInfo = setup(cfg.device)
         if cfg.batch_size % self.info.world_size:
             raise ValueError(
@@ -131,11 +181,32 @@ class Trainer:
         if ref is None:
             raise ValueError("the model has no floating-point parameters to train")
         self.dtype = ref.dtype
+        self.folder = RunFolder(cfg.run_dir) if cfg.run_dir else None
+        self.run_dir = self.folder.path if self.folder else None
+        self.metadata = dict(metadata or {})
+
+        # The validation split: carved from the training data (or given), recorded on disk.
+        self.full_train_data = train_data
+        self.split: ValidationSplit | None = None
+        if val_data is None and cfg.val_fraction > 0:
+            recorded = self.folder.split if self.folder and cfg.resume else None
+            if recorded is not None and recorded.is_file():
+                self.split = ValidationSplit.load(recorded)
+                if (self.split.fraction, self.split.seed) != (cfg.val_fraction, cfg.seed):
+                    raise ValueError(
+                        f"the run's validation split (split.json) was drawn with val_fraction="
+                        f"{self.split.fraction}, seed={self.split.seed}; a resumed run keeps it: "
+                        "do not change --val-fraction or --seed when resuming"
+                    )
+            else:
+                lab = labels if labels is not None else find_labels(train_data)
+                self.split = ValidationSplit.draw(len(train_data), cfg.val_fraction, cfg.seed, lab)
+            train_data, val_data = self.split.apply(train_data)
         self.train_data = train_data
+        self.val_data = val_data
         self.test_data = test_data
         self._bpd = bits_per_dim
         self._save_samples = save_samples_fn or (lambda x, path: save_samples(x, path))
-        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else None
 
         # Data order: a DistributedSampler even on one process.  It permutes with the seed
         # `seed + epoch`, and rank r takes every world_size-th index, so N processes see
@@ -147,9 +218,10 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         if self.steps_per_epoch == 0:
+            held = f" after holding out {len(val_data)} for validation" if self.split else ""
             raise ValueError(
-                f"the training set has {len(train_data)} samples, fewer than one batch per "
-                f"process ({self.local_batch}): lower batch_size"
+                f"the training set has {len(train_data)} samples{held}, fewer than one batch "
+                f"per process ({self.local_batch}): lower batch_size"
             )
 
         self._params = [p for p in self.model.parameters() if p.requires_grad]
@@ -159,55 +231,91 @@ class Trainer:
             self._params, lr=cfg.lr, weight_decay=cfg.weight_decay,
             fused=True if self._params and self.device.type in ("cpu", "cuda") else None,
         )
-        # Without clipping, most steps only check the gradients for NaN/inf with PyTorch's
-        # fused AMP kernel, whose contract is one device and one floating dtype.
-        self._flag_check = len({(p.device, p.dtype) for p in self._params}) == 1
-        self._one = torch.ones((), device=self.device)
         self.scheduler = warmup_cosine(
             self.optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio
         )
         self.ema = make_ema(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step = 0
         self.bad_steps = 0
+        # Model selection on validation: best score so far, where, and the patience counter.
+        self.best_score = math.inf
+        self.best_step: int | None = None
+        self.evals_since_best = 0
+        self.stopped_early = False
+        self.test_result: dict[str, Any] | None = None
+        self._best_weights: dict[str, Any] | None = None
+        self._last_weights: dict[str, Any] | None = None  # while the model holds the best ones
         self.history: list[dict[str, Any]] = []
         self._prepared = False
         self._logger: MetricsLogger | None = None
+        self._interrupt = False
+        self._hard_interrupt = False
 
     # ------------------------------------------------------------------ the public verbs
     def fit(self, stop_at: int | None = None) -> list[dict[str, Any]]:
-        """Train until ``config.steps`` (or until step ``stop_at``, leaving a checkpoint to
-        resume from); returns the logged rows (also in ``<run_dir>/metrics.csv``)."""
+        """Train until ``config.steps`` (or early stopping, or step ``stop_at``, leaving a
+        checkpoint to resume from); returns the logged rows (also in ``metrics.csv``).
+
+        When training ends (not at ``stop_at``), the model is left holding the
+        best-on-validation weights (the EMA's, if any) and the test set, if given, is
+        evaluated once on them (:attr:`test_result`, ``test.json``).
+
+        Raises:
+            TrainingInterrupted: Ctrl-C; the step in progress is finished and saved first.
+            TrainingDiverged: ``max_bad_steps`` non-finite steps in a row.
+            RunFolderError: a run file could not be written (e.g. a full disk); the state
+                was saved to a fallback folder first and the message says where.
+        """
         cfg = self.config
         if not self._prepared:
             self.prepare()
         end = cfg.steps if stop_at is None else min(int(stop_at), cfg.steps)
+        if self._last_weights is not None and self.step < end and not self.stopped_early:
+            self._hold_weights(self._last_weights)  # continue from the last, not the best
+            self._last_weights = None
         if self.info.is_main and self._logger is None:
-            self._logger = MetricsLogger(self.run_dir, resume_step=self.step)
+            self._io("metrics.csv", lambda: setattr(
+                self, "_logger", MetricsLogger(self.run_dir, resume_step=self.step)))
         bar = self._progress_bar(end)
+        self._postfix = {}
         window = _Window()
-        checks = _InputChecksOff(self.model)
         try:
-            while self.step < end:
-                epoch, first = divmod(self.step, self.steps_per_epoch)
-                for x in self._batches(epoch, first):
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    log_next = (self.step + 1) % cfg.log_every == 0 or self.step + 1 >= end
-                    loss, gnorm, ok = self._train_step(x, measure_norm=log_next)
-                    window.add(loss, gnorm, ok, x.shape[0] * self.info.world_size)
-                    bar.update(1)
-                    self._after_step(end, epoch, lr, window, bar)
-                    if self.step >= end:
-                        break
+            with _checks_disabled(self.model), self._sigint_stops_gracefully():
+                while self.step < end and not self.stopped_early:
+                    epoch, first = divmod(self.step, self.steps_per_epoch)
+                    for x in self._batches(epoch, first):
+                        lr = self.optimizer.param_groups[0]["lr"]
+                        loss, gnorm, ok = self._train_step(x)
+                        window.add(loss, gnorm, ok, x.shape[0] * self.info.world_size)
+                        bar.update(1)
+                        self._after_step(end, epoch, lr, window, bar)
+                        if self._interrupt:
+                            raise KeyboardInterrupt
+                        if self.step >= end or self.stopped_early:
+                            break
+                if self.step >= cfg.steps or self.stopped_early:
+                    self._finish()
+        except KeyboardInterrupt:
+            path = self._save_on_interrupt()
+            saved = None
+            if path is not None and path.is_file():
+                try:
+                    saved = int(load_checkpoint(path)["step"])
+                except (ValueError, OSError):
+                    path = None
+            raise TrainingInterrupted(self.step, path, saved) from None
         finally:
-            checks.restore()
             bar.close()
             if self._logger is not None:
                 self._logger.close()
                 self._logger = None
         return self.history
 
-    def evaluate(self, data: Tensor | Dataset | None = None, use_ema: bool = True) -> dict[str, float]:
-        """Mean NLL (nats per sample) and bits/dim on ``data`` (default: the test set).
+    def evaluate(
+        self, data: Tensor | Dataset | None = None, use_ema: bool = True
+    ) -> dict[str, float]:
+        """Mean NLL (nats per sample) and bits/dim of the current weights on ``data``
+        (default: the test set -- call it after training, not to choose a model).
 
         Uses the EMA weights when there are some and ``use_ema``; all processes must call it
         together.  Randomness inside the model (e.g. dequantization noise) is drawn from a
@@ -244,19 +352,32 @@ class Trainer:
             model.train(was_training)
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly (see :meth:`load_state_dict`)."""
+    def state_dict(self, gather: bool = True) -> dict[str, Any]:
+        """Everything needed to continue this run exactly (see :meth:`load_state_dict`).
+
+        ``gather=False`` keeps only this process's random state (no collective call)."""
+        weights = self._last_weights or {
+            "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+        }
         return {
-            "format": "flowlab-checkpoint/1",
+            "format": FORMAT,
             "step": self.step,
             "bad_steps": self.bad_steps,
-            "model": self.model.state_dict(),
+            "model": weights["model"],
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "rng": self._gather_rng(),
+            "ema": weights["ema"],
+            "rng": self._gather_rng() if gather else [rng_state()],
             "world_size": self.info.world_size,
             "config": self.config.to_dict(),
+            "selection": {
+                "best_score": self.best_score, "best_step": self.best_step,
+                "evals_since_best": self.evals_since_best, "stopped_early": self.stopped_early,
+            },
+            "split": None if self.split is None else self.split.to_dict(),
+            "test": self.test_result,
+            "metadata": self.metadata,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -271,6 +392,18 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
         self.step = int(state["step"])
         self.bad_steps = int(state.get("bad_steps", 0))
+        sel = state.get("selection") or {}
+        self.best_score = float(sel.get("best_score", math.inf))
+        self.best_step = sel.get("best_step")
+        self.evals_since_best = int(sel.get("evals_since_best", 0))
+        self.stopped_early = bool(sel.get("stopped_early", False))
+        self.test_result = state.get("test")
+        if state.get("split") and self.split is not None:
+            if ValidationSplit.from_dict(state["split"]) != self.split:
+                raise ValueError(
+                    "the checkpoint's validation split differs from this run's (split.json, "
+                    "seed, val_fraction or data changed): resume with the run's own settings"
+                )
         states = state.get("rng") or []
         if len(states) == self.info.world_size:
             set_rng_state(states[self.info.rank])
@@ -280,38 +413,64 @@ class Trainer:
                 f"{self.info.world_size}: random streams restart from the seed, so the "
                 "continuation is not bit-for-bit identical"
             )
-            _seed_everything(self.config.seed + 7919 * self.step + self.info.rank)
+            seed_everything(self.config.seed + 7919 * self.step + self.info.rank)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
-        """Write the checkpoint atomically (rank 0 only; all ranks must call it)."""
+        """Write the checkpoint atomically (rank 0 only; all ranks must call it).
+
+        Without ``path`` it goes to ``<run_dir>/last.pt``, and the checkpoint it replaces is
+        kept as ``previous.pt``.
+        """
         state = self.state_dict()  # collective: gathers every rank's random state
         if not self.info.is_main:
             return None
-        if path is None:
-            if self.run_dir is None:
-                return None
-            path = self.run_dir / CHECKPOINT
-        return save_checkpoint(state, path)
+        if path is not None:
+            return save_checkpoint(state, path)
+        if self.folder is None:
+            return None
+        folder = self.folder
+        return self._io(folder.last.name, lambda: save_checkpoint(
+            state, folder.last, keep_previous=folder.previous), state=state)
 
     # ------------------------------------------------------------------ internals
     def prepare(self) -> None:
         """Check the run folder, resume, initialise data-dependent layers, wrap the model for
         DDP and ``torch.compile``.  :meth:`fit` calls it; call it first to catch setup errors
-        (an existing run folder, a missing checkpoint) before any training."""
+        (an existing or unwritable run folder, a missing checkpoint) before any training."""
         if self._prepared:
             return
         cfg = self.config
         checkpoint = None
-        if self.run_dir is not None:
-            self._check_run_dir()
+        if self.folder is not None:
             if cfg.resume:
-                checkpoint = load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device)
+                path = Path(cfg.resume_from) if cfg.resume_from else self.folder.resume_checkpoint()
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f"nothing to resume: {str(path)!r} does not exist (drop --resume to "
+                        "start a new run there)"
+                        + (f"; the previous checkpoint {str(self.folder.previous)!r} is kept: "
+                           f"pass --resume-from {self.folder.previous}"
+                           if self.folder.previous.is_file() and not cfg.resume_from else "")
+                    )
+                checkpoint = load_checkpoint(path, map_location=self.device)
+            else:
+                found = self.folder.check_new(cfg.overwrite)
+                self._barrier()  # every rank has looked before rank 0 deletes
+                if self.info.is_main:
+                    self.folder.remove(found)
+            if self.info.is_main:
+                self.folder.ensure_writable()
+            self._barrier()
         elif cfg.resume:
             raise ValueError("resume needs a run_dir holding the checkpoint")
-        _seed_everything(cfg.seed + self.info.rank)
-        _check_finite_data(self.train_data, "training")
-        if self.test_data is not None:
-            _check_finite_data(self.test_data, "test")
+        seed_everything(cfg.seed + self.info.rank)
+        # The full training data (so a bad sample's index is the caller's), an explicit
+        # validation set, the test set.
+        explicit_val = self.val_data if self.split is None else None
+        for name, data in (("training", self.full_train_data), ("validation", explicit_val),
+                           ("test", self.test_data)):
+            if data is not None:
+                _check_finite_data(data, name)
 
         # One gradient-free forward pass initialises data-dependent layers (ActNorm); DDP then
         # copies rank 0's parameters and buffers to every process.  On resume the checkpoint
@@ -329,42 +488,18 @@ class Trainer:
         if cfg.compile:
             net = torch.compile(net)
         self._net = net
-        if self.info.is_main:
-            if self.run_dir is not None:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                import yaml
+        if self.info.is_main and self.folder is not None:
+            import yaml
 
-                (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+            folder = self.folder
+            settings = {**self.metadata.get("recipe", {}), **cfg.to_dict()}
+            self._io(folder.config.name, lambda: folder.config.write_text(yaml.safe_dump(settings)))
+            if self.split is not None:
+                split = self.split
+                self._io(folder.split.name, lambda: split.save(folder.split))
         self._barrier()
         self._start_time = time.perf_counter()
         self._prepared = True
-
-    def _check_run_dir(self) -> None:
-        cfg = self.config
-        assert self.run_dir is not None
-        found = [name for name in _RUN_FILES if (self.run_dir / name).exists()]
-        samples = self.run_dir / "samples"
-        if cfg.resume:
-            if not (self.run_dir / CHECKPOINT).is_file():
-                raise FileNotFoundError(
-                    f"nothing to resume: {str(self.run_dir / CHECKPOINT)!r} does not exist "
-                    "(drop --resume to start a new run there)"
-                )
-        elif found or (samples.is_dir() and any(samples.iterdir())):
-            if not cfg.overwrite:
-                raise RunDirExistsError(
-                    f"the run folder {str(self.run_dir)!r} already holds results "
-                    f"({', '.join(found) or 'samples/'}). Pass --resume to continue that run, "
-                    "--overwrite to delete its results and start over, or choose another "
-                    "--run-dir."
-                )
-            self._barrier()  # every rank has looked before rank 0 deletes
-            if self.info.is_main:
-                for name in _RUN_FILES:
-                    (self.run_dir / name).unlink(missing_ok=True)
-                for folder in ("samples", "tb"):
-                    shutil.rmtree(self.run_dir / folder, ignore_errors=True)
-        self._barrier()
 
     def _batches(self, epoch: int, first: int) -> Iterator[Tensor]:
         """The batches ``first, first+1, ...`` of ``epoch`` for this process."""
@@ -384,6 +519,11 @@ class Trainer:
             )
         for batch in batches:
             x = first_tensor(batch)
+            if x.dim() == 0 or x.shape[0] == 0:
+                raise ValueError(
+                    f"the training data gave an empty batch (shape {tuple(x.shape)}) at step "
+                    f"{self.step + 1}: a Dataset must yield one sample per index"
+                )
             dtype = self.dtype if x.is_floating_point() else None
             yield x.to(device=self.device, dtype=dtype, non_blocking=True)
 
@@ -393,14 +533,9 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _train_step(self, x: Tensor, measure_norm: bool = True) -> tuple[float, float, bool]:
-        """One optimisation step; returns the (global mean) loss, the gradient norm (NaN when
-        it was not measured) and whether the step was taken.
-
-        The gradient norm is needed every step for clipping; without clipping it is measured
-        only when asked (``measure_norm``, on logging steps), and the other steps check the
-        gradients for NaN/inf with one fused pass (PyTorch's AMP check, several times cheaper
-        than 48 separate norms on a small model).
-        """
+        """One optimisation step; returns the (global mean) loss, the gradient norm and
+        whether the step was taken (``measure_norm`` is kept for compatibility: the norm is
+        always measured, it is the gradient check, :mod:`flowlab.train.health`)."""
         cfg = self.config
         if not self.model.training:
             self.model.train()
@@ -409,30 +544,15 @@ class Trainer:
         loss = nll.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self._params if p.grad is not None]
-        flag_only = cfg.grad_clip <= 0 and not measure_norm and self._flag_check
-        if cfg.grad_clip > 0:
-            health = torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
-        elif not flag_only:
-            health = torch.nn.utils.get_total_norm(grads)
-        else:
-            # found_inf becomes 1 if any gradient holds NaN/inf; the "unscaling" multiplies
-            # by one and leaves the gradients as they are.
-            health = torch.zeros((), device=loss.device)
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, health, self._one)
+        health = gradient_norm(self._params, cfg.grad_clip)
         # One synchronisation per step: the loss (averaged over processes) and the gradient
-        # norm or NaN/inf flag (identical on all processes after DDP's all-reduce) decide
-        # whether to step.
+        # norm (identical on all processes after DDP's all-reduce) decide whether to step.
         stats = torch.stack([loss.detach().float(), health.detach().float().to(loss.device)])
         if self.info.distributed:
             dist.all_reduce(stats)
-            stats[0] /= self.info.world_size
-            stats[1] /= self.info.world_size
-        loss_value, health_value = stats.tolist()
-        gnorm_value = math.nan if flag_only else health_value
-        healthy_grads = health_value == 0.0 if flag_only else math.isfinite(health_value)
-        ok = math.isfinite(loss_value) and healthy_grads
-        self.step += 1
+            stats /= self.info.world_size
+        loss_value, gnorm_value = stats.tolist()
+        ok = math.isfinite(loss_value) and math.isfinite(gnorm_value)
         if ok:
             self.optimizer.step()
             if self.ema is not None:
@@ -441,43 +561,21 @@ class Trainer:
         else:
             self.optimizer.zero_grad(set_to_none=True)
             self.bad_steps += 1
+        self.scheduler.step()
+        self.step += 1
+        if not ok:
             if self.info.is_main:
-                if flag_only:
-                    grad_state = "finite" if healthy_grads else "NaN/inf found"
-                else:
-                    grad_state = f"norm {gnorm_value}"
                 warnings.warn(
                     f"step {self.step}: non-finite loss ({loss_value}) or gradients "
-                    f"({grad_state}); the step was skipped ({self.bad_steps} in a row)",
+                    f"(norm {gnorm_value}); the step was skipped ({self.bad_steps} in a row)",
                     RuntimeWarning, stacklevel=2,
                 )
             if self.bad_steps >= cfg.max_bad_steps:
-                raise TrainingDiverged(self._divergence_message(x, loss_value))
-        self.scheduler.step()
+                raise TrainingDiverged(divergence_message(
+                    self.step, self.bad_steps, loss_value, lr=cfg.lr, grad_clip=cfg.grad_clip,
+                    batch=x, checkpoint=self.folder.last if self.folder else None,
+                ))
         return loss_value, gnorm_value, ok
-
-    def _divergence_message(self, x: Tensor, loss_value: float) -> str:
-        cfg = self.config
-        causes = [
-            f"the learning rate is too high (lr={cfg.lr:g}): lower --lr, lengthen "
-            f"--warmup-steps or keep --grad-clip on (now {cfg.grad_clip:g})",
-            "an unbounded scale in an affine coupling: exp(s) overflows unless s is bounded "
-            "(use a bounded/soft-clamped scale, or additive couplings)",
-            "bad data: NaN/inf values, or images that were not dequantized and rescaled",
-        ]
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            causes.insert(0, causes.pop(2).replace("bad data", "bad data (this batch has NaN/inf)"))
-        kept = (
-            f"The last good checkpoint is kept in {str(self.run_dir / CHECKPOINT)!r}."
-            if self.run_dir is not None and (self.run_dir / CHECKPOINT).exists()
-            else "No checkpoint had been written yet."
-        )
-        lines = "\n".join(f"  {i + 1}. {c}" for i, c in enumerate(causes))
-        return (
-            f"training stopped at step {self.step}: the loss or gradient was non-finite for "
-            f"{self.bad_steps} consecutive steps (last loss {loss_value}). Likely causes, most "
-            f"likely first:\n{lines}\n{kept}"
-        )
 
     def _after_step(self, end: int, epoch: int, lr: float, window: "_Window", bar: Any) -> None:
         cfg, s = self.config, self.step
@@ -492,35 +590,188 @@ class Trainer:
             }
             row["bits_per_dim"] = self._bits_per_dim_fn(self.train_data)(row["loss"])
             self._record(row)
-            bar.set_postfix(
-                loss=f"{row['loss']:.3f}", bpd=f"{row['bits_per_dim']:.3f}",
-                samples_s=f"{row['samples_per_s']:.0f}", refresh=False,
-            )
+            self._postfix.update(loss=f"{row['loss']:.3f}", bpd=f"{row['bits_per_dim']:.3f}",
+                                 samples_s=f"{row['samples_per_s']:.0f}")
+            bar.set_postfix(self._postfix, refresh=False)
             window.reset()
-        if self.test_data is not None and (s % cfg.eval_every == 0 or s == cfg.steps):
-            metrics = self.evaluate()
-            self._record({
-                "step": s, "epoch": epoch, "test_nll": metrics["nll"],
-                "test_bits_per_dim": metrics["bits_per_dim"],
-                "time_s": time.perf_counter() - self._start_time,
-            })
+        if self.val_data is not None and (s % cfg.eval_every == 0 or s == cfg.steps):
+            self._validate(epoch)
+            self._postfix.update(val_bpd=f"{self._last_val:.3f}", best=f"{self.best_score:.3f}")
+            bar.set_postfix(self._postfix, refresh=False)
         if cfg.sample_every and (s % cfg.sample_every == 0 or s == cfg.steps):
             self._write_samples()
         # Never checkpoint in the middle of a run of failed steps: the file on disk stays the
         # last state that was reached by a healthy step.
-        if (s % cfg.checkpoint_every == 0 or last) and self.bad_steps == 0:
+        if (s % cfg.checkpoint_every == 0 or last or self.stopped_early) and self.bad_steps == 0:
             self.save_checkpoint()
+
+    _last_val = math.nan
+    _postfix: dict[str, str] = {}
+
+    def _validate(self, epoch: int) -> None:
+        """Score the validation set; keep the best weights; count patience."""
+        metrics = self.evaluate(self.val_data)
+        score = metrics["bits_per_dim"]
+        self._last_val = score
+        improved = score < self.best_score
+        if improved:
+            self.best_score, self.best_step, self.evals_since_best = score, self.step, 0
+            self._best_weights = {
+                "model": _cpu_copy(self.model.state_dict()),
+                "ema": None if self.ema is None else _cpu_copy(self.ema.state_dict()),
+            }
+        else:
+            self.evals_since_best += 1
+            if self.config.patience and self.evals_since_best >= self.config.patience:
+                self.stopped_early = True
+        self._record({
+            "step": self.step, "epoch": epoch, "val_nll": metrics["nll"],
+            "val_bits_per_dim": score, "time_s": time.perf_counter() - self._start_time,
+        })
+        if improved and self.folder is not None:
+            self._save_best()
+        if self.stopped_early and self.info.is_main:
+            warnings.warn(
+                f"early stop at step {self.step}: validation bits/dim has not improved for "
+                f"{self.evals_since_best} evaluations (best {self.best_score:.4f} at step "
+                f"{self.best_step})", UserWarning, stacklevel=3,
+            )
+
+    def _save_best(self) -> None:
+        state = self.state_dict()  # collective
+        if self.info.is_main and self.folder is not None:
+            path = self.folder.best
+            self._io(path.name, lambda: save_checkpoint(state, path), state=state)
+
+    def _finish(self) -> None:
+        """End of training: hold the best-on-validation weights; evaluate the test set once."""
+        if self.val_data is not None and self.best_step is not None and self._last_weights is None:
+            best = self._best_weights
+            if best is None and self.folder is not None and self.folder.best.is_file():
+                state = load_checkpoint(self.folder.best, map_location="cpu")
+                best = {"model": state["model"], "ema": state.get("ema")}
+            if best is not None:
+                self._last_weights = {
+                    "model": _cpu_copy(self.model.state_dict()),
+                    "ema": None if self.ema is None else _cpu_copy(self.ema.state_dict()),
+                }
+                self._hold_weights(best)
+        if self.test_data is None:
+            return
+        done = self.test_result is not None and self.test_result.get("trained_steps") == self.step
+        if done:
+            return
+        metrics = self.evaluate(self.test_data)
+        selected = self.best_step if self.best_step is not None else self.step
+        self.test_result = {
+            **metrics, "selected_step": selected, "trained_steps": self.step,
+            "selected_on": (
+                "validation" if self.best_step is not None else "last step (no validation)"
+            ),
+            "best_val_bits_per_dim": None if self.best_step is None else self.best_score,
+            "stopped_early": self.stopped_early,
+        }
+        self._record({"step": self.step, "test_nll": metrics["nll"],
+                      "test_bits_per_dim": metrics["bits_per_dim"],
+                      "time_s": time.perf_counter() - self._start_time})
+        if self.info.is_main and self.folder is not None:
+            folder, result = self.folder, self.test_result
+            self._io(folder.test.name, lambda: folder.test.write_text(json.dumps(result, indent=1)))
+
+    def _hold_weights(self, weights: dict[str, Any]) -> None:
+        self.model.load_state_dict(weights["model"])
+        if self.ema is not None and weights.get("ema") is not None:
+            self.ema.load_state_dict(weights["ema"])
 
     def _record(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self._logger is not None:
-            self._logger.log(row)
+            logger = self._logger
+            self._io("metrics.csv", lambda: logger.log(row))
+
+    def _io(self, what: str, write: Callable[[], Any], state: dict[str, Any] | None = None) -> Any:
+        """Run a write of the run folder; on ``OSError`` save the state elsewhere and raise
+        :class:`RunFolderError` saying where (the trained steps are never lost silently)."""
+        try:
+            return write()
+        except OSError as err:
+            if isinstance(err, RunFolderError):
+                raise
+            reason = describe_os_error(err)
+            where = self.run_dir
+            if not self._prepared:
+                raise folder_error(
+                    f"cannot write {what} in the run folder {str(where)!r}: {reason}. Nothing "
+                    "was trained; choose another --run-dir.", err) from err
+            rescued = self._rescue(state)
+            if rescued is not None:
+                kept = (f"The state at step {self.step} was saved to {str(rescued)!r} instead: "
+                        f"continue with 'flowlab train --run-dir DIR --resume-from {rescued}' "
+                        "once DIR can be written (or copy it to DIR/last.pt).")
+            else:
+                last = self.folder.last if self.folder and self.folder.last.exists() else None
+                kept = ("The state could not be saved anywhere else either"
+                        + (f"; the last checkpoint on disk is {str(last)!r}." if last else "."))
+            raise folder_error(
+                f"cannot write {what} in the run folder {str(where)!r}: {reason}. Training "
+                f"stopped at step {self.step}. {kept}", err) from err
+
+    def _rescue(self, state: dict[str, Any] | None = None) -> Path | None:
+        if not self.info.is_main:
+            return None
+        try:
+            state = state if state is not None else self.state_dict(gather=False)
+            return save_checkpoint(state, rescue_dir() / "last.pt")
+        except Exception:  # noqa: BLE001 - reported by the caller
+            return None
+
+    def _save_on_interrupt(self) -> Path | None:
+        """The checkpoint that holds the interrupted run (written now if it is healthy)."""
+        if self.folder is None or not self.info.is_main or not self._prepared:
+            return None
+        if self.bad_steps == 0 and self.step > 0 and not self._hard_interrupt:
+            # Only this process saves (the others may be interrupted at another point): no
+            # collective call, so its random state alone is kept.
+            state = self.state_dict(gather=not self.info.distributed)
+            folder = self.folder
+            try:
+                return self._io(folder.last.name, lambda: save_checkpoint(
+                    state, folder.last, keep_previous=folder.previous), state=state)
+            except RunFolderError as err:
+                print(f"flowlab: {err}", file=sys.stderr)
+                return _rescued_path(err)
+        return self.folder.last if self.folder.last.is_file() else None
+
+    @contextlib.contextmanager
+    def _sigint_stops_gracefully(self) -> Iterator[None]:
+        """First Ctrl-C: finish the step in progress, save, stop.  A second one: stop now."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._interrupt = self._hard_interrupt = False
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._interrupt:  # a second Ctrl-C: stop now, mid-step; keep the last file
+                self._hard_interrupt = True
+                raise KeyboardInterrupt
+            self._interrupt = True
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main interpreter
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _write_samples(self) -> None:
         if not self.info.is_main or self.run_dir is None or not hasattr(self.eval_model, "sample"):
             return
         x = self.sample(self.config.n_samples, seed=self.config.seed)
-        self._save_samples(x, self.run_dir / "samples" / f"step_{self.step:07d}.png")
+        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        self._io(f"samples/{path.name}", lambda: self._save_samples(x, path))
 
     def _bits_per_dim_fn(self, data: Tensor | Dataset) -> Callable[[float], float]:
         if self._bpd is not None:
@@ -557,26 +808,19 @@ class Trainer:
                     unit="step", dynamic_ncols=True)
 
 
-class _InputChecksOff:
-    """Switches off the per-call NaN/inf check of every :class:`~flowlab.Flow` in ``model``
-    for the training steps, and :meth:`restore` switches it back.
+@contextlib.contextmanager
+def _checks_disabled(model: nn.Module) -> Iterator[None]:
+    """:meth:`flowlab.Flow.checks_disabled` for every flow in ``model`` (the per-call data
+    checks -- NaN/inf, integer levels -- read the whole batch, a host-device synchronisation
+    on a GPU, and are redundant here: the data were checked once in :meth:`Trainer.prepare`,
+    and a non-finite loss skips the step)."""
+    from ..flow import Flow
 
-    The check reads the whole batch (a host-device synchronisation on a GPU) and is
-    redundant here: the step's loss is checked anyway, a non-finite one skips the step, and
-    the divergence message says whether the batch held NaN/inf.  Tensor training data is
-    checked once, up front, in :meth:`Trainer.prepare`.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        from ..flow import Flow
-
-        self._flows = [m for m in model.modules() if isinstance(m, Flow) and m.validate]
-        for flow in self._flows:
-            flow.validate = False
-
-    def restore(self) -> None:
-        for flow in self._flows:
-            flow.validate = True
+    with contextlib.ExitStack() as stack:
+        for m in model.modules():
+            if isinstance(m, Flow):
+                stack.enter_context(m.checks_disabled())
+        yield
 
 
 class _Window:
@@ -587,17 +831,15 @@ class _Window:
 
     def reset(self) -> None:
         self.loss = self.gnorm = 0.0
-        self.good = self.skipped = self.samples = self.norms = 0
+        self.good = self.skipped = self.samples = 0
         self.start = time.perf_counter()
 
     def add(self, loss: float, gnorm: float, ok: bool, samples: int) -> None:
         self.samples += samples
         if ok:
             self.loss += loss
+            self.gnorm += gnorm
             self.good += 1
-            if not math.isnan(gnorm):  # measured this step
-                self.gnorm += gnorm
-                self.norms += 1
         else:
             self.skipped += 1
 
@@ -605,9 +847,18 @@ class _Window:
         return self.loss / self.good if self.good else math.nan
 
     def mean_gnorm(self) -> float:
-        """Mean over the healthy steps whose norm was measured: every step with gradient
-        clipping, the logged step alone without."""
-        return self.gnorm / self.norms if self.norms else math.nan
+        """Mean gradient norm (before clipping) over the healthy steps of the window."""
+        return self.gnorm / self.good if self.good else math.nan
+
+
+def _cpu_copy(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.detach().to("cpu", copy=True) if isinstance(v, Tensor) else copy.deepcopy(v))
+            for k, v in state.items()}
+
+
+def _rescued_path(err: RunFolderError) -> Path | None:
+    path = rescue_dir() / "last.pt"
+    return path if path.is_file() and str(path) in str(err) else None
 
 
 def _check_finite_data(data: Tensor | Dataset, name: str) -> None:
@@ -624,11 +875,4 @@ def _accepts(fn: Callable, name: str) -> bool:
         return False
 
 
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+_seed_everything = seed_everything  # the old private name, for callers that used it

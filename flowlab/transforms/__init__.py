@@ -4,19 +4,20 @@
 file                   layers
 =====================  ============================================================
 ``base.py``            the contract: ``Transform``, ``Compose``, ``Inverse``
-``pointwise.py``       elementwise maps: leaky ReLU, sigmoid, logit, affine
-``linear.py``          full, diagonal, triangular, permutation, reverse, LU
+``pointwise.py``       elementwise maps: leaky ReLU, sigmoid, tanh, logit (with a margin)
+``linear.py``          full, diagonal (elementwise scale), triangular, permutation, LU
 ``masks.py``           which dimensions a coupling layer keeps (x_A) and transforms (x_B)
-``coupling.py``        additive (NICE) and affine (RealNVP) coupling
+``coupling.py``        additive (NICE) and affine (RealNVP) coupling; which coupling when
 ``splines.py``         rational-quadratic spline coupling (Durkan et al. 2019)
+``autoregressive.py``  masked autoregressive layers: MAF, IAF, autoregressive spline
 ``image.py``           squeeze, checkerboard/channel masks, masked convolutional coupling
-``glow.py``            ActNorm, invertible 1x1 convolution (plain and LU)
-``dequantize.py``      uniform and variational dequantization, the logit transform
+``glow.py``            ActNorm, invertible 1x1 convolution (plain and LU), Glow's coupling
+``dequantize.py``      uniform and variational dequantization
 =====================  ============================================================
 """
 
 from .base import Compose, Inverse, Transform
-from .pointwise import Elementwise, ElementwiseAffine, LeakyReLU, Logit, Sigmoid, Tanh
+from .pointwise import Elementwise, LeakyReLU, Logit, Sigmoid, Tanh
 from .linear import (
     DiagonalLinear,
     FullLinear,
@@ -28,26 +29,32 @@ from .linear import (
     Reverse,
     TriangularLinear,
 )
-from .masks import AlternatingMask, HalfMask, Mask
+from .masks import AlternatingMask, HalfMask, Mask, as_mask
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling
 from .splines import RQSplineCoupling, rational_quadratic_spline
+from .autoregressive import (
+    InverseAffineAutoregressive,
+    MaskedAffineAutoregressive,
+    MaskedAutoregressive,
+    MaskedRQSplineAutoregressive,
+)
 from .image import MaskedAffineCoupling, Squeeze, channel_mask, checkerboard_mask
 from .glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvertibleConv1x1
-from .dequantize import LogitTransform, UniformDequantization, VariationalDequantization
+from .dequantize import UniformDequantization, VariationalDequantization
 
 __all__ = [
     # the contract
     "Transform", "Compose", "Inverse",
     # pointwise
-    "Elementwise", "ElementwiseAffine", "LeakyReLU", "Logit", "Sigmoid", "Tanh",
+    "Elementwise", "LeakyReLU", "Logit", "Sigmoid", "Tanh",
     # linear
     "LinearTransform", "FullLinear", "DiagonalLinear", "TriangularLinear", "Permutation",
     "RandomPermutation", "Reverse", "PermutedTriangular", "LULinear",
     # coupling
-    "Mask", "HalfMask", "AlternatingMask", "Coupling", "AdditiveCoupling", "AffineCoupling",
-    "RQSplineCoupling", "rational_quadratic_spline",
+    "Mask", "HalfMask", "AlternatingMask", "as_mask", "Coupling", "AdditiveCoupling",
+    "AffineCoupling", "RQSplineCoupling", "rational_quadratic_spline",
     # images and Glow
     "Squeeze", "checkerboard_mask", "channel_mask", "MaskedAffineCoupling",
     "ActNorm", "InvertibleConv1x1", "LUInvertibleConv1x1", "GlowCoupling",
-    "UniformDequantization", "VariationalDequantization", "LogitTransform",
+    "UniformDequantization", "VariationalDequantization",
 ]  # fmt: skip

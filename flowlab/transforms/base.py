@@ -22,12 +22,13 @@ determinants.
 
 from __future__ import annotations
 
+import inspect
 from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Transform", "Compose", "Inverse"]
+__all__ = ["Transform", "Compose", "Inverse", "accepts_context"]
 
 
 class Transform(nn.Module):
@@ -63,6 +64,11 @@ class Compose(Transform):
 
     and ``inverse`` applies :math:`f_N^{-1}` first, i.e.
     :math:`g = f_1^{-1} \circ \dots \circ f_N^{-1}`.
+
+    **Context.**  ``forward(x, context=c)`` and ``inverse(z, context=c)`` hand ``c`` to every
+    layer whose ``forward`` takes a ``context`` argument (a conditional layer
+    :math:`f_i(\cdot \mid c)`); the other layers are called as usual.  Without a context
+    nothing changes.
     """
 
     def __init__(self, *transforms: Transform | Iterable[Transform]) -> None:
@@ -80,6 +86,26 @@ class Compose(Transform):
                     "wrap plain modules in a Transform that returns (output, logabsdet)."
                 )
         self.transforms = nn.ModuleList(flat)
+        self._takes_context = [accepts_context(t) for t in flat]
+
+    @property
+    def takes_context(self) -> bool:
+        """Whether any layer is conditional (takes a ``context``)."""
+        return any(self._takes_context)
+
+    def _with_context(self, context: Tensor) -> list[tuple[Transform, dict]]:
+        if len(self._takes_context) != len(self.transforms):  # the list was edited
+            self._takes_context = [accepts_context(t) for t in self.transforms]
+        if not any(self._takes_context):
+            raise ValueError(
+                "a context was given but no layer of this flow takes one: build conditional "
+                "layers (e.g. MaskedAffineAutoregressive(..., context_features=c)) or drop "
+                "the context"
+            )
+        return [
+            (t, {"context": context} if takes else {})
+            for t, takes in zip(self.transforms, self._takes_context)
+        ]
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -92,15 +118,25 @@ class Compose(Transform):
         # Accumulate in at least float32: under bf16 autocast the layers' log-dets may be bf16.
         return x.new_zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = self._zeros(x)
+        if context is not None:
+            for t, kw in self._with_context(context):
+                x, ld = t(x, **kw)
+                total = total + ld
+            return x, total
         for t in self.transforms:
             x, ld = t(x)
             total = total + ld
         return x, total
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = self._zeros(z)
+        if context is not None:
+            for t, kw in reversed(self._with_context(context)):
+                z, ld = t.inverse(z, **kw)
+                total = total + ld
+            return z, total
         for t in reversed(self.transforms):
             z, ld = t.inverse(z)
             total = total + ld
@@ -122,14 +158,34 @@ class Inverse(Transform):
         super().__init__()
         self.transform = transform
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.inverse(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if context is None:
+            return self.transform.inverse(x)
+        return self.transform.inverse(x, context=context)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform(z)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if context is None:
+            return self.transform(z)
+        return self.transform(z, context=context)
 
     def inv(self) -> Transform:
         return self.transform
+
+
+def accepts_context(layer: nn.Module) -> bool:
+    """Whether ``layer`` is conditional: its ``forward`` takes a ``context`` argument
+    (for :class:`Compose` and :class:`Inverse`: whether a layer inside does)."""
+    if isinstance(layer, Compose):
+        return layer.takes_context
+    if isinstance(layer, Inverse):
+        return accepts_context(layer.transform)
+    for size in ("context_features", "context_channels"):  # declared unconditional
+        if getattr(layer, size, None) == 0:
+            return False
+    try:
+        return "context" in inspect.signature(layer.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
 
 
 def sum_except_batch(x: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-r"""From discrete pixels to a continuous density: dequantization and the logit transform.
+r"""From discrete pixels to a continuous density: dequantization (the logit transform that
+usually follows is :class:`~flowlab.transforms.pointwise.Logit` with a margin ``alpha``).
 
 Images are discrete: every value is one of :math:`K` levels :math:`x \in \{0, \dots, K-1\}^D`
 (:math:`K = 256` for 8-bit images).  A flow is a *density* on :math:`\mathbb{R}^D`; fitted to
@@ -48,13 +49,13 @@ from torch import Tensor, nn
 
 from ..checks import check_input
 from ..nets.resnet import ResNet
-from .base import Transform
+from .base import Transform, sum_except_batch
 from .image import MaskedAffineCoupling, check_image, checkerboard_mask
+from .pointwise import Logit
 
 __all__ = [
     "UniformDequantization",
     "VariationalDequantization",
-    "LogitTransform",
     "dequantization_layers",
 ]
 
@@ -131,52 +132,6 @@ class UniformDequantization(Transform):
 
     def extra_repr(self) -> str:
         return f"num_levels={self.num_levels}"
-
-
-class LogitTransform(Transform):
-    r"""The logit transform with RealNVP's boundary margin :math:`\alpha`.
-
-    Maps :math:`y \in (0,1)^D` to :math:`\mathbb{R}^D` so that a Gaussian base fits, after first
-    pulling the data away from 0 and 1 where the logit explodes:
-
-    .. math::
-
-        p = \alpha + (1 - 2\alpha)\, y, \qquad z = \operatorname{logit}(p) = \log p - \log(1-p),
-
-    .. math::
-
-        \log|\det Df(y)| = \sum_{i=1}^{D} \big[\log(1 - 2\alpha) - \log p_i - \log(1 - p_i)\big].
-
-    The inverse is :math:`y = (\operatorname{sigmoid}(z) - \alpha)/(1 - 2\alpha)`, with
-    :math:`\log|\det Dg(z)| = \sum_i [\log\operatorname{sigmoid}(z_i) +
-    \log\operatorname{sigmoid}(-z_i) - \log(1-2\alpha)]`.  RealNVP used :math:`\alpha = 0.05` on
-    natural images (and :math:`10^{-6}` on MNIST).  With :math:`\alpha > 0` the image of
-    :math:`(0,1)` is the bounded interval :math:`(\operatorname{logit}\alpha,
-    \operatorname{logit}(1-\alpha))`; samples from the Gaussian outside it map outside
-    :math:`(0,1)`: clamp them for display.
-    """
-
-    def __init__(self, alpha: float = 0.05) -> None:
-        super().__init__()
-        if not 0.0 <= alpha < 0.5:
-            raise ValueError(f"alpha must lie in [0, 0.5), got {alpha!r}")
-        self.alpha = float(alpha)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = check_input(x, name="x", layer="LogitTransform")
-        p = self.alpha + (1.0 - 2.0 * self.alpha) * x
-        log_p, log_1mp = torch.log(p), torch.log1p(-p)
-        per_dim = math.log1p(-2.0 * self.alpha) - log_p - log_1mp
-        return log_p - log_1mp, per_dim.reshape(x.shape[0], -1).sum(dim=1)
-
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        z = check_input(z, name="z", layer="LogitTransform (inverse)")
-        x = (torch.sigmoid(z) - self.alpha) / (1.0 - 2.0 * self.alpha)
-        per_dim = -F.softplus(-z) - F.softplus(z) - math.log1p(-2.0 * self.alpha)
-        return x, per_dim.reshape(z.shape[0], -1).sum(dim=1)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
 
 
 class VariationalDequantization(Transform):
@@ -259,7 +214,7 @@ class VariationalDequantization(Transform):
             v, ld = coupling(v, context=context)
             logdet = logdet + ld
         log_sigmoid_grad = -F.softplus(-v) - F.softplus(v)
-        logdet = logdet + log_sigmoid_grad.reshape(v.shape[0], -1).sum(dim=1)
+        logdet = logdet + sum_except_batch(log_sigmoid_grad)
         return torch.sigmoid(v), logdet
 
     def noise_with_log_prob(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -267,7 +222,7 @@ class VariationalDequantization(Transform):
         eps = torch.randn_like(x)
         u, logdet = self.noise_from(eps, x)
         log_normal = -0.5 * eps.square() - 0.5 * math.log(2 * math.pi)
-        return u, log_normal.reshape(x.shape[0], -1).sum(dim=1) - logdet
+        return u, sum_except_batch(log_normal) - logdet
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = check_image(x, layer="VariationalDequantization", channels=self.channels, like=self)
@@ -312,5 +267,5 @@ def dequantization_layers(
             f"dequantization must be 'uniform' or 'variational', got {dequantization!r}"
         )
     if logit_alpha is not None:
-        layers.append(LogitTransform(logit_alpha))
+        layers.append(Logit(alpha=logit_alpha))
     return layers

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ..checks import check_input
 from ..nets.resnet import ResNet
-from .base import Transform
+from .base import Transform, sum_except_batch
+from .masks import MaskLike, as_mask
 
 __all__ = ["ActNorm", "InvertibleConv1x1", "LUInvertibleConv1x1", "GlowCoupling"]
 
@@ -59,7 +60,10 @@ class ActNorm(Transform):
     lives in the state dict, so a loaded checkpoint is not re-initialised.  Calling
     :meth:`inverse` before any forward pass uses the identity initialisation.
 
-    Works on ``(batch, C)`` vectors as well (then :math:`HW = 1`).
+    Works on ``(batch, C)`` vectors as well (then :math:`HW = 1`).  Compared with
+    :class:`~flowlab.transforms.linear.DiagonalLinear` (a learnable scale and shift per value,
+    starting as the identity), ActNorm shares one scale and shift per *channel* across all
+    pixels and initialises them from the data.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
@@ -240,16 +244,31 @@ class LUInvertibleConv1x1(Transform):
 
 
 class GlowCoupling(Transform):
-    r"""Glow's affine coupling over channels.
+    r"""Glow's affine coupling over channels (Kingma & Dhariwal 2018,
+    https://arxiv.org/abs/1807.03039).
 
-    The channels are split into halves :math:`x = (x_A, x_B)` (the first
-    :math:`\lceil C/2\rceil` are kept); a conv net reads :math:`x_A` and returns a shift
-    :math:`t` and a raw scale :math:`\tilde s` for :math:`x_B`:
+    The channels are split into a kept part :math:`x_A` (by default the first
+    :math:`\lceil C/2\rceil`) and a transformed part :math:`x_B`; a conv net reads :math:`x_A`
+    and returns a shift :math:`t` and a raw scale :math:`\tilde s` for :math:`x_B`:
 
     .. math::
 
-        z_A = x_A, \qquad z_B = (x_B + t(x_A)) \odot \sigma_s(x_A), \qquad
-        \log|\det Df(x)| = \sum \log \sigma_s(x_A).
+        z_A = x_A, \qquad z_B = \big(x_B + t(x_A)\big) \odot \sigma_s(x_A), \qquad
+        \log|\det Df(x)| = \sum \log \sigma_s(x_A),
+
+    and the inverse is :math:`x_B = z_B \odot \sigma_s(z_A)^{-1} - t(z_A)`.
+
+    **Shift then scale, or scale then shift?**  This layer adds the shift *first* and scales
+    after, :math:`(x_B + t) \odot \sigma_s`, which is what Glow's published code does
+    (``z2 += shift; z2 *= scale`` in openai/glow's ``model.py``).  The paper's Table 1 and
+    RealNVP (:class:`~flowlab.transforms.coupling.AffineCoupling`) write the other order,
+    :math:`x_B \odot \sigma_s + t`.  Both are correct: each is an invertible affine map of
+    :math:`x_B` whose scale and shift depend only on :math:`x_A`, so the Jacobian is triangular
+    with the same diagonal :math:`\sigma_s` and the **log-determinant is the same**,
+    :math:`\sum \log \sigma_s`.  They even describe the same family of layers, because
+    :math:`(x_B + t) \odot \sigma_s = x_B \odot \sigma_s + t'` with :math:`t' = t \odot \sigma_s`,
+    another function of :math:`x_A`.  What must match is the inverse: undo the steps in
+    reverse order (here divide by the scale first, then subtract the shift).
 
     Two bounded scales are offered (``scale="sigmoid"`` or ``"tanh"``):
 
@@ -263,6 +282,32 @@ class GlowCoupling(Transform):
 
     Unlike :class:`~flowlab.transforms.image.MaskedAffineCoupling`, only the kept channels
     enter the net and only the transformed ones come out: half the work of a channel mask.
+
+    Args:
+        channels: the number of channels :math:`C` of the images ``(batch, C, H, W)``.
+        conditioner: a module mapping ``(batch, n_A, H, W)`` to ``(batch, 2 n_B, H, W)`` (the
+            shift :math:`t`, then :math:`\tilde s`); ``None`` builds a
+            :class:`~flowlab.nets.resnet.ResNet` with a zero-initialised last layer (the layer
+            starts as the identity).
+        hidden_channels: width of the default conditioner.
+        blocks: residual blocks of the default conditioner (0: Glow's conv-ReLU-conv net).
+        scale: ``"sigmoid"`` or ``"tanh"``, see above.
+        scale_bound: :math:`B` of the ``tanh`` scale.
+        mask: which channels are kept (:math:`x_A`, ``True``), as everywhere in flowlab: a
+            boolean tensor of shape ``(C,)`` (or a ``(1, C, 1, 1)`` channel mask such as
+            :func:`~flowlab.transforms.image.channel_mask`, or a
+            :class:`~flowlab.transforms.masks.Mask`); ``None`` keeps the first
+            :math:`\lceil C/2\rceil` channels.
+
+    Example:
+        >>> layer = GlowCoupling(4, hidden_channels=16)
+        >>> x = torch.randn(2, 4, 8, 8)
+        >>> z, logabsdet = layer(x)                 # zero-initialised: the identity
+        >>> torch.equal(z, x), logabsdet.tolist()
+        (True, [0.0, 0.0])
+        >>> odd = GlowCoupling(4, hidden_channels=16, mask=torch.tensor([False, True, False, True]))
+        >>> odd.conditioner.in_channels, odd.conditioner.out_channels
+        (2, 4)
     """
 
     def __init__(
@@ -273,18 +318,46 @@ class GlowCoupling(Transform):
         blocks: int = 0,
         scale: str = "sigmoid",
         scale_bound: float = 3.0,
+        mask: MaskLike | None = None,
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         if channels < 2:
             raise ValueError(f"GlowCoupling needs at least 2 channels to split, got {channels}")
         if scale not in ("sigmoid", "tanh"):
             raise ValueError(f"scale must be 'sigmoid' or 'tanh', got {scale!r}")
         self.channels = int(channels)
-        self.kept = (channels + 1) // 2
+        if mask is None:
+            keep = torch.arange(self.channels) < (self.channels + 1) // 2
+        else:
+            keep = as_mask(mask, layer="GlowCoupling").mask.flatten()
+            if keep.numel() != self.channels:
+                raise ValueError(
+                    f"GlowCoupling's mask is over the {self.channels} channels (shape "
+                    f"({self.channels},) or (1, {self.channels}, 1, 1)), got one with "
+                    f"{keep.numel()} entries; for a checkerboard over pixels use "
+                    "MaskedAffineCoupling."
+                )
+        self.kept = int(keep.sum())
+        idx_a, idx_b = torch.nonzero(keep).flatten(), torch.nonzero(~keep).flatten()
+        # The default (first channels kept) splits with two slices and merges with one cat.
+        self._halves = bool(keep[: self.kept].all())
+        self.register_buffer("_index_a", idx_a, persistent=False)
+        self.register_buffer("_index_b", idx_b, persistent=False)
+        self.register_buffer("_merge", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
         self.scale = scale
         self.scale_bound = float(scale_bound)
-        changed = channels - self.kept
+        changed = self.channels - self.kept
         self.conditioner = conditioner or ResNet(self.kept, 2 * changed, hidden_channels, blocks)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self._halves:
+            return x[:, : self.kept], x[:, self.kept :]
+        return x.index_select(1, self._index_a), x.index_select(1, self._index_b)
+
+    def _cat(self, a: Tensor, b: Tensor) -> Tensor:
+        out = torch.cat([a, b], dim=1)
+        return out if self._halves else out.index_select(1, self._merge)
 
     def _shift_and_log_scale(self, kept: Tensor) -> tuple[Tensor, Tensor]:
         shift, raw = self.conditioner(kept).chunk(2, dim=1)
@@ -298,19 +371,19 @@ class GlowCoupling(Transform):
         x = _check_channels(x, self, "x", self.channels)
         if x.dim() != 4:
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(x.shape)}")
-        x_a, x_b = x[:, : self.kept], x[:, self.kept :]
+        x_a, x_b = self._split(x)
         shift, log_scale = self._shift_and_log_scale(x_a)
-        z_b = (x_b + shift) * torch.exp(log_scale)
-        return torch.cat([x_a, z_b], dim=1), log_scale.reshape(x.shape[0], -1).sum(dim=1)
+        z_b = (x_b + shift) * torch.exp(log_scale)  # shift, then scale (as Glow's code)
+        return self._cat(x_a, z_b), sum_except_batch(log_scale)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         z = _check_channels(z, self, "z", self.channels)
         if z.dim() != 4:
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(z.shape)}")
-        z_a, z_b = z[:, : self.kept], z[:, self.kept :]
+        z_a, z_b = self._split(z)
         shift, log_scale = self._shift_and_log_scale(z_a)
-        x_b = z_b * torch.exp(-log_scale) - shift
-        return torch.cat([z_a, x_b], dim=1), -log_scale.reshape(z.shape[0], -1).sum(dim=1)
+        x_b = z_b * torch.exp(-log_scale) - shift  # unscale, then unshift
+        return self._cat(z_a, x_b), -sum_except_batch(log_scale)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, scale={self.scale!r}"
+        return f"channels={self.channels}, kept={self.kept}, scale={self.scale!r}"

@@ -19,9 +19,17 @@ from torch import Tensor, nn
 
 from ..checks import check_input
 from ..nets.resnet import ResNet
-from .base import Transform
+from .base import Transform, sum_except_batch
+from .masks import Mask
 
-__all__ = ["Squeeze", "checkerboard_mask", "channel_mask", "MaskedAffineCoupling", "check_image"]
+__all__ = [
+    "Squeeze",
+    "checkerboard_mask",
+    "squeezed_checkerboard_mask",
+    "channel_mask",
+    "MaskedAffineCoupling",
+    "check_image",
+]
 
 
 def check_image(
@@ -98,6 +106,40 @@ def checkerboard_mask(
     return mask.reshape(1, 1, height, width)
 
 
+def squeezed_checkerboard_mask(
+    channels: int,
+    parity: int = 0,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""The checkerboard mask of a ``channels``-channel image, seen after a :class:`Squeeze`:
+    a ``(1, 4C, 1, 1)`` channel mask.
+
+    Squeezing moves pixel :math:`(2h+i, 2w+j)` of channel :math:`c` to channel
+    :math:`4c + 2i + j`, and :math:`(2h+i+2w+j) \bmod 2 = (i+j) \bmod 2`, so
+
+    .. math:: \operatorname{Squeeze}(\texttt{checkerboard\_mask}(H, W, p)) =
+        \texttt{squeezed\_checkerboard\_mask}(C, p) \text{ (broadcast)},
+
+    with 1 (kept) on channels :math:`4c + 2i + j` where :math:`(i + j) \bmod 2 = p`.  A
+    coupling with this mask on the squeezed image computes the checkerboard coupling with
+    a conditioner that works at half the resolution (4x fewer positions).
+
+    Example:
+        >>> squeezed_checkerboard_mask(1, parity=0).flatten()
+        tensor([1., 0., 0., 1.])
+    """
+    if parity not in (0, 1):
+        raise ValueError(f"squeezed_checkerboard_mask: parity must be 0 or 1, got {parity!r}")
+    if int(channels) != channels or channels < 1:
+        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    k = torch.arange(4 * int(channels), device=device) % 4
+    i, j = k // 2, k % 2
+    mask = ((i + j) % 2 == parity).to(dtype or torch.get_default_dtype())
+    return mask.reshape(1, 4 * int(channels), 1, 1)
+
+
 def channel_mask(
     channels: int,
     parity: int = 0,
@@ -140,8 +182,9 @@ class MaskedAffineCoupling(Transform):
     identity.
 
     Args:
-        mask: a ``(1, 1, H, W)`` checkerboard, a ``(1, C, 1, 1)`` channel mask, or any 0/1
-            tensor broadcastable to ``(1, C, H, W)`` (1 = kept).
+        mask: a ``(1, 1, H, W)`` checkerboard, a ``(1, C, 1, 1)`` channel mask, or any boolean
+            or 0/1 tensor broadcastable to ``(1, C, H, W)`` (``True``/1 = kept), with or
+            without the leading batch axis, or a :class:`~flowlab.transforms.masks.Mask`.
         channels: number of image channels ``C``.
         conditioner: a module mapping ``(batch, C + context_channels, H, W)`` to
             ``(batch, 2C, H, W)`` (shift, then raw log-scale); default a :class:`ResNet`.
@@ -162,6 +205,10 @@ class MaskedAffineCoupling(Transform):
         context_channels: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(mask, Mask):  # flowlab's Mask over one image, (C, H, W) or (1, H, W)
+            mask = mask.mask
+        if isinstance(mask, Tensor) and mask.dim() == 3:  # one sample: add the batch axis
+            mask = mask.unsqueeze(0)
         if not isinstance(mask, Tensor) or mask.dim() != 4 or mask.shape[0] != 1:
             raise ValueError(
                 "MaskedAffineCoupling expects a mask of shape (1, C or 1, H or 1, W or 1), e.g. "
@@ -222,13 +269,13 @@ class MaskedAffineCoupling(Transform):
         x = self._check(x, "x")
         shift, log_scale = self._shift_and_log_scale(x * self.mask, context)
         y = x * torch.exp(log_scale) + shift
-        return y, log_scale.reshape(x.shape[0], -1).sum(dim=1)
+        return y, sum_except_batch(log_scale)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = self._check(z, "z")
         shift, log_scale = self._shift_and_log_scale(z * self.mask, context)
         x = (z - shift) * torch.exp(-log_scale)
-        return x, -log_scale.reshape(z.shape[0], -1).sum(dim=1)
+        return x, -sum_except_batch(log_scale)
 
     def extra_repr(self) -> str:
         kind = "checkerboard" if self.mask.shape[1] == 1 else "channel"

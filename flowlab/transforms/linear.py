@@ -30,6 +30,9 @@ the matrix is invertible for every value of the parameters, and
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -71,9 +74,14 @@ class LinearTransform(Transform):
     Subclasses implement :meth:`weight` (the dense :math:`A`), :meth:`_matmul` (:math:`x
     \mapsto x A^\top` for a batch of rows), :meth:`_solve` (:math:`y \mapsto y A^{-\top}`,
     i.e. :math:`A^{-1} y` per row) and :meth:`log_abs_det` (:math:`\log|\det A|`, a scalar).
+
+    Args:
+        features: the dimension :math:`n`.
+        bias: learn :math:`b` (initialised to 0).
     """
 
     def __init__(self, features: int, bias: bool = True) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         self.features = _check_features(features, type(self).__name__)
         if bias:
@@ -97,12 +105,10 @@ class LinearTransform(Transform):
         raise NotImplementedError
 
     # -- the layer ----------------------------------------------------------------------------
-    def _ref(self) -> Tensor | None:
-        return next(iter(self.parameters()), None)
-
     def _check(self, x: Tensor, name: str) -> Tensor:
+        # like=self: the dtype and device of the first parameter (none for a permutation).
         return check_input(
-            x, name=name, layer=type(self).__name__, event_shape=(self.features,), like=self._ref()
+            x, name=name, layer=type(self).__name__, event_shape=(self.features,), like=self
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -133,9 +139,20 @@ class FullLinear(LinearTransform):
     :math:`W` starts as a random orthogonal matrix (a rotation/reflection: perfectly
     conditioned, :math:`|\det W| = 1`).  Nothing keeps it invertible during training; this
     is the expensive, unconstrained baseline that the structured layers improve on.
+
+    Args:
+        features: the dimension :math:`n`.
+        bias: learn :math:`b`.
+
+    Example:
+        >>> layer = FullLinear(3)
+        >>> z, logabsdet = layer(torch.randn(4, 3))
+        >>> abs(logabsdet[0].item()) < 1e-5                 # a rotation: |det W| = 1
+        True
     """
 
     def __init__(self, features: int, bias: bool = True) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__(features, bias)
         q, r = torch.linalg.qr(torch.randn(self.features, self.features))
         self.W = nn.Parameter(q * torch.sign(torch.diagonal(r)))
@@ -152,22 +169,58 @@ class FullLinear(LinearTransform):
 
 
 class DiagonalLinear(LinearTransform):
-    r"""A diagonal matrix with positive entries :math:`A = \operatorname{diag}(e^{a})`:
+    r"""A learnable elementwise scale and shift: the diagonal matrix
+    :math:`A = \operatorname{diag}(e^{a})` with positive entries, plus a bias.
 
     .. math::
 
         f(x) = e^{a} \odot x + b, \qquad \log|\det Df(x)| = \sum_i a_i \;(\mathcal{O}(n)),
         \qquad f^{-1}(z) = e^{-a} \odot (z - b).
 
-    Storing :math:`a = \log A_{ii}` keeps every diagonal entry positive. Starts as the identity.
+    Storing :math:`a = \log A_{ii}` keeps every diagonal entry positive (the map stays
+    invertible whatever the optimiser does).  Starts as the identity (:math:`a = 0, b = 0`).
+    ``features`` may be an event shape such as ``(C, H, W)``: then every value of the event has
+    its own scale and shift, and :meth:`weight` is the diagonal matrix of the flattened event.
+
+    This is flowlab's one layer for "a learnable scale per coordinate" (the scaling layer of
+    NICE, https://arxiv.org/abs/1410.8516, after additive couplings).  Its relative
+    :class:`~flowlab.transforms.glow.ActNorm` differs in two ways: one scale and shift per
+    *channel*, shared by all pixels, and a data-dependent initialisation from the first batch.
+
+    Args:
+        features: the dimension :math:`n`, or the event shape.
+        bias: learn :math:`b` (otherwise :math:`b = 0`).
+
+    Example:
+        >>> layer = DiagonalLinear(3)
+        >>> with torch.no_grad():
+        ...     _ = layer.log_diagonal.copy_(torch.log(torch.tensor([1.0, 2.0, 4.0])))
+        ...     z, logabsdet = layer(torch.ones(1, 3))
+        >>> z, logabsdet                                 # log 8 = log 1 + log 2 + log 4
+        (tensor([[1., 2., 4.]]), tensor([2.0794]))
     """
 
-    def __init__(self, features: int, bias: bool = True) -> None:
-        super().__init__(features, bias)
-        self.log_diagonal = nn.Parameter(torch.zeros(self.features))
+    def __init__(self, features: int | Sequence[int], bias: bool = True) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
+        if isinstance(features, Sequence):
+            shape = tuple(int(_check_features(s, "DiagonalLinear")) for s in features)
+            if not shape:
+                raise ValueError("DiagonalLinear needs a non-empty event shape")
+        else:
+            shape = (_check_features(features, "DiagonalLinear"),)
+        super().__init__(math.prod(shape), bias=False)
+        self.event_shape = shape
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(shape))
+        self.log_diagonal = nn.Parameter(torch.zeros(shape))
+
+    def _check(self, x: Tensor, name: str) -> Tensor:
+        return check_input(
+            x, name=name, layer="DiagonalLinear", event_shape=self.event_shape, like=self
+        )
 
     def weight(self) -> Tensor:
-        return torch.diag(torch.exp(self.log_diagonal))
+        return torch.diag(torch.exp(self.log_diagonal.flatten()))
 
     def log_abs_det(self) -> Tensor:
         return self.log_diagonal.sum()
@@ -177,6 +230,10 @@ class DiagonalLinear(LinearTransform):
 
     def _solve(self, y: Tensor) -> Tensor:
         return y * torch.exp(-self.log_diagonal)
+
+    def extra_repr(self) -> str:
+        size = self.features if len(self.event_shape) == 1 else self.event_shape
+        return f"features={size}, bias={self.bias is not None}"
 
 
 def _triangular(off_diagonal: Tensor, log_diagonal: Tensor, lower: bool) -> Tensor:
@@ -200,9 +257,15 @@ class TriangularLinear(LinearTransform):
         features: the dimension :math:`n`.
         lower: lower triangular (``True``) or upper triangular.
         bias: learn :math:`b`.
+
+    Example:
+        >>> layer = TriangularLinear(3)
+        >>> torch.equal(layer.weight(), torch.eye(3))       # starts as the identity
+        True
     """
 
     def __init__(self, features: int, lower: bool = True, bias: bool = True) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__(features, bias)
         self.lower = bool(lower)
         self.off_diagonal = nn.Parameter(torch.zeros(self.features, self.features))
@@ -232,9 +295,17 @@ class Permutation(LinearTransform):
 
     Placed between coupling layers it changes which coordinates are transformed next.  No
     parameters and no bias; it works for any floating dtype.
+
+    Args:
+        perm: the permutation :math:`\pi` as a rearrangement of ``0, ..., n-1``.
+
+    Example:
+        >>> Permutation([2, 0, 1])(torch.tensor([[10.0, 11.0, 12.0]]))
+        (tensor([[12., 10., 11.]]), tensor([0.]))
     """
 
     def __init__(self, perm: Tensor | list[int]) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         perm = torch.as_tensor(perm, dtype=torch.long).flatten()
         super().__init__(perm.numel(), bias=False)
         if not torch.equal(torch.sort(perm).values, torch.arange(perm.numel())):
@@ -263,9 +334,19 @@ class Permutation(LinearTransform):
 
 
 class RandomPermutation(Permutation):
-    r"""A :class:`Permutation` drawn uniformly at random (reproducibly with ``seed``)."""
+    r"""A :class:`Permutation` drawn uniformly at random (reproducibly with ``seed``).
+
+    Args:
+        features: the dimension :math:`n`.
+        seed: seed of the draw (``None``: a fresh random permutation).
+
+    Example:
+        >>> torch.equal(RandomPermutation(6, seed=0).perm, RandomPermutation(6, seed=0).perm)
+        True
+    """
 
     def __init__(self, features: int, seed: int | None = None) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         features = _check_features(features, "RandomPermutation")
         super().__init__(_random_permutation(features, seed))
 
@@ -274,9 +355,17 @@ class Reverse(Permutation):
     r"""Reverse the order of the coordinates, :math:`z_i = x_{n-1-i}` (its own inverse).
 
     Between two half-mask couplings it swaps the kept and transformed halves.
+
+    Args:
+        features: the dimension :math:`n`.
+
+    Example:
+        >>> Reverse(3)(torch.tensor([[1.0, 2.0, 3.0]]))[0]
+        tensor([[3., 2., 1.]])
     """
 
     def __init__(self, features: int) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         features = _check_features(features, "Reverse")
         super().__init__(torch.arange(features - 1, -1, -1))
 
@@ -290,7 +379,8 @@ class Reverse(Permutation):
 
 
 class LULinear(LinearTransform):
-    r"""A learnable matrix in LU form, :math:`A = P L U` (Kingma & Dhariwal 2018, Glow):
+    r"""A learnable matrix in LU form, :math:`A = P L U` (Kingma & Dhariwal 2018, Glow,
+    https://arxiv.org/abs/1807.03039):
 
     * :math:`P` a fixed random permutation,
     * :math:`L` unit lower triangular (ones on the diagonal, learnable below),
@@ -310,11 +400,19 @@ class LULinear(LinearTransform):
         bias: learn :math:`b`.
         seed: seed of the random permutation :math:`P` (``None``: random).
         permute: ``False`` makes :math:`P = I`.
+
+    Example:
+        >>> layer = LULinear(4, seed=0)
+        >>> x = torch.randn(3, 4)
+        >>> z, logabsdet = layer(x)
+        >>> torch.allclose(layer.inverse(z)[0], x, atol=1e-6)
+        True
     """
 
     def __init__(
         self, features: int, bias: bool = True, seed: int | None = None, permute: bool = True
     ) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__(features, bias)
         n = self.features
         perm = _random_permutation(n, seed) if permute else torch.arange(n)
@@ -361,9 +459,20 @@ class PermutedTriangular(LinearTransform):
     A triangular matrix alone lets :math:`z_i` depend only on :math:`x_1, \dots, x_i`;
     permuting first changes that order, so stacking several of these layers mixes all
     coordinates while each layer stays cheap to invert.  Starts as :math:`A = P`.
+
+    Args:
+        features: the dimension :math:`n`.
+        bias: learn :math:`b`.
+        seed: seed of the random permutation :math:`P` (``None``: random).
+
+    Example:
+        >>> layer = PermutedTriangular(4, seed=0)
+        >>> torch.equal(layer.weight(), Permutation(layer.perm).weight())   # starts as P
+        True
     """
 
     def __init__(self, features: int, bias: bool = True, seed: int | None = None) -> None:
+        """Build the layer; the arguments are described in the class docstring."""
         super().__init__(features, bias)
         n = self.features
         perm = _random_permutation(n, seed)

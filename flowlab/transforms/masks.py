@@ -22,11 +22,12 @@ indexing (and no host-device synchronisation) in the training loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AlternatingMask", "HalfMask", "Mask"]
+__all__ = ["AlternatingMask", "HalfMask", "Mask", "MaskLike", "as_mask"]
 
 
 def _as_slice(idx: Tensor) -> slice | None:
@@ -69,6 +70,7 @@ class Mask(nn.Module):
     """
 
     def __init__(self, mask: Tensor | Sequence) -> None:
+        """Build the mask; the arguments are described in the class docstring."""
         super().__init__()
         mask = torch.as_tensor(mask)
         if mask.dtype != torch.bool:
@@ -157,15 +159,55 @@ class Mask(nn.Module):
         )
 
 
+MaskLike = Union["Mask", Tensor, Sequence]
+"""What a coupling accepts as its mask: a :class:`Mask`, or a boolean (or 0/1) tensor or nested
+list of shape ``event_shape`` with ``True`` on the kept part :math:`x_A`."""
+
+
+def as_mask(mask: MaskLike, layer: str = "this coupling") -> Mask:
+    r"""``mask`` as a :class:`Mask`: a ``Mask`` is returned as it is, a boolean tensor (``True`` =
+    kept :math:`x_A`, the course's convention) or 0/1 tensor or nested list is wrapped.
+
+    Args:
+        mask: the mask, over one sample (no batch axis).
+        layer: the layer's name for the error message.
+
+    Example:
+        >>> as_mask(torch.tensor([True, False, False, True]))
+        Mask(event_shape=(4,), pattern=ABBA)
+    """
+    if isinstance(mask, Mask):
+        return mask
+    if isinstance(mask, (Tensor, list, tuple)):
+        try:
+            return Mask(mask)
+        except (TypeError, RuntimeError) as err:
+            raise TypeError(f"{layer}: cannot read the mask as a boolean tensor ({err})") from err
+    raise TypeError(
+        f"{layer} expects its mask as a boolean tensor over one sample (True = kept x_A, fed "
+        f"to the conditioner; False = transformed x_B), e.g. torch.tensor([True, False]), or "
+        f"as a flowlab Mask such as HalfMask(features); got {type(mask).__name__}."
+    )
+
+
 class HalfMask(Mask):
     r"""Keep the first half of a vector, transform the second (``flip=True``: the reverse).
 
     With :math:`d = \lfloor n/2 \rfloor`: :math:`x_A = x_{1:d}`, :math:`x_B = x_{d+1:n}`
-    (RealNVP's split).  Both parts are contiguous, so ``split`` is two slices (views) and
-    ``merge`` one concatenation.
+    (RealNVP's split, https://arxiv.org/abs/1605.08803).  Both parts are contiguous, so
+    ``split`` is two slices (views) and ``merge`` one concatenation.
+
+    Args:
+        features: the length :math:`n` of the vectors (at least 2).
+        flip: keep the second half and transform the first instead.
+
+    Example:
+        >>> HalfMask(4), HalfMask(4, flip=True)
+        (HalfMask(event_shape=(4,), pattern=AABB), HalfMask(event_shape=(4,), pattern=BBAA))
     """
 
     def __init__(self, features: int, flip: bool = False) -> None:
+        """Build the mask; the arguments are described in the class docstring."""
         if int(features) != features or features < 2:
             raise ValueError(f"HalfMask needs at least 2 features, got {features!r}")
         d = int(features) // 2
@@ -179,9 +221,18 @@ class AlternatingMask(Mask):
     \pmod 2` (0-based), e.g. ``ABAB...`` for parity 0 and ``BABA...`` for parity 1.
 
     Both parts are strided slices, so ``split`` makes views.
+
+    Args:
+        features: the length :math:`n` of the vectors (at least 2).
+        parity: 0 keeps the even positions, 1 the odd ones.
+
+    Example:
+        >>> AlternatingMask(5, parity=1).mask
+        tensor([False,  True, False,  True, False])
     """
 
     def __init__(self, features: int, parity: int = 0) -> None:
+        """Build the mask; the arguments are described in the class docstring."""
         if int(features) != features or features < 2:
             raise ValueError(f"AlternatingMask needs at least 2 features, got {features!r}")
         if parity not in (0, 1):

@@ -1,13 +1,16 @@
-"""Fast, in-process checks of the graders (flowlab.grading) — no nbgrader, no kernels.
+"""Fast, in-process checks of the graders — no nbgrader, no kernel (the trusted framework's LocalBridge).
 
-The solution cells of each source notebook are executed in a fresh namespace; every grader
-must accept them, and every mistake of the catalogue must make the grader of its part raise a
-GradingFailure with a message.  (The slow round trips repeat this through the nbgrader CLI.)
+The setup and solution cells of each source notebook are executed in a namespace; the hidden
+tests (found from the ``# flowlab-grade:`` directives of the test cells) then call that namespace
+through :class:`flowlab_course.trusted.bridge.LocalBridge`, the same kernel-side code and wire
+format as a real kernel.  Every part must accept the solution; every mistake of the catalogue
+must fail the part it breaks, with a message, at every grading (fresh random inputs each time)
+and no other part.  (The slow round trips repeat this through the nbgrader CLI.)
 """
 
 from __future__ import annotations
 
-import copy
+import re
 import subprocess
 import sys
 
@@ -21,24 +24,10 @@ from nbgrader_course import ASSIGNMENTS, patch
 
 matplotlib.use("Agg")
 
-MODULE = {"01_change_of_variables": "assignment1", "02_coupling": "assignment2",
-          "03_image_flows": "assignment3", "04_glow": "assignment4"}
-# The arguments each part's grader takes, by name in the notebook.
-ARGS = {
-    "density_uniform": ["density_sqrt_uniform"], "density_lognormal": ["log_density_exp_normal"],
-    "leaky_forward": ["LeakyReLU"], "leaky_inverse": ["LeakyReLU"],
-    "triangular_forward": ["TriangularLinear"], "triangular_inverse": ["TriangularLinear"],
-    "permutation": ["Permutation"],
-    "additive_forward": ["AdditiveCoupling"], "additive_inverse": ["AdditiveCoupling"],
-    "affine_forward": ["AffineCoupling"], "affine_inverse": ["AffineCoupling"],
-    "realnvp": ["build_realnvp"], "training": ["train"],
-    "squeeze": ["squeeze"], "unsqueeze": ["unsqueeze"], "masks": ["checkerboard_mask", "channel_mask"],
-    "masked_forward": ["MaskedAffineCoupling"], "masked_inverse": ["MaskedAffineCoupling"],
-    "dequantize": ["dequantize"], "bits_per_dim": ["bits_per_dim"], "multiscale": ["multiscale_forward"],
-    "actnorm_init": ["ActNorm"], "actnorm_forward": ["ActNorm"], "actnorm_inverse": ["ActNorm"],
-    "conv_weight": ["LUConv1x1"], "conv_forward": ["LUConv1x1"], "conv_inverse": ["LUConv1x1"],
-    "temperature": ["sample_with_temperature"],
-}
+ASSIGNMENT_IDS = sorted(CATALOGUE)
+REPEATS = 20  # gradings of each mistake in CI; benchmarks/grading_determinism.py does 100
+_DIRECTIVE = re.compile(r"#\s*flowlab-grade:\s*(\w+\.\w+)")
+SLOW_PARTS = {"training"}  # parts that train a model (seconds each)
 
 
 def _source(assignment: str) -> nbformat.NotebookNode:
@@ -55,16 +44,23 @@ def _namespace(nb: nbformat.NotebookNode) -> dict:
     return ns
 
 
-def _grade(assignment: str, part: str, ns: dict) -> None:
-    from flowlab.grading.fresh import load
+def _parts(assignment: str) -> dict[str, str]:
+    """``grade_id -> part key`` from the test cells' directives."""
+    out = {}
+    for c in _source(assignment).cells:
+        meta = c.metadata.get("nbgrader", {})
+        if meta.get("grade") and c.cell_type == "code":
+            match = _DIRECTIVE.search(c.source)
+            assert match, f"{assignment}: test cell {meta['grade_id']} has no flowlab-grade directive"
+            out[meta["grade_id"]] = match.group(1)
+    return out
 
-    grader = getattr(getattr(load(), MODULE[assignment]), f"grade_{part}")
-    grader(*[ns[name] for name in ARGS[part]])
 
+def _grade(key: str, ns: dict):
+    from flowlab_course.trusted.bridge import LocalBridge
+    from flowlab_course.trusted.parts import lookup
 
-def _parts(assignment: str) -> list[str]:
-    return [c.metadata["nbgrader"]["grade_id"] for c in _source(assignment).cells
-            if c.metadata.get("nbgrader", {}).get("grade")]
+    return lookup(key).grade(LocalBridge(ns))
 
 
 @pytest.fixture(autouse=True)
@@ -75,93 +71,66 @@ def _restore_torch():
     torch.set_num_threads(state[1])
 
 
-def _slow_if_training(part: str, *values, id=None):
-    marks = [pytest.mark.slow] if part == "training" else []  # 400 optimisation steps
+def _param(part: str, *values, id=None):
+    marks = [pytest.mark.slow] if part in SLOW_PARTS else []
     return pytest.param(*values, marks=marks, id=id)
 
 
-@pytest.mark.parametrize("assignment, part", [_slow_if_training(p, a, p, id=f"{a}-{p}")
-                                              for a in MODULE for p in _parts(a)])
-def test_solution_passes_every_grader(assignment: str, part: str) -> None:
-    _grade(assignment, part, _namespace(_source(assignment)))
+@pytest.mark.parametrize("assignment, grade_id", [_param(g, a, g, id=f"{a}-{g}")
+                                                  for a in ASSIGNMENT_IDS for g in _parts(a)])
+def test_solution_passes_every_part(assignment: str, grade_id: str) -> None:
+    assert _grade(_parts(assignment)[grade_id], _namespace(_source(assignment))) is None
 
 
 @pytest.mark.parametrize("assignment, mistake",
-                         [_slow_if_training(m.part, a, m, id=f"{a}-{m.name}")
-                          for a in MODULE for m in CATALOGUE[a]])
-def test_grader_catches_mistake_with_a_message(assignment: str, mistake) -> None:
+                         [_param(m.part, a, m, id=f"{a}-{m.name}")
+                          for a in ASSIGNMENT_IDS for m in CATALOGUE[a]])
+def test_mistake_fails_its_own_part_at_every_grading_and_no_other(assignment: str, mistake) -> None:
+    from flowlab_course.graders.errors import GradingFailure
+
+    parts = _parts(assignment)
     ns = _namespace(patch(_source(assignment), mistake.old, mistake.new))
-    # each grader is a fresh copy of flowlab.grading, with its own GradingFailure class
-    with pytest.raises(AssertionError) as info:
-        _grade(assignment, mistake.part, ns)
-    assert type(info.value).__name__ in ("GradingFailure", "DelegationError")
-    assert len(str(info.value)) > 30 and f"[{mistake.part}]" in str(info.value)
+    repeats = 3 if mistake.part in SLOW_PARTS else REPEATS
+    for _ in range(repeats):
+        with pytest.raises(GradingFailure) as info:
+            _grade(parts[mistake.part], ns)
+        assert len(info.value.message) > 30, info.value.message
+    for grade_id, key in parts.items():
+        if grade_id != mistake.part and grade_id not in SLOW_PARTS:
+            assert _grade(key, ns) is None, f"{mistake.name} also fails {grade_id}"
 
 
-def test_fresh_copy_ignores_monkeypatching(monkeypatch) -> None:
-    import flowlab.grading
-    from flowlab.grading.fresh import load
+def test_every_test_cell_names_a_registered_part() -> None:
+    from flowlab_course.trusted.parts import lookup
 
-    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
-    monkeypatch.setattr(flowlab.grading.numerics, "is_close", lambda *a, **k: True)
-    monkeypatch.setattr(flowlab.grading.assignment1, "grade_density_uniform", lambda *a, **k: None)
-    grader = load()
-    assert torch.allclose is torch._C._VariableFunctions.allclose, "load() restores torch.allclose"
-    with pytest.raises(grader.GradingFailure, match="density_uniform"):
-        grader.assignment1.grade_density_uniform(lambda x: 2 * x)
+    for a in ASSIGNMENT_IDS:
+        for grade_id, key in _parts(a).items():
+            assert lookup(key).key == key
 
 
-def test_delegation_is_detected_at_runtime() -> None:
-    from flowlab.grading.delegation import no_delegation
-    from flowlab.grading.errors import DelegationError
-    from flowlab.transforms.linear import Permutation
+def test_every_reference_of_every_part_exists_in_flowlab() -> None:
+    """A reference that does not resolve (a renamed class) would silently never match."""
+    import importlib
 
-    with pytest.raises(DelegationError, match="reference"):
-        with no_delegation(["flowlab.transforms.linear"], "permutation"):
-            Permutation([1, 0])(torch.zeros(3, 2))
-    with no_delegation(["flowlab.transforms.coupling"], "permutation"):  # another part: allowed
-        Permutation([1, 0])(torch.zeros(3, 2))
+    from flowlab_course.trusted.parts import lookup
 
-
-def test_subclassing_the_reference_is_delegation() -> None:
-    from flowlab.grading.fresh import load
-    from flowlab.transforms.linear import Permutation
-
-    class MyPermutation(Permutation):
-        pass
-
-    grader = load()
-    with pytest.raises(grader.DelegationError, match="subclasses flowlab"):
-        grader.assignment1.grade_permutation(MyPermutation)
-
-
-def test_feedback_sanitizer_and_output_limit() -> None:
-    from flowlab.grading.nbgrader import LimitOutputSize, SanitizeFeedback
-
-    cell = nbformat.v4.new_code_cell(
-        "assert visible\n### BEGIN HIDDEN TESTS\nsecret_input = 42\n### END HIDDEN TESTS\n")
-    cell.outputs = [nbformat.v4.new_output("error", ename="GradingFailure", evalue="wrong sign",
-                                           traceback=["\x1b[31mline 3: secret_input = 42", "GradingFailure: wrong sign"])]
-    cell, _ = SanitizeFeedback().preprocess_cell(cell, {}, 0)
-    assert "secret_input" not in cell.source and "secret_input" not in str(cell.outputs)
-    assert cell.outputs[0].traceback == ["GradingFailure: wrong sign"]
-    big = nbformat.v4.new_code_cell("print")
-    big.outputs = [nbformat.v4.new_output("stream", name="stdout", text="x" * 3_000_000)]
-    big, _ = LimitOutputSize(max_chars=1000).preprocess_cell(big, {}, 0)
-    assert len(big.outputs[0].text) < 1200 and "truncated" in big.outputs[0].text
+    for a in ASSIGNMENT_IDS:
+        for key in _parts(a).values():
+            part = lookup(key)
+            for ref in (*part.reference, *part.reference_functions):
+                pieces, obj = ref.split("."), None
+                for cut in range(len(pieces), 0, -1):
+                    try:
+                        obj = importlib.import_module(".".join(pieces[:cut]))
+                    except ImportError:
+                        continue
+                    for name in pieces[cut:]:
+                        obj = getattr(obj, name)
+                    break
+                assert obj is not None, f"{key}: reference {ref} does not exist"
 
 
 def test_source_notebooks_are_up_to_date() -> None:
     proc = subprocess.run([sys.executable, str(ASSIGNMENTS / "build_source.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_release_folder_matches_source_cells() -> None:
-    """The committed student release has the same graded cells and no solutions."""
-    for a in MODULE:
-        path = ASSIGNMENTS / "release" / a / f"{a}.ipynb"
-        if not path.exists():
-            pytest.skip("release not generated yet (make release)")
-        text = path.read_text()
-        assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text

@@ -3,16 +3,31 @@
 The site is built in quick mode into a temporary folder, unless ``_build/html`` is already newer
 than every source of the book (then that build is tested: run ``make book`` first to test the
 full site).  It is served on 127.0.0.1 and every page of ``_toc.yml`` is opened in Chromium,
-driven through the Chrome DevTools protocol.  For each page the test checks that
+driven through the Chrome DevTools protocol, at two viewport widths: 1280 px (a laptop; the
+content column is 688 px) and 400 px (a phone).  For each page and width the test checks that
 
 * the page title (its ``h1``) is rendered and is the browser tab's title;
 * every image has loaded (``naturalWidth > 0``), including the frames of the animations;
 * MathJax (the copy served with the site) has typeset the maths: no raw ``$$`` or ``\\(`` in the
   text, ``mjx-container`` elements on pages with maths, no ``mjx-merror``;
 * the console shows no errors and no request failed (the site must work offline);
-* the theme's search, dark-mode switch and download button are there.
+* the theme's search, dark-mode switch and download button are there;
+* **figures are legible as displayed**: every figure made with :mod:`flowlab.plots.style` carries
+  its smallest font size in px at natural size (``data-font-px``, from the PNG's metadata, added
+  by ``book/_ext/flowlab_book.py``), and ``rendered width / natural width * font px`` must be at
+  least :data:`flowlab.plots.style.MIN_FONT_PX` (9 CSS px).  A content image without that
+  attribute fails: it was not drawn with the book's style;
+* every image has a meaningful ``alt`` text (not empty, not a file name);
+* **no display equation overflows** its box (``scrollWidth > clientWidth``), and none is set in
+  less than 12 px (``book/_static/flowlab.js`` shrinks wide equations to at most 75 %);
+* **axe-core** (``axe.min.js``, vendored next to this file and injected into the page) reports no
+  *serious* or *critical* violation, except the theme issues in :data:`AXE_ALLOWED` (each with
+  the reason).  The counts of every page go to ``_build/screenshots/axe.json``.
 
-Screenshots of every page go to ``_build/screenshots`` (git-ignored) for a human to look at.
+A separate test runs the site's search and checks that the result snippets show no raw LaTeX.
+
+Screenshots of every page (top, and at the first figure) go to ``_build/screenshots``
+(git-ignored) for a human to look at.
 """
 
 from __future__ import annotations
@@ -48,6 +63,14 @@ websocket = pytest.importorskip("websocket", reason="needs websocket-client (pip
 
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 PAGE_TIMEOUT = 60.0
+WIDTHS = (1280, 400)
+AXE = Path(__file__).with_name("axe.min.js")
+MIN_FONT_PX = 9.0       # = flowlab.plots.style.MIN_FONT_PX (checked in test_min_font_matches_style)
+MIN_MATH_PX = 12.0
+# axe-core rules that the book cannot satisfy inside the theme it uses, with the reason.  Keep
+# this empty unless a violation comes from the theme's own markup and no configuration or CSS in
+# book/_static can fix it.
+AXE_ALLOWED: dict[str, str] = {}
 
 
 # ----------------------------------------------------------------------------- the site
@@ -180,7 +203,35 @@ _INSPECT = r"""
     search: !!document.querySelector('.search-button, form.bd-search, [aria-label="Search"]'),
     darkmode: !!document.querySelector('.theme-switch-button'),
     download: !!document.querySelector('.dropdown-download-buttons, .btn-download-source-button'),
+    figures: [...main.querySelectorAll('img')].filter(im => im.offsetWidth > 0).map(im => ({
+      src: (im.getAttribute('src') || im.id || '').slice(-60),
+      alt: im.getAttribute('alt'),
+      fontPx: im.dataset.fontPx || null,
+      shown: im.getBoundingClientRect().width,
+      natural: im.naturalWidth,
+      content: !!im.closest('.cell_output, .output, .animation'),
+    })),
+    overflowing: (window.MathJax && MathJax.startup && MathJax.startup.document
+                  ? Array.from(MathJax.startup.document.math) : [])
+      .filter(item => item.display && item.typesetRoot)
+      .map(item => {
+        const box = item.typesetRoot;
+        const outer = box.closest('div.math') || box;
+        return {tex: item.math.trim().slice(0, 90),
+                over: Math.max(box.scrollWidth - box.clientWidth, outer.scrollWidth - outer.clientWidth),
+                px: parseFloat(getComputedStyle(box).fontSize)};
+      })
+      .filter(e => e.over > 1 || e.px < MIN_MATH_PX),
   });
+})()
+"""
+
+_AXE_RUN = r"""
+(async () => {
+  const result = await axe.run(document, {resultTypes: ['violations']});
+  return JSON.stringify(result.violations.map(v => ({
+    id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5), count: v.nodes.length})));
 })()
 """
 
@@ -190,29 +241,63 @@ def _has_math(doc: str) -> bool:
     return "$" in text.replace("$$", "$")
 
 
+@pytest.fixture(scope="module")
+def axe_counts():
+    """Collects the axe-core violations of every page and width into _build/screenshots/axe.json."""
+    counts: dict[str, dict] = {}
+    yield counts
+    if counts:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / "axe.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        old.update(counts)
+        path.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+
+
+def _evaluate(browser: DevTools, session: str, expression: str) -> object:
+    result = browser.call("Runtime.evaluate", session=session, expression=expression,
+                          awaitPromise=True, returnByValue=True, timeout=PAGE_TIMEOUT * 1000)
+    if "exceptionDetails" in result:
+        raise RuntimeError(f"script failed: {result['exceptionDetails']}")
+    return result["result"].get("value")
+
+
+@pytest.mark.parametrize("width", WIDTHS, ids=lambda w: f"{w}px")
 @pytest.mark.parametrize("doc", toc_documents())
-def test_page_renders_offline(doc: str, server: str, browser: DevTools) -> None:
+def test_page_renders_offline(doc: str, width: int, server: str, browser: DevTools,
+                              axe_counts: dict) -> None:
     target = browser.call("Target.createTarget", url="about:blank")["targetId"]
     session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     try:
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.call(f"{domain}.enable", session=session)
-        browser.call("Emulation.setDeviceMetricsOverride", session=session, width=1280,
-                     height=900, deviceScaleFactor=1, mobile=False)
+        browser.call("Emulation.setDeviceMetricsOverride", session=session, width=width,
+                     height=900, deviceScaleFactor=1, mobile=width < 600)
         browser.events.clear()
         browser.call("Page.navigate", session=session, url=f"{server}/{doc}.html")
         browser.wait_for("Page.loadEventFired")
-        result = browser.call("Runtime.evaluate", session=session, expression=_INSPECT,
-                              awaitPromise=True, returnByValue=True, timeout=PAGE_TIMEOUT * 1000)
-        if "exceptionDetails" in result:
-            pytest.fail(f"{doc}: the inspection script failed: {result['exceptionDetails']}")
-        page = json.loads(result["result"]["value"])
+        script = _INSPECT.replace("MIN_MATH_PX", str(MIN_MATH_PX))
+        # flowlab.js fits wide equations once MathJax is done: run it before measuring.
+        _evaluate(browser, session, "(async () => { if (window.MathJax && MathJax.startup) "
+                  "{ await MathJax.startup.promise; } if (window.flowlabFitEquations) "
+                  "flowlabFitEquations(); return 1; })()")
+        page = json.loads(_evaluate(browser, session, script))
         time.sleep(0.3)  # let late console messages arrive
         browser.call("Runtime.evaluate", session=session, expression="1")
-        _screenshot(browser, session, doc)
+        _screenshot(browser, session, f"{doc}_{width}")
         problems = _console_problems(browser.events, session)
+        _evaluate(browser, session, AXE.read_text(encoding="utf-8") + "\n;1")
+        violations = json.loads(_evaluate(browser, session, _AXE_RUN))
     finally:
         browser.call("Target.closeTarget", targetId=target)
+
+    severe = [v for v in violations if v["impact"] in ("serious", "critical")]
+    axe_counts[f"{doc}@{width}"] = {
+        "serious": sum(v["count"] for v in severe if v["impact"] == "serious"),
+        "critical": sum(v["count"] for v in severe if v["impact"] == "critical"),
+        "other": sum(v["count"] for v in violations if v not in severe),
+        "rules": {v["id"]: v["count"] for v in violations},
+    }
 
     assert page["h1"], f"{doc}: no rendered <h1> title"
     assert page["h1"] in page["title"], f"{doc}: tab title {page['title']!r} lacks {page['h1']!r}"
@@ -226,8 +311,82 @@ def test_page_renders_offline(doc: str, server: str, browser: DevTools) -> None:
     assert page["merror"] == 0, f"{doc}: MathJax reports {page['merror']} TeX error(s)"
     assert not problems, f"{doc}: console errors or failed requests:\n" + "\n".join(problems)
     assert page["search"] and page["darkmode"], f"{doc}: search or dark-mode button missing"
-    if doc.startswith("book/0"):
+    if doc.startswith("book/0") and width >= 1000:
         assert page["download"], f"{doc}: no download button"
+
+    bad_alt = [f["src"] for f in page["figures"] if not _meaningful_alt(f["alt"])]
+    assert not bad_alt, (f"{doc}: images without a meaningful alt text (give one with "
+                         f"flowlab.plots.style.book_figure(alt=...) or set_alt): {bad_alt}")
+    unstyled = [f["src"] for f in page["figures"] if f["content"] and not f["fontPx"]]
+    assert not unstyled, (f"{doc}: figures not drawn with flowlab.plots.style (no data-font-px; "
+                          f"call use_book_style() in the set-up cell): {unstyled}")
+    small = [f"{f['src']}: smallest text shown at {_shown_px(f):.1f} px "
+             f"({f['shown']:.0f} of {f['natural']} px wide)"
+             for f in page["figures"] if _shown_px(f) < MIN_FONT_PX]
+    assert not small, (f"{doc} at {width} px: figure text below {MIN_FONT_PX} px; draw it at most "
+                       f"6 in wide with >= 11 pt fonts (flowlab.plots.style):\n" + "\n".join(small))
+    assert not page["overflowing"], (
+        f"{doc} at {width} px: display equations wider than the column or set below "
+        f"{MIN_MATH_PX} px (break them into lines with aligned/gathered):\n"
+        + "\n".join(f"{e['over']:.0f} px too wide at {e['px']:.1f} px: {e['tex']}"
+                    for e in page["overflowing"]))
+    blocking = [v for v in severe if v["id"] not in AXE_ALLOWED]
+    assert not blocking, f"{doc} at {width} px: axe-core violations:\n" + "\n".join(
+        f"{v['impact']} {v['id']} ({v['help']}) x{v['count']}: {v['nodes']}" for v in blocking)
+
+
+def _meaningful_alt(alt: str | None) -> bool:
+    if not alt or len(alt.strip()) < 10:
+        return False
+    return not re.search(r"(\.(png|jpe?g|gif|svg)$)|jupyter_execute|_images/", alt.strip(), re.I)
+
+
+def _shown_px(figure: dict) -> float:
+    """The smallest text of a figure as displayed, in CSS px (inf: no text or not measured)."""
+    try:
+        font = float(figure["fontPx"])
+    except (TypeError, ValueError):
+        return float("inf")
+    return figure["shown"] / max(figure["natural"], 1) * font
+
+
+def test_min_font_matches_style() -> None:
+    """The threshold here is the one the figure helpers document."""
+    from flowlab.plots import style
+
+    assert MIN_FONT_PX == style.MIN_FONT_PX
+
+
+_SEARCH = r"""
+(async () => {
+  for (let i = 0; i < 100; i++) {
+    const snippets = [...document.querySelectorAll('#search-results p.context')];
+    const done = document.querySelector('#search-results .search-summary, #search-results h2');
+    if (snippets.length && done && !document.querySelector('#search-progress:not(:empty)')) {
+      return JSON.stringify(snippets.map(p => p.textContent));
+    }
+    await new Promise(r => setTimeout(r, 200));
+  }
+  return JSON.stringify(null);
+})()
+"""
+
+
+@pytest.mark.parametrize("query", ["determinant", "Jacobian"])
+def test_search_snippets_show_no_latex(query: str, server: str, browser: DevTools) -> None:
+    target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+    session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        browser.call("Page.enable", session=session)
+        browser.call("Page.navigate", session=session, url=f"{server}/search.html?q={query}")
+        browser.wait_for("Page.loadEventFired")
+        snippets = json.loads(_evaluate(browser, session, _SEARCH))
+    finally:
+        browser.call("Target.closeTarget", targetId=target)
+    assert snippets, f"searching {query!r} found no pages with snippets"
+    latex = [t for t in snippets if re.search(r"\\[a-zA-Z]+|\$\$|\\\(", t)]
+    assert not latex, f"search snippets with raw LaTeX for {query!r}:\n" + "\n".join(
+        t[:200] for t in latex)
 
 
 def _console_problems(events: list[dict], session: str) -> list[str]:

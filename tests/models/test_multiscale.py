@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from flowlab.distributions import StandardNormal
-from flowlab.models.multiscale import MultiScaleFlow, MultiScaleTransform, multiscale_realnvp
+from flowlab.models.multiscale import FactorOut, MultiScaleFlow, MultiScaleTransform
+from flowlab.transforms.image import Squeeze, checkerboard_mask
 from flowlab.testing import check_transform
 
 
@@ -49,8 +50,8 @@ def test_multiscale_inverts_exactly(shape, scales):
 @settings(max_examples=8, deadline=None)
 @given(scales=st.integers(1, 3), h=st.integers(1, 3), w=st.integers(1, 3), c=st.integers(1, 2))
 def test_multiscale_any_divisible_size(scales, h, w, c):
-    factor = 2 ** (scales - 1)
-    shape = (c, 2 * h * factor, 2 * w * factor)
+    factor = 2**scales
+    shape = (c, h * factor, w * factor)
     layer = perturb(MultiScaleTransform(*shape, scales, hidden_channels=4, blocks=0))
     x = torch.randn(2, *shape)
     z, ld = layer(x)
@@ -61,16 +62,31 @@ def test_multiscale_any_divisible_size(scales, h, w, c):
 
 def test_multiscale_factors_out_half_at_each_scale():
     layer = MultiScaleTransform(1, 8, 8, scales=3, hidden_channels=4, blocks=0)
-    assert layer.factored == 2  # (4, 4, 4) after the squeeze: 2 channels leave
+    assert isinstance(layer.transforms[0], Squeeze)
+    factor_out = layer.transforms[-2]
+    assert isinstance(factor_out, FactorOut) and factor_out.factored == 2  # of (4, 4, 4)
     assert layer.next_scale.shape == (2, 4, 4)
     assert layer.next_scale.next_scale.shape == (4, 2, 2)
-    assert layer.next_scale.next_scale.last
-    assert len(layer.next_scale.next_scale.checker_couplings) == 4
+    assert layer.next_scale.next_scale.next_scale is None
+    assert [len(s.couplings) for s in (layer, layer.next_scale)] == [6, 6]
+    assert len(layer.next_scale.next_scale.couplings) == 4
+
+
+def test_checkerboard_couplings_on_the_squeezed_grid_keep_checkerboard_pixels():
+    """The first coupling (run after the squeeze) leaves the parity-0 pixels of the original
+    image unchanged and changes the others: it is a checkerboard coupling."""
+    layer = perturb(MultiScaleTransform(2, 8, 8, scales=2, hidden_channels=4, blocks=0).double())
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    squeeze, first = layer.transforms[0], layer.transforms[1]
+    y, _ = squeeze.inverse(first(squeeze(x)[0])[0])
+    kept = checkerboard_mask(8, 8, parity=0, dtype=torch.float64).bool().expand_as(x)
+    assert torch.equal(y[kept], x[kept])
+    assert not torch.allclose(y[~kept], x[~kept])
 
 
 def test_multiscale_rejects_indivisible_sizes():
-    with pytest.raises(ValueError, match="divisible by 4"):
-        MultiScaleTransform(1, 6, 8, scales=3)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        MultiScaleTransform(1, 12, 8, scales=3)
     layer = MultiScaleTransform(1, 8, 8, scales=2, hidden_channels=4, blocks=0)
     with pytest.raises(ValueError, match=r"\(1, 8, 8\)"):
         layer(torch.randn(2, 1, 4, 4))
@@ -78,7 +94,7 @@ def test_multiscale_rejects_indivisible_sizes():
 
 def test_multiscale_flow_on_levels():
     torch.manual_seed(1)
-    flow = multiscale_realnvp((1, 8, 8), num_levels=17, scales=2, hidden_channels=8, blocks=1)
+    flow = MultiScaleFlow((1, 8, 8), num_levels=17, scales=2, hidden_channels=8, blocks=1)
     assert isinstance(flow.base, StandardNormal) and flow.event_shape == (1, 8, 8)
     x = torch.randint(0, 17, (6, 1, 8, 8)).float()
     log_prob = flow.log_prob(x)
@@ -90,7 +106,7 @@ def test_multiscale_flow_on_levels():
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_multiscale_sampling(temperature):
     torch.manual_seed(2)
-    flow = perturb(multiscale_realnvp((1, 8, 8), 17, scales=2, hidden_channels=8, blocks=0))
+    flow = perturb(MultiScaleFlow((1, 8, 8), 17, scales=2, hidden_channels=8, blocks=0))
     x = flow.sample(5, temperature=temperature)
     assert x.shape == (5, 1, 8, 8)
     assert torch.equal(x, x.floor()) and x.min() >= 0 and x.max() <= 16
@@ -98,7 +114,7 @@ def test_multiscale_sampling(temperature):
 
 def test_zero_temperature_gives_the_mode_image():
     torch.manual_seed(3)
-    flow = perturb(multiscale_realnvp((1, 8, 8), None, scales=2, hidden_channels=8, blocks=0))
+    flow = perturb(MultiScaleFlow((1, 8, 8), None, scales=2, hidden_channels=8, blocks=0))
     a = flow.sample(2, temperature=0.0)
     assert torch.equal(a[0], a[1])
     b = flow.sample(2, temperature=1.0)
@@ -108,7 +124,7 @@ def test_zero_temperature_gives_the_mode_image():
 def test_multiscale_learns():
     """A few Adam steps on a fixed batch lower the negative log-likelihood."""
     torch.manual_seed(4)
-    flow = multiscale_realnvp((1, 8, 8), 17, scales=2, hidden_channels=8, blocks=0)
+    flow = MultiScaleFlow((1, 8, 8), 17, scales=2, hidden_channels=8, blocks=0)
     x = torch.randint(0, 17, (32, 1, 8, 8)).float()
     x[:, :, :, :4] = 0  # structure to learn: the left half is black
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
@@ -133,3 +149,15 @@ def test_variational_dequantization_model():
     flow.nll(x).backward()
     with pytest.raises(ValueError, match="uniform"):
         MultiScaleFlow((1, 4, 4), 17, dequantization="gaussian")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_multiscale_on_cuda_matches_the_cpu():
+    layer = perturb(MultiScaleTransform(1, 8, 8, scales=2, hidden_channels=8, blocks=1))
+    x = torch.randn(5, 1, 8, 8)
+    z, ld = layer(x)
+    z_gpu, ld_gpu = layer.cuda()(x.cuda())
+    assert torch.allclose(z, z_gpu.cpu(), atol=1e-4) and torch.allclose(ld, ld_gpu.cpu(), atol=1e-3)
+    x_back, _ = layer.inverse(z_gpu)
+    assert torch.allclose(x_back.cpu(), x, atol=1e-4)

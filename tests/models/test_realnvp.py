@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from flowlab.data.toy2d import toy_log_prob, two_moons
 from flowlab.flow import Flow
-from flowlab.models.realnvp import realnvp, realnvp_2d
+from flowlab.models.realnvp import realnvp
 from flowlab.plots.density2d import (
     density_grid,
     plot_density_2d,
@@ -53,11 +53,12 @@ def test_starts_as_identity_and_passes_the_contract(kind, perturb):
 
 
 def test_realnvp_2d_defaults():
-    flow = realnvp_2d()
+    flow = realnvp(2)
     assert isinstance(flow, Flow) and flow.event_shape == (2,)
     assert len(flow.transform) == 8
     assert all(c.conditioner[0].out_features == 64 for c in flow.transform)
-    spline = realnvp_2d(kind="spline")
+    spline = realnvp(2, kind="spline")
+    assert realnvp(64).transform[0].conditioner[0].out_features == 256
     assert spline.transform[0].bound == 4.0
 
 
@@ -76,7 +77,7 @@ def test_density_grid_layout():
     xs, ys, logp = density_grid(lambda x: -x[:, 0] ** 2, xlim=(-1, 1), ylim=(0, 3), resolution=5)
     assert xs.shape == (5,) and ys.shape == (5,) and logp.shape == (5, 5)
     assert np.allclose(logp[2], -(xs**2))  # rows follow y, columns follow x
-    flow = realnvp_2d(couplings=2, hidden=(8,))
+    flow = realnvp(2, couplings=2, hidden=(8,))
     _, _, logp = density_grid(flow, resolution=7)
     g = np.linspace(-4, 4, 7)
     expected = -0.5 * (g[None, :] ** 2 + g[:, None] ** 2) - np.log(2 * np.pi)  # identity flow
@@ -84,7 +85,7 @@ def test_density_grid_layout():
 
 
 def test_plots_return_labelled_artists():
-    flow = realnvp_2d(couplings=2, hidden=(8,))
+    flow = realnvp(2, couplings=2, hidden=(8,))
     ax = plot_density_2d(flow, resolution=20)
     assert isinstance(ax, Axes) and ax.get_xlabel() == "$x_1$" and ax.get_title()
     ax = plot_density_2d(lambda x: toy_log_prob("checkerboard", x), resolution=20, log=True)

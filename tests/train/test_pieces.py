@@ -26,11 +26,11 @@ from flowlab.train import checkpoint as checkpoint_module
 # ------------------------------------------------------------------------------ config
 def test_config_reads_yaml_and_toml_and_flags_win(tmp_path):
     (tmp_path / "a.yaml").write_text("steps: 12\nbatch-size: 32\nlr: 0.01\nbf16: true\n")
-    (tmp_path / "b.toml").write_text("[train]\nsteps = 7\nmodel_args = { hidden = [8, 8] }\n")
+    (tmp_path / "b.toml").write_text("[train]\nsteps = 7\nval_fraction = 0.25\n")
     a = TrainConfig.from_file(tmp_path / "a.yaml", lr=0.5)
     assert (a.steps, a.batch_size, a.lr, a.bf16) == (12, 32, 0.5, True)
     b = TrainConfig.from_file(tmp_path / "b.toml")
-    assert b.steps == 7 and b.model_args == {"hidden": [8, 8]}
+    assert b.steps == 7 and b.val_fraction == 0.25
     assert TrainConfig.from_dict(a.to_dict()) == a
 
 

@@ -77,7 +77,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path):
         step = 0
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                step = load_checkpoint(run / "checkpoint.pt")["step"]
+                step = load_checkpoint(run / "last.pt")["step"]
             except (FileNotFoundError, ValueError):
                 step = 0
             if step >= 40:
@@ -91,7 +91,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path):
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
 
-    state = load_checkpoint(run / "checkpoint.pt")  # the file on disk is whole
+    state = load_checkpoint(run / "last.pt")  # the file on disk is whole
     assert 40 <= state["step"] < steps
     _run_toy(run, steps, 1, "resume=true")
     a = torch.load(tmp_path / "straight" / "final_params.pt")

@@ -10,6 +10,8 @@ from torch import nn
 
 from flowlab.testing import check_transform
 from flowlab.transforms.coupling import AdditiveCoupling, AffineCoupling
+from flowlab.transforms.glow import GlowCoupling
+from flowlab.transforms.image import MaskedAffineCoupling, channel_mask, checkerboard_mask
 from flowlab.transforms.masks import AlternatingMask, HalfMask, Mask
 from flowlab.transforms.splines import RQSplineCoupling
 
@@ -101,8 +103,12 @@ def test_conditioner_of_the_wrong_size_is_reported():
 
 def test_bad_inputs():
     layer = AffineCoupling(HalfMask(4), hidden=(8,))
-    with pytest.raises(TypeError, match="Mask"):
-        AffineCoupling(torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="boolean tensor .* or as a flowlab Mask"):
+        AffineCoupling(4)
+    with pytest.raises(ValueError, match="boolean \\(or 0/1\\)"):
+        AffineCoupling(torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="at least one"):
+        AffineCoupling(torch.tensor([True, True]))
     with pytest.raises(ValueError, match=r"\(batch, 4\)"):
         layer(torch.randn(3, 5))
     with pytest.raises(TypeError, match="float32 parameters"):
@@ -126,3 +132,97 @@ def test_contract_hypothesis(perturb, kind, bits, batch, seed):
     torch.manual_seed(seed)
     layer = perturb(KINDS[kind](Mask(torch.tensor(bits))).double(), scale=0.4, seed=seed)
     check_transform(layer, torch.randn(batch, len(bits), dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- one mask convention (issue 16)
+# Every coupling takes the course's boolean mask (True = kept x_A, fed to the conditioner) or a
+# Mask, and the two spellings build the same layer.
+BOOL = torch.tensor([True, False, False, True, False])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_vector_couplings_accept_a_boolean_mask(kind, perturb):
+    torch.manual_seed(0)
+    from_bool = perturb(KINDS[kind](BOOL).double(), scale=0.4)
+    torch.manual_seed(0)
+    from_mask = perturb(KINDS[kind](Mask(BOOL)).double(), scale=0.4)
+    assert torch.equal(from_bool.mask.mask, BOOL)
+    x = 1.5 * torch.randn(4, 5, dtype=torch.float64)
+    check_transform(from_bool, x)
+    z, ld = from_bool(x)
+    assert torch.equal(z[:, BOOL], x[:, BOOL])  # True = kept
+    assert not torch.allclose(z[:, ~BOOL], x[:, ~BOOL])
+    z2, ld2 = from_mask(x)
+    assert torch.equal(z, z2) and torch.equal(ld, ld2)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_list_mask_works_too(kind):
+    layer = KINDS[kind]([True, False, True])
+    assert layer.mask.features_kept == 2 and layer.mask.features_transformed == 1
+
+
+IMAGE_MASKS = {
+    "checkerboard_bool": lambda: checkerboard_mask(4, 4).bool(),
+    "checkerboard_float": lambda: checkerboard_mask(4, 4),
+    "checkerboard_no_batch_axis": lambda: checkerboard_mask(4, 4)[0].bool(),
+    "checkerboard_Mask": lambda: Mask(checkerboard_mask(4, 4)[0].bool()),
+    "channel_bool": lambda: channel_mask(2).bool(),
+    "channel_Mask": lambda: Mask(channel_mask(2)[0].bool()),
+}
+
+
+@pytest.mark.parametrize("mask", list(IMAGE_MASKS))
+def test_masked_affine_coupling_accepts_every_mask_form(mask, perturb):
+    torch.manual_seed(1)
+    m = IMAGE_MASKS[mask]()
+    layer = perturb(MaskedAffineCoupling(m, 2, hidden_channels=4, blocks=0).double(), scale=0.3)
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    check_transform(layer, x)
+    kept = layer.mask.expand(1, 2, 4, 4)[0].bool()
+    z, _ = layer(x)
+    assert torch.equal(z[:, kept], x[:, kept])
+    assert not torch.allclose(z[:, ~kept], x[:, ~kept])
+
+
+GLOW_MASKS = {
+    "default": lambda: None,
+    "first_half_bool": lambda: torch.tensor([True, True, False, False]),
+    "odd_bool": lambda: torch.tensor([False, True, False, True]),
+    "channel_mask": lambda: channel_mask(4, parity=1),
+    "Mask": lambda: Mask(torch.tensor([True, False, False, True])),
+}
+
+
+@pytest.mark.parametrize("mask", list(GLOW_MASKS))
+def test_glow_coupling_accepts_a_channel_mask(mask, perturb):
+    torch.manual_seed(2)
+    m = GLOW_MASKS[mask]()
+    layer = GlowCoupling(4, hidden_channels=4, mask=m).double()
+    x = torch.randn(3, 4, 2, 2, dtype=torch.float64)
+    z, ld = layer(x)
+    assert torch.equal(z, x) and torch.equal(ld, torch.zeros(3, dtype=x.dtype))  # identity
+    perturb(layer, scale=0.3)
+    check_transform(layer, x)
+    keep = (torch.arange(4) < 2) if m is None else torch.as_tensor(
+        m.mask if isinstance(m, Mask) else m).flatten().bool()
+    z, _ = layer(x)
+    assert torch.equal(z[:, keep], x[:, keep])
+    assert not torch.allclose(z[:, ~keep], x[:, ~keep])
+
+
+def test_glow_coupling_rejects_a_pixel_mask():
+    with pytest.raises(ValueError, match="over the 2 channels.*MaskedAffineCoupling"):
+        GlowCoupling(2, mask=checkerboard_mask(4, 4).bool())
+
+
+def test_glow_coupling_shift_then_scale(perturb):
+    # Glow's code order (z = (x_B + t) * s); the log-det is sum log s either way.
+    torch.manual_seed(3)
+    layer = perturb(GlowCoupling(2, hidden_channels=4, scale="tanh").double(), scale=0.5)
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    t, raw = layer.conditioner(x[:, :1]).chunk(2, dim=1)
+    log_s = 3.0 * torch.tanh(raw / 3.0)
+    z, ld = layer(x)
+    assert torch.allclose(z[:, 1:], (x[:, 1:] + t) * torch.exp(log_s))
+    assert torch.allclose(ld, log_s.sum(dim=(1, 2, 3)))

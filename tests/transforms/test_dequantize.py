@@ -11,11 +11,8 @@ from flowlab.distributions import UniformBox
 from flowlab.flow import Flow
 from flowlab.testing import brute_force_logabsdet, check_transform
 from flowlab.transforms.base import Transform
-from flowlab.transforms.dequantize import (
-    LogitTransform,
-    UniformDequantization,
-    VariationalDequantization,
-)
+from flowlab.transforms.dequantize import UniformDequantization, VariationalDequantization
+from flowlab.transforms.pointwise import Logit
 
 K = 17
 
@@ -92,13 +89,13 @@ def test_sampling_gives_valid_levels():
 def test_logit_contract(alpha, shape):
     torch.manual_seed(1)
     y = torch.rand(*shape, dtype=torch.float64).clamp(1e-3, 1 - 1e-3)
-    check_transform(LogitTransform(alpha), y)
+    check_transform(Logit(alpha), y)
 
 
 def test_logit_formula():
     alpha = 0.05
     y = torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)
-    z, ld = LogitTransform(alpha)(y)
+    z, ld = Logit(alpha)(y)
     assert torch.allclose(
         z, torch.tensor([[math.log(0.05 / 0.95), 0.0, math.log(0.95 / 0.05)]], dtype=torch.float64)
     )
@@ -106,7 +103,7 @@ def test_logit_formula():
     expected = (math.log(0.9) - torch.log(p) - torch.log(1 - p)).sum()
     assert torch.allclose(ld, expected.reshape(1))
     with pytest.raises(ValueError):
-        LogitTransform(0.5)
+        Logit(0.5)
 
 
 def _variational(seed: int = 0) -> VariationalDequantization:

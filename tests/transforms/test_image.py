@@ -11,6 +11,7 @@ from torch import nn
 from flowlab.testing import brute_force_logabsdet, check_transform
 from flowlab.transforms.base import Transform
 from flowlab.transforms.image import (
+    squeezed_checkerboard_mask,
     MaskedAffineCoupling,
     Squeeze,
     channel_mask,
@@ -98,6 +99,19 @@ def test_checkerboard_mask():
     assert checkerboard_mask(2, 2, dtype=torch.float64).dtype == torch.float64
     with pytest.raises(ValueError):
         checkerboard_mask(2, 2, parity=2)
+
+
+@settings(max_examples=10, deadline=None)
+@given(c=st.integers(1, 3), h=st.integers(1, 3), w=st.integers(1, 3), parity=st.integers(0, 1))
+def test_squeezed_checkerboard_mask_is_the_squeezed_checkerboard(c, h, w, parity):
+    """Squeeze(checkerboard) == the channel mask, for every channel count and image size."""
+    full = checkerboard_mask(2 * h, 2 * w, parity).expand(1, c, 2 * h, 2 * w)
+    squeezed, _ = Squeeze()(full)
+    mask = squeezed_checkerboard_mask(c, parity)
+    assert mask.shape == (1, 4 * c, 1, 1)
+    assert torch.equal(squeezed, mask.expand_as(squeezed))
+    with pytest.raises(ValueError, match="parity"):
+        squeezed_checkerboard_mask(c, 2)
 
 
 def test_channel_mask():

@@ -117,3 +117,32 @@ def test_bad_inputs():
         TriangularLinear(3)(torch.randn(5, 3, dtype=torch.float64))
     with pytest.raises(TypeError, match="floating-point"):
         Reverse(3)(torch.ones(5, 3, dtype=torch.int64))
+
+
+# ---------------------------------------------------------------- one name per concept (issue 16)
+def test_diagonal_linear_is_the_elementwise_scale_and_shift(perturb):
+    # DiagonalLinear replaces ElementwiseAffine: vectors keep their parameter names (so old
+    # checkpoints load), and any event shape works.
+    assert list(DiagonalLinear(3).state_dict()) == ["bias", "log_diagonal"]
+    assert list(DiagonalLinear(3, bias=False).state_dict()) == ["log_diagonal"]
+    layer = perturb(DiagonalLinear((2, 3, 3)).double(), scale=0.5)
+    x = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    check_transform(layer, x)
+    z, ld = layer(x)
+    assert torch.allclose(z, x * layer.log_diagonal.exp() + layer.bias)
+    assert torch.allclose(ld, layer.log_diagonal.sum().expand(4))
+    assert layer.weight().shape == (18, 18)
+    with pytest.raises(ValueError, match=r"\(batch, 2, 3, 3\)"):
+        layer(torch.randn(4, 18, dtype=torch.float64))
+
+
+def test_ref_is_never_a_method():
+    # `_ref` has one meaning in flowlab: the 0-d dtype/device buffer of a parameter-free layer.
+    import flowlab.distributions as D
+    import flowlab.transforms as T
+
+    for module in (T, D):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type):
+                assert not callable(getattr(obj, "_ref", None)), name

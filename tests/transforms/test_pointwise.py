@@ -10,14 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowlab.testing import check_transform
-from flowlab.transforms.pointwise import (
-    Elementwise,
-    ElementwiseAffine,
-    LeakyReLU,
-    Logit,
-    Sigmoid,
-    Tanh,
-)
+from flowlab.transforms.linear import DiagonalLinear
+from flowlab.transforms.pointwise import Elementwise, LeakyReLU, Logit, Sigmoid, Tanh
 
 REALS = lambda shape: torch.randn(*shape, dtype=torch.float64) * 2
 UNIT = lambda shape: torch.rand(*shape, dtype=torch.float64) * 0.98 + 0.01
@@ -26,8 +20,9 @@ CASES = {
     "leaky_relu": (lambda: LeakyReLU(0.2), REALS),
     "sigmoid": (Sigmoid, REALS),
     "logit": (Logit, UNIT),
+    "logit_margin": (lambda: Logit(alpha=0.05), UNIT),
     "tanh": (Tanh, REALS),
-    "affine": (lambda: ElementwiseAffine(3), REALS),
+    "affine": (lambda: DiagonalLinear(3), REALS),  # the elementwise scale-and-shift layer
 }
 
 
@@ -38,14 +33,14 @@ def test_contract(name, perturb):
     check_transform(layer, sample((6, 3)))
 
 
-@pytest.mark.parametrize("name", ["leaky_relu", "sigmoid", "logit", "tanh"])
+@pytest.mark.parametrize("name", ["leaky_relu", "sigmoid", "logit", "logit_margin", "tanh"])
 def test_any_event_shape(name):
     make, sample = CASES[name]
     check_transform(make().double(), sample((3, 2, 2)))
 
 
 def test_elementwise_affine_event_shape(perturb):
-    layer = perturb(ElementwiseAffine((2, 3)).double(), scale=0.5)
+    layer = perturb(DiagonalLinear((2, 3)).double(), scale=0.5)
     check_transform(layer, torch.randn(4, 2, 3, dtype=torch.float64))
 
 
@@ -53,10 +48,10 @@ def test_elementwise_affine_event_shape(perturb):
 @given(features=st.integers(1, 6), batch=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_affine_hypothesis(features, batch, seed):
     torch.manual_seed(seed)
-    layer = ElementwiseAffine(features).double()
+    layer = DiagonalLinear(features).double()
     with torch.no_grad():
-        layer.log_scale.normal_()
-        layer.shift.normal_()
+        layer.log_diagonal.normal_()
+        layer.bias.normal_()
     check_transform(layer, torch.randn(batch, features, dtype=torch.float64))
 
 
@@ -108,6 +103,31 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="floating-point"):
         Sigmoid()(torch.ones(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\(batch, 3\)"):
-        ElementwiseAffine(3)(torch.randn(4, 2))
+        DiagonalLinear(3)(torch.randn(4, 2))
     with pytest.raises(TypeError, match="float32 parameters"):
-        ElementwiseAffine(3)(torch.randn(4, 3, dtype=torch.float64))
+        DiagonalLinear(3)(torch.randn(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 0.5\)"):
+        Logit(alpha=0.5)
+
+
+def test_logit_margin_formula():
+    # RealNVP's logit transform: p = alpha + (1 - 2 alpha) y, z = logit(p).
+    alpha = 0.05
+    y = torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)
+    z, ld = Logit(alpha)(y)
+    assert torch.allclose(
+        z, torch.tensor([[math.log(0.05 / 0.95), 0.0, math.log(0.95 / 0.05)]], dtype=torch.float64)
+    )
+    p = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
+    assert torch.allclose(ld, (math.log(0.9) - torch.log(p) - torch.log(1 - p)).sum().reshape(1))
+    back, ld_inv = Logit(alpha).inverse(z)
+    assert torch.allclose(back, y) and torch.allclose(ld + ld_inv, torch.zeros(1, dtype=y.dtype))
+
+
+def test_one_name_per_concept():
+    # Merged in issue 16: the old names are gone from the package (no silent duplicates).
+    import flowlab
+    import flowlab.transforms as T
+
+    for old in ("ElementwiseAffine", "LogitTransform"):
+        assert not hasattr(T, old) and not hasattr(flowlab, old), old

@@ -122,3 +122,35 @@ def test_end_knots_hold_in_float32_even_for_extreme_parameters():
     x = torch.tensor([-B, B]).repeat(n // 2)
     y, _ = rational_quadratic_spline(x, w, h, d, bound=B)
     assert torch.allclose(y, x, rtol=0, atol=2e-6)
+
+
+# ------------------------------------------------------------------ parameter scale (issue 13)
+def test_default_param_scale_is_one_over_sqrt_of_the_last_hidden_width():
+    assert RQSplineCoupling(HalfMask(4), hidden=(256, 256)).param_scale == pytest.approx(1 / 16)
+    assert RQSplineCoupling(HalfMask(4), hidden=(32, 64)).param_scale == pytest.approx(1 / 8)
+    assert RQSplineCoupling(HalfMask(4), hidden=()).param_scale == 1.0  # a single linear layer
+    custom = torch.nn.Linear(2, 2 * (3 * 8 - 1))
+    assert RQSplineCoupling(HalfMask(4), conditioner=custom).param_scale == 1.0
+    assert RQSplineCoupling(HalfMask(4), conditioner=custom, param_scale=0.5).param_scale == 0.5
+    with pytest.raises(ValueError, match="param_scale must be positive"):
+        RQSplineCoupling(HalfMask(4), param_scale=0.0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_the_coupling_is_the_spline_of_the_scaled_conditioner_output(scale):
+    # Written out with the functional spline, independently of the layer's parameter layout.
+    torch.manual_seed(0)
+    bins, n_b = 4, 2
+    layer = RQSplineCoupling(HalfMask(4), bins=bins, bound=B, hidden=(8,),
+                             param_scale=scale).double()
+    with torch.no_grad():
+        for p in layer.conditioner.parameters():
+            p.normal_()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    raw = scale * layer.conditioner(x[:, :2]).detach().reshape(5, 3 * bins - 1, n_b)
+    w, h, d = raw.transpose(1, 2).split([bins, bins, bins - 1], dim=-1)
+    offset = torch.log(torch.expm1(torch.tensor(1 - 1e-3, dtype=torch.float64)))
+    y, ld = rational_quadratic_spline(x[:, 2:], w, h, d + offset, bound=B)
+    z, logabsdet = layer(x)
+    assert torch.allclose(z[:, 2:], y) and torch.allclose(logabsdet, ld.sum(dim=1))
+    check_transform(layer, x)

@@ -1,0 +1,20 @@
+"""flowlab_course: the autograding side of the flowlab course (it depends on flowlab, never the reverse).
+
+The rooms, one idea each:
+
+* :mod:`flowlab_course.trusted` — the trust boundary: hidden tests run in the grader's own
+  process and talk to the student's kernel only through plain values (:mod:`.trusted.bridge`);
+  the submitted source is read statically for delegation (:mod:`.trusted.static`);
+* :mod:`flowlab_course.graders` — one module of hidden tests per assignment, with the shared
+  checks phrased in the lecture's terms;
+* :mod:`flowlab_course.plugins` — the nbgrader preprocessors (trusted execution, output limits,
+  feedback without hidden tests);
+* :mod:`flowlab_course.sandbox` — bubblewrap around every grading kernel;
+* :mod:`flowlab_course.parallel`, :mod:`flowlab_course.report` — grading many submissions, and
+  the instructor's class report.
+
+``python -m flowlab_course --help`` lists the commands.  Importing this package imports nothing
+heavy: each command loads what it needs.
+"""
+
+__version__ = "0.1.0"

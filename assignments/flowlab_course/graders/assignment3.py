@@ -1,0 +1,534 @@
+r"""Hidden tests of assignment 3: image flows (run in the trusted process).
+
+Parts (each a :func:`~flowlab_course.trusted.parts.part`):
+
+* ``squeeze`` / ``unsqueeze`` — space-to-depth with the ordering
+  :math:`z[b, 4c + 2i + j, h, w] = x[b, c, 2h+i, 2w+j]` (as :class:`flowlab.transforms.image.Squeeze`),
+  on square, non-square and odd half-sizes and several channel counts;
+* ``masks`` — ``checkerboard_mask(H, W, parity)`` and ``channel_mask(C, parity)``: every position
+  and both parities on many shapes (odd sizes, :math:`H \ne W`, :math:`1 \times n`), the default
+  parity, shape ``(1, 1, H, W)`` / ``(1, C, 1, 1)`` and a floating-point dtype (a boolean mask
+  breaks ``1 - b`` in the coupling: it is caught *here*);
+* ``masked_forward`` / ``masked_inverse`` — the masked affine coupling, given **grader-made**
+  float masks (so that a mistake in the student's masks costs only the masks part), against
+  :class:`flowlab.transforms.image.MaskedAffineCoupling` (``scale_bound=None``) with the same
+  conditioner; the gradient must reach the conditioner (a ``.detach()`` passes a value test);
+* ``dequantize`` — :math:`y = (x + u)/K`: every level's cell, :math:`K \ne 256`, uniform fresh noise
+  per element and per call, the input untouched;
+* ``bits_per_dim`` — :math:`-(\log p_Y(y) - D \log K) / (D \log 2)` for several :math:`D, K`, the
+  default :math:`K`, any input shape;
+* ``multiscale`` — factoring out the first half of the channels after every block but the last,
+  with plain-torch blocks written by the grader (1, 2 and 3 blocks, non-square images).
+
+Every part checks fixed adversarial cases besides fresh random ones, so that a mistake is caught at
+every grading.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..trusted.bridge import NoAnswer, StudentError
+from ..trusted.parts import part
+from .errors import GradingFailure
+from .numerics import expect_close, is_close
+from .probes import (
+    check_batch_independent,
+    check_grads,
+    check_tensor,
+    conv_net,
+    fresh_generator,
+    layer_call,
+    randn,
+    run,
+)
+
+IMAGE = ("flowlab.transforms.image",)
+DEQUANT = ("flowlab.transforms.dequantize", "flowlab.metrics")
+MULTISCALE = ("flowlab.models.multiscale", "flowlab.models.image_flow", "flowlab.models.glow")
+
+
+# ------------------------------------------------------------------------------ squeeze
+def _squeeze(x: Tensor) -> Tensor:
+    b, c, h, w = x.shape
+    z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return z.reshape(b, 4 * c, h // 2, w // 2)
+
+
+#: (batch, C, H, W): square, non-square both ways, half-sizes odd, 1-pixel outputs, many channels
+SQUEEZE_SHAPES = ((2, 1, 2, 2), (2, 1, 4, 4), (2, 3, 6, 2), (1, 2, 2, 8), (2, 5, 6, 10),
+                  (1, 1, 10, 4), (3, 2, 2, 6))
+
+
+def _squeeze_shapes(gen: torch.Generator):
+    shapes = list(SQUEEZE_SHAPES)
+    for _ in range(2):
+        b, c = (int(v) for v in torch.randint(1, 4, (2,), generator=gen))
+        h, w = (2 * int(v) for v in torch.randint(1, 6, (2,), generator=gen))
+        shapes.append((b, c, h, w))
+    return shapes
+
+
+def _squeeze_hints(x: Tensor) -> list:
+    b, c, h, w = x.shape
+    blocks = x.reshape(b, c, h // 2, 2, w // 2, 2)
+    return [
+        (blocks.permute(0, 3, 5, 1, 2, 4).reshape(b, 4 * c, h // 2, w // 2),
+         "Your channel order is (i, j, c); the convention is channel 4c + 2i + j: the four "
+         "pixels of a 2x2 block of channel c are next to each other."),
+        (blocks.permute(0, 1, 5, 3, 2, 4).reshape(b, 4 * c, h // 2, w // 2),
+         "i and j are swapped: channel 4c + 2i + j holds the pixel in ROW 2h + i and COLUMN "
+         "2w + j (i is the row offset)."),
+    ]
+
+
+@part("squeeze", defines=("squeeze",), reference=IMAGE)
+def grade_squeeze(k) -> None:
+    name = "squeeze"
+    gen = fresh_generator()
+    for shape in _squeeze_shapes(gen):
+        b, c, h, w = shape
+        x = randn(gen, *shape)
+        what = f"squeeze(x) for x of shape {shape}"
+        z = run(k, "result = squeeze(X)", part=name, what=what, X=x)
+        z = check_tensor(z, (b, 4 * c, h // 2, w // 2), what, name, dtype=x.dtype)
+        expect_close(z, _squeeze(x), f"{what}: z[b, 4c + 2i + j, h, w] = x[b, c, 2h + i, 2w + j]",
+                     part=name, atol=0, rtol=0, hints=_squeeze_hints(x))
+
+
+@part("unsqueeze", defines=("unsqueeze",), reference=IMAGE)
+def grade_unsqueeze(k) -> None:
+    name = "unsqueeze"
+    gen = fresh_generator()
+    for shape in _squeeze_shapes(gen):
+        x = randn(gen, *shape)
+        z = _squeeze(x)
+        what = f"unsqueeze(z) for z of shape {tuple(z.shape)}"
+        back = run(k, "result = unsqueeze(Z)", part=name, what=what, Z=z)
+        back = check_tensor(back, shape, what, name, dtype=z.dtype)
+        b, c, h, w = shape
+        hint_x = z.reshape(b, c, 2, 2, h // 2, w // 2).permute(0, 1, 4, 3, 5, 2).reshape(shape)
+        expect_close(back, x, f"{what}: unsqueeze(squeeze(x)) must give x back", part=name,
+                     atol=0, rtol=0, hints=[
+                         (hint_x, "i and j are swapped: z channel 4c + 2i + j goes back to ROW "
+                          "2h + i and COLUMN 2w + j of channel c."),
+                     ])
+
+
+# ------------------------------------------------------------------------------ masks
+def _checkerboard(h: int, w: int, parity: int) -> Tensor:
+    i = torch.arange(h).reshape(-1, 1)
+    j = torch.arange(w).reshape(1, -1)
+    return ((i + j) % 2 == parity).to(torch.float64).reshape(1, 1, h, w)
+
+
+def _channel(c: int, parity: int) -> Tensor:
+    first = torch.arange(c) < (c + 1) // 2
+    return (first if parity == 0 else ~first).to(torch.float64).reshape(1, c, 1, 1)
+
+
+#: every parity on 1x1, 1xn, nx1, odd, even and non-square boards
+CHECKER_SHAPES = ((1, 1), (1, 2), (2, 1), (2, 2), (3, 3), (3, 5), (5, 3), (4, 4), (4, 6),
+                  (6, 4), (2, 7), (7, 2), (8, 8), (5, 8), (1, 6))
+CHANNELS = (2, 3, 4, 5, 6, 7, 8, 9)
+
+
+def _first_wrong(got: Tensor, want: Tensor) -> str:
+    idx = (got.to(torch.float64) != want).nonzero()
+    if not idx.numel():
+        return ""
+    where = tuple(int(v) for v in idx[0][-2:]) if want.shape[1] == 1 else int(idx[0][1])
+    n = idx.shape[0]
+    label = f"pixel (i, j) = {where}" if want.shape[1] == 1 else f"channel {where}"
+    return f" ({n} wrong value{'s' if n > 1 else ''}, the first at {label})"
+
+
+def _mask_probe(k, fn: str, cases: list, name: str) -> list:
+    """Call ``fn(*case)`` for every case in one request; locate the case that raised."""
+    calls = ", ".join(f"{fn}(*CASES[{i}])" for i in range(len(cases)))
+    try:
+        return k.call(f"result = [{calls}]", CASES=[list(c) for c in cases])
+    except StudentError:
+        for case in cases:
+            run(k, f"result = {fn}(*CASE)", part=name, what=f"{fn}{tuple(case)}", CASE=list(case))
+        raise GradingFailure(f"{fn} raised an error on one of the grader's cases (and not when "
+                             "called again): does it depend on earlier calls?", name) from None
+    except NoAnswer as err:
+        raise GradingFailure(f"{fn}(...): {err}", name) from None
+
+
+@part("masks", defines=("checkerboard_mask", "channel_mask"), reference=IMAGE)
+def grade_masks(k) -> None:
+    name = "masks"
+    gen = fresh_generator()
+    shapes = list(CHECKER_SHAPES)
+    for _ in range(2):
+        shapes.append(tuple(int(v) for v in torch.randint(1, 13, (2,), generator=gen)))
+    cases = [(h, w, p) for h, w in shapes for p in (0, 1)] + [(h, w) for h, w in shapes[:6]]
+    got = _mask_probe(k, "checkerboard_mask", cases, name)
+    for case, m in zip(cases, got):
+        h, w = case[:2]
+        parity = case[2] if len(case) == 3 else 0
+        what = f"checkerboard_mask{tuple(case)}"
+        if len(case) == 2:
+            what += " (the default parity is 0)"
+        m = check_tensor(m, (1, 1, h, w), what, name)
+        want = _checkerboard(h, w, parity)
+        flat = (torch.arange(h * w) % 2 == parity).to(torch.float64).reshape(1, 1, h, w)
+        expect_close(m, want, f"{what}: b_ij = 1 iff (i + j) % 2 == parity{_first_wrong(m, want)}",
+                     part=name, atol=0, rtol=0, hints=[
+                         (_checkerboard(h, w, 1 - parity), "The parity is swapped: b_ij = 1 "
+                          "where (i + j) % 2 == parity."),
+                         (flat, "You numbered the pixels row by row (k = i*W + j) and used k % 2: "
+                          "that equals (i + j) % 2 only when W is odd; use (i + j) % 2."),
+                         (_checkerboard(w, h, parity).reshape(1, 1, h, w) if h != w else want + 7,
+                          "Height and width are mixed up: i runs over the H rows, j over the W "
+                          "columns."),
+                     ])
+    channels = list(CHANNELS) + [int(torch.randint(10, 17, (1,), generator=gen))]
+    cases = [(c, p) for c in channels for p in (0, 1)] + [(c,) for c in (3, 4)]
+    got = _mask_probe(k, "channel_mask", cases, name)
+    for case, m in zip(cases, got):
+        c = case[0]
+        parity = case[1] if len(case) == 2 else 0
+        what = f"channel_mask{tuple(case)}" + (" (the default parity is 0)" if len(case) == 1 else "")
+        m = check_tensor(m, (1, c, 1, 1), what, name)
+        want = _channel(c, parity)
+        floor = torch.arange(c) < c // 2
+        floor = (floor if parity == 0 else ~floor).to(torch.float64).reshape(1, c, 1, 1)
+        expect_close(m, want, f"{what}: parity 0 keeps the first ceil(C/2) channels, parity 1 the "
+                     f"others{_first_wrong(m, want)}", part=name, atol=0, rtol=0, hints=[
+                         (_channel(c, 1 - parity), "The parity is swapped: parity 0 keeps the "
+                          "first ceil(C/2) channels (b = 1)."),
+                         (floor, "For an odd number of channels, the first ceil(C/2) = (C + 1) // 2 "
+                          "channels are kept for parity 0 (you used C // 2)."),
+                     ])
+
+
+# ------------------------------------------------------------------------------ masked coupling
+#: (kind, C, H, W, parity): both parities, odd and non-square images, 1 to 4 channels
+COUPLING_CASES = (("checker", 2, 4, 4, 0), ("checker", 2, 4, 4, 1), ("checker", 1, 3, 5, 0),
+                  ("checker", 3, 5, 2, 1), ("channel", 4, 2, 2, 0), ("channel", 3, 3, 2, 1),
+                  ("channel", 2, 1, 5, 0), ("channel", 5, 2, 3, 1))
+
+
+def _coupling_cases(gen: torch.Generator):
+    cases = list(COUPLING_CASES)
+    r = [int(v) for v in torch.randint(1, 6, (4,), generator=gen)]
+    cases.append(("checker", r[0], r[1] + 1, r[2] + 1, r[3] % 2))
+    cases.append(("channel", r[0] + 1, r[2], r[1], (r[3] + 1) % 2))
+    for kind, c, h, w, parity in cases:
+        mask = _checkerboard(h, w, parity) if kind == "checker" else _channel(c, parity)
+        spec, module = conv_net(gen, c, 2 * c)
+        x = randn(gen, 4, c, h, w)
+        yield mask, spec, module, x, f"{kind} mask (C={c}, H={h}, W={w}, parity {parity})"
+
+
+def _reference_coupling(mask: Tensor, c: int, module):
+    from flowlab.transforms.image import MaskedAffineCoupling
+
+    return MaskedAffineCoupling(mask, c, conditioner=module, scale_bound=None).double()
+
+
+@part("masked_forward", defines=("MaskedAffineCoupling",), reference=IMAGE)
+def grade_masked_forward(k) -> None:
+    name = "masked_forward"
+    gen = fresh_generator()
+    for mask, spec, cond, x, label in _coupling_cases(gen):
+        ans = layer_call(k, "MaskedAffineCoupling", "forward", x, args=[mask], cond=spec,
+                         part=name, reference=IMAGE)
+        check_batch_independent(ans)
+        z_ref, ld_ref = _reference_coupling(mask, x.shape[1], cond)(x)
+        b = mask
+        with torch.no_grad():
+            t, s = cond(b * x).chunk(2, dim=1)
+            t_all, s_all = cond(x).chunk(2, dim=1)
+            hints = [
+                (b * x + (1 - b) * (x * torch.exp(t) + s), "t and s are swapped: the conditioner "
+                 "returns the shift first, t, s = conditioner(b * x).chunk(2, dim=1)."),
+                (b * x + (1 - b) * (x * torch.exp(s_all) + t_all), "The conditioner must read "
+                 "only the kept values b * x, not the whole x (otherwise the Jacobian is not "
+                 "triangular and the inverse cannot recompute s and t)."),
+                (b * x + (1 - b) * (x + t) * torch.exp(s), "Scale first, then shift: "
+                 "x * exp(s) + t."),
+                (b * x + (1 - b) * x * torch.exp(s) + t, "The shift t must also act only on the "
+                 "transformed positions: (1 - b) * (x * exp(s) + t)."),
+                ((1 - b) * x + b * (x * torch.exp(s) + t), "The mask is the wrong way round: "
+                 "b = 1 marks the KEPT values (they pass through unchanged)."),
+            ]
+        expect_close(ans.y, z_ref.detach(), f"forward with a {label}: y = b*x + (1-b)*(x*exp(s) + t)",
+                     part=name, hints=hints)
+        per = lambda v: v.reshape(v.shape[0], -1).sum(dim=1)  # noqa: E731
+        with torch.no_grad():
+            ld_hints = [
+                (per(s), "You summed s over ALL positions: only the transformed ones count, "
+                 "log|det Df| = sum (1 - b) * s."),
+                (-ld_ref, "It has the wrong sign: forward returns +sum (1 - b) * s."),
+                (per((1 - b) * t), "You summed the shift t; log|det Df| = sum (1 - b) * s (a "
+                 "shift does not change volume)."),
+                (per(b * s), "You summed s over the KEPT positions; log|det Df| = sum (1 - b) * s."),
+            ]
+        expect_close(ans.ld, ld_ref.detach(), f"forward with a {label}: log|det Df| = "
+                     "sum (1 - b) * s", part=name, hints=ld_hints)
+        check_grads(ans, cond, z_ref, ld_ref)
+
+
+@part("masked_inverse", defines=("MaskedAffineCoupling",), reference=IMAGE)
+def grade_masked_inverse(k) -> None:
+    name = "masked_inverse"
+    gen = fresh_generator()
+    for mask, spec, cond, x, label in _coupling_cases(gen):
+        ref = _reference_coupling(mask, x.shape[1], cond)
+        with torch.no_grad():
+            z, ld_f = ref(x)
+        ans = layer_call(k, "MaskedAffineCoupling", "inverse", z, args=[mask], cond=spec,
+                         part=name, reference=IMAGE)
+        check_batch_independent(ans)
+        b = mask
+        with torch.no_grad():
+            t, s = cond(b * z).chunk(2, dim=1)
+            hints = [
+                (b * z + (1 - b) * (z - t) * torch.exp(s), "Use exp(-s) in the inverse: undoing a "
+                 "multiplication by exp(s) means multiplying by exp(-s)."),
+                (b * z + (1 - b) * (z * torch.exp(-s) - t), "Undo the steps in reverse order: "
+                 "first subtract t, then multiply by exp(-s)."),
+                (b * z + (1 - b) * (z - s) * torch.exp(-t), "t and s are swapped: "
+                 "t, s = conditioner(b * y).chunk(2, dim=1)."),
+            ]
+        expect_close(ans.y, x, f"inverse with a {label}: x = b*y + (1-b)*(y - t)*exp(-s)",
+                     part=name, hints=hints)
+        expect_close(ans.ld, -ld_f, f"inverse with a {label}: log|det Dg(y)| = -sum (1 - b) * s",
+                     part=name, hints=[(ld_f, "It has the wrong sign: the inverse returns "
+                                       "log|det Dg| = -log|det Df|.")])
+        x_ref, ld_ref = ref.inverse(z)
+        check_grads(ans, cond, x_ref, ld_ref)
+
+
+# ------------------------------------------------------------------------------ dequantization
+_DEQUANT_PROBE = '''
+_x = X.clone()
+_first = dequantize(X)
+_second = dequantize(X)
+_other = dequantize(X_K, K)
+result = {"first": _first, "second": _second, "other": _other,
+          "unchanged": bool(grader.torch.equal(X, _x))}
+'''
+
+#: KS distance for 4096 samples: P(D > 0.05) < 3e-9 for uniform noise
+KS_LIMIT = 0.05
+
+
+def _levels(gen: torch.Generator, levels: int) -> Tensor:
+    x = torch.randint(0, levels, (64, 1, 8, 8), generator=gen).to(torch.float64)
+    x[0] = levels - 1   # the top level: (K - 1 + u)/K must stay below 1
+    x[1] = 0
+    return x
+
+
+def _check_dequantized(y, x: Tensor, levels: int, what: str, name: str) -> Tensor:
+    y = check_tensor(y, tuple(x.shape), what, name).to(torch.float64)
+    low, high = x / levels, (x + 1) / levels
+    inside = (y >= low) & (y < high)
+    if not bool(inside.all()):
+        if bool((y >= 1).any()):
+            raise GradingFailure(
+                f"{what}: some values are >= 1 (for the top level x = K - 1). Divide by "
+                f"K = num_levels ({levels} here), not by K - 1, so that y = (x + u)/K lies in "
+                "[x/K, (x+1)/K) and in [0, 1).", name)
+        if is_close(y, x / 256, atol=1 / 256, rtol=0) and levels != 256:
+            raise GradingFailure(f"{what}: use the num_levels argument (K = {levels} here), not a "
+                                 "fixed 256.", name)
+        raise GradingFailure(f"{what}: every y must lie in the cell [x/K, (x+1)/K) of its level, "
+                             "y = (x + u)/K with u ~ U[0, 1).", name)
+    return y * levels - x
+
+
+def _check_uniform(u: Tensor, what: str, name: str) -> None:
+    flat = u.reshape(-1)
+    if float(flat.std()) < 0.1:
+        raise GradingFailure(f"{what}: the noise u = K*y - x is (nearly) constant: add fresh "
+                             "uniform noise u ~ U[0, 1) to every value (torch.rand_like(x)).", name)
+    rows = u.reshape(u.shape[0], -1)
+    if float((rows[2:] - rows[2:3]).abs().max()) < 1e-12:
+        raise GradingFailure(f"{what}: every sample got the same noise; draw independent noise "
+                             "for every value of the batch (torch.rand_like(x)).", name)
+    n = flat.numel()
+    sorted_u = torch.sort(flat).values
+    grid = torch.arange(1, n + 1, dtype=torch.float64) / n
+    ks = float(torch.maximum((grid - sorted_u).abs(), (grid - 1 / n - sorted_u).abs()).max())
+    if ks > KS_LIMIT:
+        raise GradingFailure(f"{what}: the noise u = K*y - x is not uniform on [0, 1) "
+                             f"(Kolmogorov-Smirnov distance {ks:.3f}); use u ~ U[0, 1), "
+                             "torch.rand_like(x).", name)
+
+
+@part("dequantize", defines=("dequantize",), reference=DEQUANT)
+def grade_dequantize(k) -> None:
+    name = "dequantize"
+    gen = fresh_generator()
+    other = int(torch.randint(5, 40, (1,), generator=gen))
+    x, x_k = _levels(gen, 256), _levels(gen, other)
+    out = run(k, _DEQUANT_PROBE, part=name, what="dequantize(x)", X=x, X_K=x_k, K=other)
+    if not isinstance(out, dict):
+        raise GradingFailure("the grader could not read dequantize's answer.", name)
+    if out.get("unchanged") is not True:
+        raise GradingFailure("dequantize changed its input x in place (e.g. x += ...): return a "
+                             "new tensor and leave the data unchanged.", name)
+    u1 = _check_dequantized(out.get("first"), x, 256, "dequantize(x)", name)
+    _check_uniform(u1, "dequantize(x)", name)
+    u2 = _check_dequantized(out.get("second"), x, 256, "dequantize(x), called again", name)
+    if float((u1 - u2).abs().max()) < 1e-12:
+        raise GradingFailure("two calls of dequantize(x) gave the same y: the noise must be drawn "
+                             "afresh at every call (no fixed seed, no noise stored once).", name)
+    u3 = _check_dequantized(out.get("other"), x_k, other, f"dequantize(x, num_levels={other})",
+                            name)
+    _check_uniform(u3, f"dequantize(x, num_levels={other})", name)
+
+
+# ------------------------------------------------------------------------------ bits per dim
+#: (D, K, shape of log p_Y): 8-bit images, CIFAR-sized, other K, the default K, 2-D batches
+BPD_CASES = ((64, 256, (6,)), (3 * 32 * 32, 256, (4,)), (64, 17, (2, 3)), (1, 2, (5,)),
+             (784, None, (3,)), (12, None, (2, 2)))
+
+
+@part("bits_per_dim", defines=("bits_per_dim",), reference=DEQUANT)
+def grade_bits_per_dim(k) -> None:
+    name = "bits_per_dim"
+    gen = fresh_generator()
+    fresh = (int(torch.randint(2, 500, (1,), generator=gen)),
+             int(torch.randint(2, 300, (1,), generator=gen)), (4,))
+    for d, levels, shape in BPD_CASES + (fresh,):
+        lp = d * (1.5 - 2.5 * torch.rand(shape, generator=gen, dtype=torch.float64))
+        lp.view(-1)[0] = 0.3 * d  # a density above 1 somewhere: log p_Y > 0
+        if levels is None:
+            what = f"bits_per_dim(log_prob_y, {d})"
+            got = run(k, "result = bits_per_dim(LP, D)", part=name, what=what, LP=lp, D=d)
+            levels = 256
+        else:
+            what = f"bits_per_dim(log_prob_y, {d}, {levels})"
+            got = run(k, "result = bits_per_dim(LP, D, K)", part=name, what=what, LP=lp, D=d,
+                      K=levels)
+        got = check_tensor(got, shape, what, name)
+        dlk = d * math.log(levels)
+        expected = (-lp + dlk) / (d * math.log(2))
+        expect_close(got, expected, f"{what}: bpd = -(log p_Y(y) - D log K) / (D log 2)",
+                     part=name, hints=[
+                         (-lp / (d * math.log(2)), "You forgot the D log K term: y = (x + u)/K "
+                          "is scaled by 1/K, so log p(x + u) = log p_Y(y) - D log K."),
+                         ((-lp + dlk) / d, "Bits, not nats: divide by log 2."),
+                         ((-lp - dlk) / (d * math.log(2)), "The D log K term has the wrong sign: "
+                          "the density of x + u is K^(-D) times the density of y."),
+                         ((-lp + d * math.log(256)) / (d * math.log(2)) if levels != 256
+                          else expected + 1, "Use the num_levels argument, not a fixed 256."),
+                         ((lp - dlk) / (d * math.log(2)), "It has the wrong sign: bits/dim is the "
+                          "NEGATIVE log-likelihood per dimension."),
+                         (-lp + dlk, "Divide by the number of dimensions D (and by log 2): it "
+                          "is bits per DIMENSION."),
+                     ])
+
+
+# ------------------------------------------------------------------------------ multi-scale
+# Plain-torch blocks, defined in the kernel by the grader: a squeeze (all blocks but the last)
+# followed by an elementwise y = e^a (x + tanh(x)/2) with a per-channel a, whose log-det
+# differs from sample to sample.
+_BLOCKS = '''
+class _GraderBlock(grader.torch.nn.Module):
+    def __init__(self, a, squeeze):
+        super().__init__()
+        self.a, self.squeeze = a, squeeze
+
+    def forward(self, x):
+        torch = grader.torch
+        if self.squeeze:
+            b, c, h, w = x.shape
+            x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+            x = x.reshape(b, 4 * c, h // 2, w // 2)
+        a = self.a.reshape(1, -1, 1, 1)
+        y = torch.exp(a) * (x + 0.5 * torch.tanh(x))
+        log_d = a + torch.log(1 + 0.5 * (1 - torch.tanh(x) ** 2))
+        return y, log_d.reshape(x.shape[0], -1).sum(dim=1)
+
+blocks = [_GraderBlock(a, i < len(A) - 1) for i, a in enumerate(A)]
+_x = X.clone()
+latents, logabsdet = multiscale_forward(X, blocks)
+result = {"latents": list(latents) if isinstance(latents, (list, tuple)) else latents,
+          "kind": type(latents).__name__, "logabsdet": logabsdet,
+          "unchanged": bool(grader.torch.equal(X, _x))}
+'''
+
+
+def _block(x: Tensor, a: Tensor, squeeze: bool) -> tuple[Tensor, Tensor]:
+    if squeeze:
+        x = _squeeze(x)
+    a = a.reshape(1, -1, 1, 1)
+    y = torch.exp(a) * (x + 0.5 * torch.tanh(x))
+    log_d = a + torch.log(1 + 0.5 * (1 - torch.tanh(x) ** 2))
+    return y, log_d.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def _expected_multiscale(x: Tensor, params: list[Tensor], keep_second: bool = False):
+    h, total, zs, lds = x, x.new_zeros(x.shape[0]), [], []
+    for i, a in enumerate(params):
+        h, ld = _block(h, a, i < len(params) - 1)
+        total, lds = total + ld, lds + [ld]
+        if i < len(params) - 1:
+            half = h.shape[1] // 2
+            zs.append(h[:, half:] if keep_second else h[:, :half])
+            h = h[:, :half] if keep_second else h[:, half:]
+    zs.append(h)
+    return zs, total, lds
+
+
+#: (input shape, number of blocks): 1 to 3 scales, square and non-square, several channels
+MULTISCALE_CASES = (((3, 1, 8, 8), 3), ((2, 2, 4, 12), 2), ((2, 3, 6, 6), 2), ((2, 1, 4, 4), 1),
+                    ((2, 1, 4, 8), 3))
+
+
+@part("multiscale", defines=("multiscale_forward",), reference=MULTISCALE)
+def grade_multiscale(k) -> None:
+    name = "multiscale"
+    gen = fresh_generator()
+    for shape, n_blocks in MULTISCALE_CASES:
+        x = randn(gen, *shape)
+        params, c = [], shape[1]
+        for i in range(n_blocks):
+            c = 4 * c if i < n_blocks - 1 else c
+            params.append(0.3 * torch.randn(c, generator=gen, dtype=torch.float64))
+            c = c // 2 if i < n_blocks - 1 else c
+        what = f"multiscale_forward(x, blocks) with {n_blocks} block(s) and x of shape {shape}"
+        out = run(k, _BLOCKS, part=name, what=what, X=x, A=params)
+        zs, total, lds = _expected_multiscale(x, params)
+        got = out.get("latents") if isinstance(out, dict) else None
+        if not isinstance(got, list):
+            raise GradingFailure(f"{what} must return (latents, logabsdet) with latents a list of "
+                                 f"tensors, got {out.get('kind') if isinstance(out, dict) else out}.",
+                                 name)
+        if out.get("unchanged") is not True:
+            raise GradingFailure(f"{what} changed its input x in place.", name)
+        if len(got) != len(zs):
+            raise GradingFailure(
+                f"{what} returned {len(got)} latents, expected {len(zs)}: one factored out after "
+                "each block but the last, plus the whole output of the last block.", name)
+        wrong_half, _, _ = _expected_multiscale(x, params, keep_second=True)
+        for i, (z_got, z_want) in enumerate(zip(got, zs)):
+            z_got = check_tensor(z_got, tuple(z_want.shape), f"latent z_{i + 1} of {what}", name,
+                                 dtype=x.dtype)
+            expect_close(z_got, z_want, f"latent z_{i + 1} of {what}", part=name, hints=[
+                (wrong_half[i], "Factor out the FIRST half of the channels, h[:, :C/2], and "
+                 "continue with the second half.")])
+        ld = check_tensor(out.get("logabsdet"), (shape[0],), f"the logabsdet of {what}", name,
+                          dtype=x.dtype)
+        expect_close(ld, total, f"the logabsdet of {what}: the sum of every block's log|det|",
+                     part=name, hints=[
+                         (lds[-1], "You returned only the last block's log|det|: sum the "
+                          "log-dets of all blocks."),
+                         (lds[0] if len(lds) > 1 else total + 1, "You returned only the first "
+                          "block's log|det|: sum the log-dets of all blocks."),
+                     ])
+
+
+__all__ = ["grade_squeeze", "grade_unsqueeze", "grade_masks", "grade_masked_forward",
+           "grade_masked_inverse", "grade_dequantize", "grade_bits_per_dim", "grade_multiscale"]

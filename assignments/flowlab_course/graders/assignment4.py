@@ -1,0 +1,687 @@
+r"""Hidden tests of assignment 4: Glow (run in the trusted process).
+
+Parts (each a :func:`~flowlab_course.trusted.parts.part`, key = the test cell's ``grade_id``):
+
+* ``actnorm_init`` — data-dependent initialisation: after the first ``forward`` every channel of
+  the output has mean 0 and standard deviation 1 over batch **and** pixels; later calls keep the
+  parameters (batches with per-sample offsets, so that statistics over the wrong axes show);
+* ``actnorm_forward`` / ``actnorm_inverse`` — :math:`z = (x - \mu) e^{-\log\sigma}`,
+  :math:`\log|\det Df| = -HW\sum_c \log\sigma_c`, with the grader's ``loc``/``log_scale`` and
+  ``initialized = True`` (so that a mistake in the initialisation costs only ``actnorm_init``);
+* ``conv_weight`` — :math:`W = P L (U + \operatorname{diag}(\mathrm{sign}\odot e^{\log|u|}))` from
+  the grader's factors: permutations that are not their own inverse, negative signs, factors whose
+  unused triangles and diagonals are far from 0 and 1;
+* ``conv_forward`` / ``conv_inverse`` — :math:`z = Wx` per pixel, :math:`\log|\det Df| =
+  HW\sum_c\log|u_c|`, with the grader's own ``weight()`` put in the layer (a wrong ``weight``
+  costs only ``conv_weight``); :math:`\det W < 0` and :math:`> 0`, :math:`C = 1`, odd and
+  non-square images;
+* ``temperature`` — sampling :math:`x = g(z)`, :math:`z \sim \mathcal N(0, T^2 I)`, from a
+  grader-made flowlab ``Flow`` whose layer records every call (vector and image-shaped events);
+  flowlab's own temperature sampling (``Flow.sample(n, temperature)``,
+  ``base.sample(n, temperature)``) is delegation.
+
+Every part checks fixed adversarial cases besides fresh random ones, so that a mistake is caught
+at every grading; the forward parts also check the gradients with respect to the input and the
+parameters (a layer whose values are right but whose graph is cut cannot be trained).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..trusted.parts import part
+from .errors import DelegationError, GradingFailure
+from .numerics import expect_close, is_close
+from .probes import (
+    check_batch_independent,
+    check_named_grads,
+    fresh_generator,
+    randn,
+    reference_grads,
+    run,
+    set_layer_call,
+)
+from .probes import check_tensor
+
+GLOW = ("flowlab.transforms.glow", "flowlab.models.glow")
+
+
+def _per_channel(v: Tensor) -> Tensor:
+    return v.reshape(1, -1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------- ActNorm
+_INIT_PROBE = '''
+def _flowlab_case():
+    layer = grader.build(ActNorm, C)
+    out1 = layer(X1)
+    flag = getattr(layer, "initialized", None)
+    if isinstance(flag, grader.torch.Tensor):
+        flag = bool(flag.reshape(-1)[0]) if flag.numel() == 1 else None
+    elif not isinstance(flag, (bool, int)):
+        flag = None
+    out2 = layer(X2)
+    return {"out1": out1, "out2": out2, "flag": flag, "classes": grader.classes_of(layer)}
+
+
+result = _flowlab_case()
+'''
+
+
+def _init_batch(gen, batch: int, c: int, h: int, w: int, mean: Tensor, std: Tensor,
+                offsets: float) -> Tensor:
+    """Per-channel statistics plus a per-sample, per-channel offset (spread ``offsets``)."""
+    noise = randn(gen, batch, c, h, w)
+    shift = offsets * randn(gen, batch, c, 1, 1)
+    return _per_channel(mean) + _per_channel(std) * (noise + shift)
+
+
+#: (batch, C, H, W, channel means, channel stds, per-sample offset spread)
+INIT_CASES = (
+    (16, 3, 4, 5, (-3.0, 0.5, 6.0), (0.3, 1.0, 4.0), 1.5),
+    (24, 1, 3, 7, (2.0,), (0.5,), 0.0),
+    (64, 2, 2, 2, (0.0, 10.0), (2.0, 0.1), 2.0),
+)
+
+
+def _y_only(out, x: Tensor, what: str, name: str) -> Tensor:
+    """The output of a layer call (the log-det is another part's business here)."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise GradingFailure(f"{what} must return a pair (output, logabsdet).", name)
+    y = check_tensor(out[0], tuple(x.shape), f"{what}: the output", name)
+    return y.to(torch.float64)
+
+
+@part("actnorm_init", defines=("ActNorm",), reference=GLOW)
+def grade_actnorm_init(k) -> None:
+    name = "actnorm_init"
+    gen = fresh_generator()
+    cases = list(INIT_CASES)
+    c = int(torch.randint(1, 5, (), generator=gen))
+    cases.append((32, c, 3, 3, tuple(randn(gen, c, scale=3.0).tolist()),
+                  tuple(torch.exp(randn(gen, c)).tolist()), 1.0))
+    for batch, c, h, w, mean, std, offsets in cases:
+        mean_t = torch.tensor(mean, dtype=torch.float64)
+        std_t = torch.tensor(std, dtype=torch.float64)
+        x1 = _init_batch(gen, batch, c, h, w, mean_t, std_t, offsets)
+        x2 = 5.0 + 0.1 * randn(gen, 8, c, h, w)
+        raw = run(k, _INIT_PROBE, part=name, what=f"ActNorm({c}) on a first and a second batch",
+                  C=c, X1=x1, X2=x2)
+        if not isinstance(raw, dict):
+            raise GradingFailure("the grader could not read your layer's answer.", name)
+        for module in raw.get("classes") or []:
+            if isinstance(module, str) and any(module == r or module.startswith(r + ".") for r in GLOW):
+                raise DelegationError(f"your ActNorm is built from flowlab's {module}. Write it "
+                                      "yourself with torch operations. No points for this part.",
+                                      name)
+        z1 = _y_only(raw.get("out1"), x1, "ActNorm.forward (first call)", name)
+        m = z1.mean(dim=(0, 2, 3))
+        s = z1.std(dim=(0, 2, 3))
+        if not (is_close(m, torch.zeros(c, dtype=m.dtype), atol=1e-5, rtol=0)
+                and is_close(s, torch.ones(c, dtype=s.dtype), atol=1e-2, rtol=0)):
+            mu, sigma = x1.mean(dim=(0, 2, 3)), x1.std(dim=(0, 2, 3))
+            pixel_sigma = x1.std(dim=(2, 3)).mean(0)
+            hints = [
+                ((x1 - _per_channel(mu)) * _per_channel(sigma),
+                 "log_scale must be +log(std): z = (x - mu) * exp(-log_scale) divides by the "
+                 "std (you multiplied by it)."),
+                ((x1 - _per_channel(mu)) / _per_channel(sigma) ** 2,
+                 "after initialisation the output's std is 1/sigma: divide by sigma once "
+                 "(log_scale = log(std), not 2 log(std))."),
+                ((x1 - x1.mean()) / x1.std(), "You used one mean and std for the whole batch; "
+                 "ActNorm has one mu_c and sigma_c PER CHANNEL: x.mean(dim=(0, 2, 3))."),
+                ((x1 - _per_channel(mu)) / _per_channel(pixel_sigma),
+                 "Your sigma is the spread over the pixels of each image only; compute it over "
+                 "the batch AND the pixels: x.std(dim=(0, 2, 3))."),
+                (x1 - _per_channel(mu), "The channels are centred but not scaled: set log_scale "
+                 "to log(std) as well."),
+                (x1 / _per_channel(sigma), "The channels are scaled but not centred: set loc to "
+                 "the channel means as well."),
+            ]
+            message = ("after the first forward call each channel of the output should have mean "
+                       "0 and std 1 over the batch and all pixels (largest deviation of a "
+                       f"channel's mean {float((m).abs().max()):.3g}, of its std "
+                       f"{float((s - 1).abs().max()):.3g}).")
+            for wrong, sentence in hints:
+                if is_close(z1, wrong, atol=1e-4, rtol=1e-3):
+                    message += " " + sentence
+                    break
+            else:
+                message += (" Compute mu and sigma with x.mean(dim=(0, 2, 3)) and "
+                            "x.std(dim=(0, 2, 3)): over batch, height and width, one value per "
+                            "channel, and return z computed with the new parameters.")
+            raise GradingFailure(message, name)
+        if not raw.get("flag"):
+            raise GradingFailure("after the first forward call self.initialized should be True "
+                                 "(the grader sets it when it sets the parameters itself).", name)
+        # Initialisation happens once: a second batch with other statistics reuses the parameters.
+        z2 = _y_only(raw.get("out2"), x2, "ActNorm.forward (second call)", name)
+        mu, sigma = x1.mean(dim=(0, 2, 3)), x1.std(dim=(0, 2, 3))
+        expected = (x2 - _per_channel(mu)) / _per_channel(sigma)
+        if not is_close(z2, expected, atol=1e-3, rtol=2e-2):
+            again = z2.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+            raise GradingFailure(
+                "the second forward call " + ("initialised the parameters again from the new "
+                                              "batch" if again else "did not reuse the parameters "
+                                              "of the first call") +
+                ": data-dependent initialisation happens only on the FIRST batch (check "
+                "self.initialized and set it to True).", name)
+
+
+def _actnorm_ref(x: Tensor, loc: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
+    z = (x - _per_channel(loc)) * torch.exp(-_per_channel(log_scale))
+    pixels = x.shape[2] * x.shape[3]
+    return z, (-pixels * log_scale.sum()).expand(x.shape[0])
+
+
+#: (C, H, W, loc, log_scale): sums of log_scale far from 0, odd and non-square images, C = 1.
+ACTNORM_CASES = (
+    (4, 3, 5, (1.0, -2.0, 0.5, 0.0), (0.3, -0.1, 0.5, 0.2)),
+    (1, 2, 7, (-1.5,), (-0.7,)),
+    (3, 4, 4, (0.2, 0.0, -0.3), (0.0, 0.4, 0.3)),
+    (2, 1, 3, (3.0, -3.0), (-0.5, -0.2)),
+)
+
+_ACTNORM_LAYOUT = {"loc": "the per-channel shift mu of shape (C,)",
+                   "log_scale": "the per-channel log sigma of shape (C,)"}
+
+
+def _actnorm_cases(gen: torch.Generator):
+    cases = [(c, h, w, torch.tensor(loc, dtype=torch.float64),
+              torch.tensor(ls, dtype=torch.float64)) for c, h, w, loc, ls in ACTNORM_CASES]
+    c = int(torch.randint(1, 6, (), generator=gen))
+    h, w = (int(v) for v in torch.randint(1, 6, (2,), generator=gen))
+    cases.append((c, h, w, randn(gen, c), randn(gen, c, scale=0.5)))
+    return cases
+
+
+@part("actnorm_forward", defines=("ActNorm",), reference=GLOW)
+def grade_actnorm_forward(k) -> None:
+    name = "actnorm_forward"
+    gen = fresh_generator()
+    for c, h, w, loc, log_scale in _actnorm_cases(gen):
+        x = randn(gen, 6, c, h, w)
+        ans = set_layer_call(k, "ActNorm", "forward", x, args=[c],
+                             tensors={"loc": loc, "log_scale": log_scale}, layouts=_ACTNORM_LAYOUT,
+                             flags={"initialized": True}, grads=("loc", "log_scale"), part=name,
+                             reference=GLOW, what=f"ActNorm({c})")
+        z_ref, ld_ref = _actnorm_ref(x, loc, log_scale)
+        if not is_close(ans.y, z_ref) and is_close(ans.y.mean(dim=(0, 2, 3)), torch.zeros(c),
+                                                   atol=1e-6, rtol=0) and x.shape[0] * h * w > 1:
+            raise GradingFailure(
+                "forward re-initialised the layer from the batch although self.initialized was "
+                "True (the grader set loc and log_scale itself): initialise only while "
+                "self.initialized is False.", name)
+        check_batch_independent(ans)
+        L, S = _per_channel(loc), _per_channel(log_scale)
+        expect_close(ans.y, z_ref, f"forward on a ({c}, {h}, {w}) image: z = (x - mu) * "
+                     "exp(-log sigma)", part=name, hints=[
+                         ((x - L) * torch.exp(S), "The forward direction divides by sigma: "
+                          "z = (x - mu) * exp(-log sigma)."),
+                         (x * torch.exp(-S) - L, "Subtract mu first, then scale: z = (x - mu) * "
+                          "exp(-log sigma)."),
+                         ((x + L) * torch.exp(-S), "Subtract the shift mu, do not add it."),
+                         ((x - L) / S, "log_scale is log sigma: divide by exp(log_scale), not by "
+                          "log_scale."),
+                     ])
+        pixels = h * w
+        expect_close(ans.ld, ld_ref, f"forward on a ({c}, {h}, {w}) image: log|det Df| = "
+                     "-H W sum_c log sigma_c", part=name, hints=[
+                         ((-log_scale.sum()).expand(6), "Each of the H*W pixels is scaled: "
+                          "log|det Df| = -H * W * sum_c log sigma_c."),
+                         (-ld_ref, "It has the wrong sign: forward divides by sigma, so "
+                          "log|det Df| = -H W sum_c log sigma_c."),
+                         ((-h * log_scale.sum()).expand(6), "Count every pixel: the factor is "
+                          "H * W (x.shape[2] * x.shape[3])."),
+                         ((-w * log_scale.sum()).expand(6), "Count every pixel: the factor is "
+                          "H * W (x.shape[2] * x.shape[3])."),
+                         ((-pixels * c * log_scale.sum()).expand(6), "The sum over channels "
+                          "already counts every channel: the factor is H * W, not C * H * W."),
+                         (ld_ref * 6, "It looks multiplied by the batch size: each sample has its "
+                          "own log|det|."),
+                     ])
+        expected = reference_grads(_actnorm_ref, x, {"loc": loc, "log_scale": log_scale},
+                                   ans.w_out, ans.w_ld)
+        check_named_grads(ans, expected)
+
+
+@part("actnorm_inverse", defines=("ActNorm",), reference=GLOW)
+def grade_actnorm_inverse(k) -> None:
+    name = "actnorm_inverse"
+    gen = fresh_generator()
+    for c, h, w, loc, log_scale in _actnorm_cases(gen):
+        x = randn(gen, 6, c, h, w)
+        z, ld_f = _actnorm_ref(x, loc, log_scale)
+        ans = set_layer_call(k, "ActNorm", "inverse", z, args=[c],
+                             tensors={"loc": loc, "log_scale": log_scale}, layouts=_ACTNORM_LAYOUT,
+                             flags={"initialized": True}, part=name, reference=GLOW,
+                             what=f"ActNorm({c})")
+        check_batch_independent(ans)
+        L, S = _per_channel(loc), _per_channel(log_scale)
+        expect_close(ans.y, x, f"inverse on a ({c}, {h}, {w}) image: x = z * exp(log sigma) + mu",
+                     part=name, hints=[
+                         ((z + L) * torch.exp(S), "Undo the steps in reverse order: first "
+                          "multiply by sigma, then add mu: x = z * exp(log sigma) + mu."),
+                         (z * torch.exp(-S) + L, "The inverse multiplies by sigma = "
+                          "exp(+log sigma)."),
+                         (z * torch.exp(S) - L, "The inverse ADDS mu back."),
+                     ])
+        expect_close(ans.ld, -ld_f, f"inverse on a ({c}, {h}, {w}) image: log|det Dg| = "
+                     "+H W sum_c log sigma_c", part=name, hints=[
+                         (ld_f, "It has the wrong sign: the inverse returns log|det Dg(z)| = "
+                          "-log|det Df(x)| = +H W sum_c log sigma_c."),
+                         (log_scale.sum().expand(6), "Each of the H*W pixels is scaled: "
+                          "log|det Dg| = +H * W * sum_c log sigma_c."),
+                     ])
+
+
+# ---------------------------------------------------------------------------------- 1x1 conv
+def _lu_weight(permutation: Tensor, lower: Tensor, upper: Tensor, log_abs_diag: Tensor,
+               sign: Tensor) -> Tensor:
+    c = log_abs_diag.shape[0]
+    L = torch.tril(lower, -1) + torch.eye(c, dtype=lower.dtype)
+    U = torch.triu(upper, 1) + torch.diag(sign * torch.exp(log_abs_diag))
+    return permutation @ L @ U
+
+
+#: (perm, sign, log|u|, H, W): a 3-cycle with one negative sign (det W < 0), a 4-cycle (odd:
+#: det W < 0 with positive signs), a swap with a negative sign (det W > 0), C = 1 negative, and a
+#: 5-cycle with two negative signs; every sum of log|u| is far from 0.
+CONV_CASES = (
+    ((1, 2, 0), (1.0, -1.0, 1.0), (0.4, -0.2, 0.3), 3, 4),
+    ((1, 2, 3, 0), (1.0, 1.0, 1.0, 1.0), (0.1, 0.2, -0.4, 0.5), 5, 2),
+    ((1, 0), (-1.0, 1.0), (0.5, 0.3), 1, 3),
+    ((0,), (-1.0,), (0.6,), 2, 2),
+    ((2, 3, 4, 0, 1), (1.0, -1.0, -1.0, 1.0, 1.0), (-0.3, 0.2, 0.25, -0.1, 0.35), 3, 3),
+)
+
+
+def _conv_factors(gen: torch.Generator):
+    """``{name: tensor}`` of the layer's factors: the fixed cases, then a random one.
+
+    ``lower`` and ``upper`` are full random matrices: their diagonals (2.5 and -1.7 plus noise)
+    and their unused triangles must be ignored by ``weight()``.
+    """
+    specs = [(torch.tensor(p), torch.tensor(s, dtype=torch.float64),
+              torch.tensor(la, dtype=torch.float64), h, w) for p, s, la, h, w in CONV_CASES]
+    c = int(torch.randint(2, 7, (), generator=gen))
+    while True:
+        p = torch.randperm(c, generator=gen)
+        if not torch.equal(p[p], torch.arange(c)):
+            break
+    sign = torch.where(torch.rand(c, generator=gen, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    la = randn(gen, c, scale=0.3)
+    la[0] = la[0] + (0.5 if float(la.sum()) >= 0 else -0.5)
+    h, w = (int(v) for v in torch.randint(1, 5, (2,), generator=gen))
+    specs.append((p, sign, la, h, w))
+    for perm, sign, log_abs, h, w in specs:
+        c = perm.numel()
+        lower = randn(gen, c, c, scale=0.5)
+        upper = randn(gen, c, c, scale=0.5)
+        lower[range(c), range(c)] += 2.5
+        upper[range(c), range(c)] -= 1.7
+        tensors = {"permutation": torch.eye(c, dtype=torch.float64)[perm], "lower": lower,
+                   "upper": upper, "log_abs_diag": log_abs, "sign": sign}
+        yield tensors, h, w
+
+
+_CONV_LAYOUT = {"permutation": "the permutation matrix P (C, C)",
+                "lower": "the matrix whose strict lower triangle is L's",
+                "upper": "the matrix whose strict upper triangle is U's",
+                "log_abs_diag": "log|u_c| of shape (C,)",
+                "sign": "the signs of U's diagonal, shape (C,)"}
+
+_WEIGHT_PROBE = '''
+def _flowlab_case():
+    layer = grader.build(LUConv1x1, C)
+    for name, value in SET.items():
+        target = getattr(layer, name, None)
+        if not isinstance(target, grader.torch.Tensor):
+            return {"missing": name, "got": type(target).__name__}
+        if tuple(target.shape) != tuple(value.shape):
+            return {"bad_shape": name, "shape": list(target.shape)}
+        with grader.torch.no_grad():
+            target.copy_(value)
+    W = layer.weight()
+    names = [n for n in ("lower", "upper", "log_abs_diag")
+             if isinstance(getattr(layer, n), grader.torch.Tensor) and getattr(layer, n).requires_grad]
+    grads = None
+    if isinstance(W, grader.torch.Tensor) and tuple(W.shape) == tuple(W_OUT.shape):
+        total = (W * W_OUT).sum()
+        leaves = [getattr(layer, n) for n in names]
+        got = grader.grads(total, leaves) if total.requires_grad else [None] * len(leaves)
+        grads = dict(zip(names, got))
+    return {"W": W, "grads": grads, "classes": grader.classes_of(layer)}
+
+
+result = _flowlab_case()
+'''
+
+# The grader's own weight(), put into the student's layer for the forward and inverse parts.
+_GRADER_WEIGHT = '''
+def _grader_weight():
+    T = grader.torch
+    c = layer.log_abs_diag.shape[0]
+    L = T.tril(layer.lower, -1) + T.eye(c, dtype=layer.lower.dtype)
+    U = T.triu(layer.upper, 1) + T.diag(layer.sign * T.exp(layer.log_abs_diag))
+    return layer.permutation @ L @ U
+if isinstance(getattr(type(layer), "weight", None), property):
+    layer.__class__ = type(type(layer).__name__, (type(layer),),
+                           {"weight": property(lambda self: _grader_weight())})
+else:
+    object.__setattr__(layer, "weight", _grader_weight)
+'''
+
+
+def _missing_or_shape(raw: dict, tensors: dict, what: str, name: str) -> None:
+    if "missing" in raw:
+        n = raw["missing"]
+        raise GradingFailure(f"{what} has no tensor attribute `{n}` (got {raw.get('got')}). The "
+                             f"instructions ask you to keep {_CONV_LAYOUT.get(n, 'it')} in "
+                             f"self.{n}, so that the grader can set it.", name)
+    if "bad_shape" in raw:
+        n = raw["bad_shape"]
+        raise GradingFailure(f"{what}.{n} has shape {tuple(raw.get('shape') or ())}, expected "
+                             f"{tuple(tensors[n].shape)} ({_CONV_LAYOUT.get(n, '')}).", name)
+
+
+@part("conv_weight", defines=("LUConv1x1",), reference=GLOW)
+def grade_conv_weight(k) -> None:
+    name = "conv_weight"
+    gen = fresh_generator()
+    for tensors, _h, _w in _conv_factors(gen):
+        c = tensors["sign"].numel()
+        w_out = torch.randn(c, c, generator=gen, dtype=torch.float64)
+        raw = run(k, _WEIGHT_PROBE, part=name, what=f"LUConv1x1({c}).weight()", C=c,
+                  SET=tensors, W_OUT=w_out)
+        if not isinstance(raw, dict):
+            raise GradingFailure("the grader could not read your layer's answer.", name)
+        _missing_or_shape(raw, tensors, f"LUConv1x1({c})", name)
+        for module in raw.get("classes") or []:
+            if isinstance(module, str) and any(module == r or module.startswith(r + ".") for r in GLOW):
+                raise DelegationError(f"your LUConv1x1 is built from flowlab's {module}. Write it "
+                                      "yourself with torch operations. No points for this part.",
+                                      name)
+        W = check_tensor(raw.get("W"), (c, c), f"LUConv1x1({c}).weight()", name).to(torch.float64)
+        P, lo, up, la, sg = (tensors[n] for n in ("permutation", "lower", "upper",
+                                                  "log_abs_diag", "sign"))
+        expected = _lu_weight(P, lo, up, la, sg)
+        eye = torch.eye(c, dtype=torch.float64)
+        L = torch.tril(lo, -1) + eye
+        U = torch.triu(up, 1) + torch.diag(sg * torch.exp(la))
+        hints = [
+            (P.T @ L @ U, "You used P^T: W = P L U with the permutation matrix as it is stored."),
+            (P @ torch.tril(lo) @ U, "L has ones on its diagonal: use torch.tril(self.lower, -1) "
+             "+ I (the diagonal of self.lower is ignored)."),
+            (P @ L @ (torch.triu(up) + torch.diag(sg * torch.exp(la))), "U's diagonal is "
+             "sign * exp(log|u|) only: use torch.triu(self.upper, 1), the STRICT upper triangle."),
+            (P @ L @ (torch.triu(up, 1) + torch.diag(torch.exp(la))), "You forgot the signs: "
+             "U's diagonal is sign * exp(log|u|) (a determinant may be negative)."),
+            (P @ L @ (torch.triu(up, 1) + torch.diag(sg * la)), "The diagonal is "
+             "sign * exp(log_abs_diag), not sign * log_abs_diag."),
+            (P @ U @ L, "The order is W = P L U."),
+            (L @ U @ P, "The order is W = P L U (the permutation comes first)."),
+            (P @ L @ torch.triu(up, 1), "U's diagonal sign * exp(log|u|) is missing."),
+        ]
+        expect_close(W, expected, f"W = P L (U + diag(sign * exp(log|u|))) for C = {c}", part=name,
+                     hints=hints)
+        leaves = {n: tensors[n].clone().requires_grad_(True)
+                  for n in ("lower", "upper", "log_abs_diag")}
+        total = (_lu_weight(P, leaves["lower"], leaves["upper"], leaves["log_abs_diag"], sg)
+                 * w_out).sum()
+        want = dict(zip(leaves, torch.autograd.grad(total, list(leaves.values()))))
+        grads = raw.get("grads") if isinstance(raw.get("grads"), dict) else {}
+        for n, g in want.items():
+            if n not in grads:
+                raise GradingFailure(f"weight(): self.{n} does not require a gradient any more; "
+                                     "keep it a trainable nn.Parameter.", name)
+            got = grads[n] if isinstance(grads[n], Tensor) else torch.zeros_like(g)
+            if tuple(got.shape) != tuple(g.shape) or not is_close(got.to(torch.float64), g,
+                                                                  atol=1e-6, rtol=1e-5):
+                raise GradingFailure(
+                    f"weight(): the values are right, but the gradient with respect to self.{n} "
+                    "is wrong or missing (a .detach(), .data, torch.no_grad() or a conversion to "
+                    "numpy/float breaks the graph), so training could never update the "
+                    "convolution.", name)
+
+
+def _conv_ref(x: Tensor, W: Tensor, log_abs_diag: Tensor) -> tuple[Tensor, Tensor]:
+    z = torch.einsum("ij,bjhw->bihw", W, x)
+    pixels = x.shape[2] * x.shape[3]
+    return z, (pixels * log_abs_diag.sum()).expand(x.shape[0])
+
+
+def _conv_logdet_hints(log_abs: Tensor, W: Tensor, h: int, w: int, batch: int, sign: float):
+    """Typical wrong log-dets; ``sign`` is +1 for forward, -1 for inverse."""
+    pixels = h * w
+    ld = sign * pixels * log_abs.sum()
+    return [
+        ((sign * log_abs.sum()).expand(batch), "The 1x1 convolution acts on every one of the "
+         "H*W pixels: log|det| = H * W * sum_c log|u_c|."),
+        ((-ld).expand(batch), "It has the wrong sign: forward returns +H W log|det W|, the "
+         "inverse -H W log|det W|."),
+        ((sign * pixels * torch.exp(log_abs).sum()).expand(batch), "log|det W| is the sum of the "
+         "LOGS log|u_c| (self.log_abs_diag), not of |u_c|."),
+        ((sign * h * log_abs.sum()).expand(batch), "Count every pixel: the factor is H * W."),
+        ((sign * w * log_abs.sum()).expand(batch), "Count every pixel: the factor is H * W."),
+        ((ld * batch).expand(batch), "It looks multiplied by the batch size: each sample has its "
+         "own log|det|."),
+    ]
+
+
+_CONV_NAN = ("det W can be negative (P and the signs flip it): log|det W| = sum_c log|u_c| = "
+             "self.log_abs_diag.sum(); torch.logdet and the log of a product of signed entries "
+             "give NaN.")
+
+
+@part("conv_forward", defines=("LUConv1x1",), reference=GLOW)
+def grade_conv_forward(k) -> None:
+    name = "conv_forward"
+    gen = fresh_generator()
+    for tensors, h, w in _conv_factors(gen):
+        c = tensors["sign"].numel()
+        W = _lu_weight(*(tensors[n] for n in ("permutation", "lower", "upper", "log_abs_diag",
+                                              "sign")))
+        x = randn(gen, 5, c, h, w)
+        ans = set_layer_call(k, "LUConv1x1", "forward", x, args=[c], tensors=tensors,
+                             layouts=_CONV_LAYOUT, grads=("lower", "upper", "log_abs_diag"),
+                             extra=_GRADER_WEIGHT, part=name, reference=GLOW,
+                             what=f"LUConv1x1({c})", nan_hint=_CONV_NAN)
+        check_batch_independent(ans)
+        z_ref, ld_ref = _conv_ref(x, W, tensors["log_abs_diag"])
+        expect_close(ans.y, z_ref, f"forward on a ({c}, {h}, {w}) image: z[:, :, h, w] = "
+                     "W x[:, :, h, w]", part=name, hints=[
+                         (torch.einsum("ji,bjhw->bihw", W, x), "You applied W^T: z_i = sum_j "
+                          "W_ij x_j (einsum 'ij,bjhw->bihw', or conv2d with weight "
+                          "W.reshape(C, C, 1, 1))."),
+                         (torch.einsum("ij,bjhw->bihw", torch.linalg.inv(W), x), "You applied "
+                          "W^{-1}: forward (the normalizing direction f) multiplies by W."),
+                     ])
+        expect_close(ans.ld, ld_ref, f"forward on a ({c}, {h}, {w}) image: log|det Df| = H W "
+                     "sum_c log|u_c|", part=name,
+                     hints=_conv_logdet_hints(tensors["log_abs_diag"], W, h, w, 5, 1.0))
+
+        def ref(v, lower, upper, log_abs_diag):
+            Wg = _lu_weight(tensors["permutation"], lower, upper, log_abs_diag, tensors["sign"])
+            return _conv_ref(v, Wg, log_abs_diag)
+
+        expected = reference_grads(ref, x, {n: tensors[n] for n in ("lower", "upper",
+                                                                    "log_abs_diag")},
+                                   ans.w_out, ans.w_ld)
+        check_named_grads(ans, expected)
+
+
+@part("conv_inverse", defines=("LUConv1x1",), reference=GLOW)
+def grade_conv_inverse(k) -> None:
+    name = "conv_inverse"
+    gen = fresh_generator()
+    for tensors, h, w in _conv_factors(gen):
+        c = tensors["sign"].numel()
+        P = tensors["permutation"]
+        W = _lu_weight(*(tensors[n] for n in ("permutation", "lower", "upper", "log_abs_diag",
+                                              "sign")))
+        x = randn(gen, 5, c, h, w)
+        z = torch.einsum("ij,bjhw->bihw", W, x)
+        ans = set_layer_call(k, "LUConv1x1", "inverse", z, args=[c], tensors=tensors,
+                             layouts=_CONV_LAYOUT, extra=_GRADER_WEIGHT, part=name,
+                             reference=GLOW, what=f"LUConv1x1({c})", nan_hint=_CONV_NAN)
+        check_batch_independent(ans)
+        Winv = torch.linalg.inv(W)
+        LU = P.T @ W  # L U
+        expect_close(ans.y, x, f"inverse on a ({c}, {h}, {w}) image: x = W^{{-1}} z per pixel",
+                     part=name, hints=[
+                         (torch.einsum("ji,bjhw->bihw", W, z), "W^T is not W^{-1} (W is not "
+                          "orthogonal): solve with the inverse matrix (torch.linalg.inv or "
+                          "torch.linalg.solve)."),
+                         (torch.einsum("ji,bjhw->bihw", Winv, z), "You applied (W^{-1})^T: "
+                          "x_i = sum_j (W^{-1})_ij z_j."),
+                         (torch.einsum("ij,bjhw->bihw", torch.linalg.inv(LU) @ P, z),
+                          "P^{-1} = P^T, not P: W^{-1} = U^{-1} L^{-1} P^T."),
+                         (torch.einsum("ij,bjhw->bihw", torch.linalg.inv(LU), z),
+                          "You left out the permutation: W^{-1} = U^{-1} L^{-1} P^T."),
+                         (torch.einsum("ij,bjhw->bihw", W, z), "You multiplied by W again: the "
+                          "inverse multiplies by W^{-1}."),
+                     ])
+        ld_ref = (-(h * w) * tensors["log_abs_diag"].sum()).expand(5)
+        expect_close(ans.ld, ld_ref, f"inverse on a ({c}, {h}, {w}) image: log|det Dg| = -H W "
+                     "sum_c log|u_c|", part=name,
+                     hints=_conv_logdet_hints(tensors["log_abs_diag"], W, h, w, 5, -1.0))
+
+
+# ---------------------------------------------------------------------------------- temperature
+_TEMPERATURE_PROBE = '''
+import flowlab.distributions as _fd
+import flowlab.flow as _ff
+from flowlab.transforms.base import Transform as _Transform
+
+_log = {"temperatures": [], "inverse": 0, "forward": 0, "flow_sample": 0}
+
+
+class _GraderBase(_fd.StandardNormal):
+    def sample(self, n, temperature=1.0):
+        _log["temperatures"].append(float(temperature) if isinstance(temperature, (int, float))
+                                    else -1.0)
+        return temperature * grader.torch.randn((int(n), *self.event_shape))
+
+
+class _GraderAffine(_Transform):
+    """g(z) = z * SCALE + SHIFT elementwise; f(x) = (x - SHIFT) / SCALE."""
+
+    def forward(self, x):
+        _log["forward"] += 1
+        return (x - SHIFT) / SCALE, x.new_zeros(x.shape[0]) - grader.torch.log(SCALE).sum()
+
+    def inverse(self, z):
+        _log["inverse"] += 1
+        return z * SCALE + SHIFT, z.new_zeros(z.shape[0]) + grader.torch.log(SCALE).sum()
+
+
+class _GraderFlow(_ff.Flow):
+    def sample(self, *args, **kwargs):
+        _log["flow_sample"] += 1
+        return super().sample(*args, **kwargs)
+
+    def sample_with_log_prob(self, *args, **kwargs):
+        _log["flow_sample"] += 1
+        return super().sample_with_log_prob(*args, **kwargs)
+
+
+# flowlab's own distributions record a temperature too (a StandardNormal made by the student)
+_originals = {}
+for _name in dir(_fd):
+    _cls = getattr(_fd, _name)
+    if isinstance(_cls, type) and "sample" in vars(_cls):
+        _originals[_cls] = vars(_cls)["sample"]
+
+        def _recording(self, n, temperature=1.0, _orig=_originals[_cls], **kw):
+            _log["temperatures"].append(float(temperature) if isinstance(temperature, (int, float))
+                                        else -1.0)
+            return _orig(self, n, temperature, **kw)
+
+        _cls.sample = _recording
+SCALE, SHIFT = SCALE.float(), SHIFT.float()
+try:
+    _flow = _GraderFlow(_GraderBase(tuple(EVENT)), [_GraderAffine()])
+    _x = sample_with_temperature(_flow, N, TEMPERATURE)
+finally:
+    for _cls, _fn in _originals.items():
+        _cls.sample = _fn
+result = {"x": _x, "log": _log}
+'''
+
+#: (event shape, temperature): vectors and an image-shaped event; T below and above 1/2.
+TEMPERATURE_CASES = (((2,), 0.5), ((3,), 0.8), ((1, 2, 3), 0.7))
+N_SAMPLES = 20000
+
+
+@part("temperature", defines=("sample_with_temperature",), reference=GLOW,
+      reference_functions=("flowlab.flow.Flow.sample", "flowlab.flow.Flow.sample_with_log_prob"))
+def grade_temperature(k) -> None:
+    name = "temperature"
+    gen = fresh_generator()
+    cases = list(TEMPERATURE_CASES)
+    cases.append(((2,), float(0.3 + 0.5 * torch.rand((), generator=gen))))
+    for event, T in cases:
+        d = math.prod(event)
+        scale = torch.linspace(0.5, 2.0, d, dtype=torch.float64).reshape(event)
+        shift = torch.linspace(3.0, -2.0, d, dtype=torch.float64).reshape(event)
+        raw = run(k, _TEMPERATURE_PROBE, part=name, what="sample_with_temperature(flow, n, T)",
+                  EVENT=list(event), TEMPERATURE=T, N=N_SAMPLES, SCALE=scale, SHIFT=shift)
+        if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
+            raise GradingFailure("the grader could not read your function's answer.", name)
+        log = raw["log"]
+        temps = [t for t in log.get("temperatures") or [] if isinstance(t, (int, float))]
+        if log.get("flow_sample") or any(t != 1.0 for t in temps):
+            raise DelegationError(
+                "your function lets flowlab do the temperature sampling (flow.sample(n, "
+                "temperature) or base.sample(n, temperature=T)). This part asks you to scale the "
+                "latent yourself: z = T * eps with eps = flow.base.sample(n) (or torch.randn), "
+                "then x = g(z). No points for this part.", name)
+        shape = (N_SAMPLES, *event)
+        x = raw.get("x")
+        if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], Tensor):
+            raise GradingFailure("return only the samples x, not the pair (x, logabsdet) that "
+                                 "flow.inverse returns: x, _ = flow.inverse(z).", name)
+        if isinstance(x, Tensor) and tuple(x.shape) != shape:
+            raise GradingFailure(
+                f"for a flow with event_shape {event} and n = {N_SAMPLES} the samples have shape "
+                f"{tuple(x.shape)}; expected (n, *flow.event_shape) = {shape}. Draw the latent "
+                "with the flow's own shape (flow.base.sample(n) or torch.randn(n, "
+                "*flow.event_shape)).", name)
+        x = check_tensor(x, shape, "sample_with_temperature(flow, n, T)", name).to(torch.float64)
+        if not log.get("inverse"):
+            if log.get("forward"):
+                raise GradingFailure("you called the flow's forward (f, the normalizing "
+                                     "direction); sampling uses the generative direction "
+                                     "g = f^{-1}: x, _ = flow.inverse(z).", name)
+            raise GradingFailure("your function never called flow.inverse: the samples are "
+                                 "x = g(z) = flow.inverse(z)[0].", name)
+        z = ((x - shift) / scale).reshape(N_SAMPLES, d)  # f(x): back to the latent
+        mean = z.mean(0)
+        cov = torch.cov(z.T).reshape(d, d) / T ** 2
+        eye = torch.eye(d, dtype=torch.float64)
+        if not is_close(mean, torch.zeros(d, dtype=torch.float64), atol=0.05 * max(T, 0.3), rtol=0):
+            x_is_z = is_close(x.reshape(N_SAMPLES, d).mean(0), torch.zeros(d, dtype=torch.float64),
+                              atol=0.05, rtol=0)
+            raise GradingFailure(
+                "f(x) should be a sample of N(0, T^2 I) centred at 0, but its mean is off by "
+                f"{float(mean.abs().max()):.2f}. " +
+                ("You returned the latent z itself: return x = g(z), x, _ = flow.inverse(z)."
+                 if x_is_z else "Scale the LATENT, not the samples: z = T * eps, then "
+                 "x, _ = flow.inverse(z)."), name)
+        if not is_close(cov, eye, atol=0.08, rtol=0):
+            ratio = float(torch.diagonal(cov).mean())
+            hint = ""
+            if abs(ratio - T ** 2) < 0.08:
+                hint = (" The latent's STANDARD DEVIATION is T (variance T^2): z = T * eps, not "
+                        "T^2 * eps.")
+            elif abs(ratio - 1 / T) < 0.08:
+                hint = " The latent's variance should be T^2: multiply eps by T, not by sqrt(T)."
+            elif abs(ratio - 1 / T ** 2) < 0.08:
+                hint = " The latent should be scaled by T: z = T * eps with eps ~ N(0, I)."
+            raise GradingFailure(
+                f"the covariance of f(x) should be T^2 I; at this temperature it is "
+                f"{ratio:.3g} T^2 I on average.{hint}", name)

@@ -1,0 +1,94 @@
+r"""Remake a pretrained checkpoint: ``python -m flowlab.pretrained.make digits-glow``.
+
+Runs ``flowlab train --config flowlab/pretrained/<name>.yaml --run-dir runs/pretrained/<name>``
+in a subprocess (timed: user + system CPU seconds of the child), then copies the
+best-on-validation weights (``best.pt``'s model state, or its EMA state when the recipe
+keeps an EMA, float32) to ``<name>.pt`` and writes
+``<name>.json``: the command, CPU and wall time, the trainer's ``test.json``, the test bits/dim
+of :func:`flowlab.pretrained.evaluate` (which ``tests/test_pretrained.py`` checks) and the
+versions.  Nothing here is selected on the test set: the trainer picks the weights on its
+validation split, the test set is only scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import DATA, HERE, evaluate, load, recipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m flowlab.pretrained.make NAME  (a NAME.yaml in "
+                         f"{HERE})")
+    name = argv[0]
+    spec = recipe(name)
+    run_dir = Path("runs") / "pretrained" / name
+    cmd = [sys.executable, "-m", "flowlab", "train", "--config", str(HERE / f"{name}.yaml"),
+           "--run-dir", str(run_dir), "--overwrite", "--no-progress"]
+    shown = (f"flowlab train --config flowlab/pretrained/{name}.yaml "
+             f"--run-dir runs/pretrained/{name} --overwrite --no-progress")
+    print("running:", shown, flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    from ..train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir / "best.pt")
+    weights = state["model"]
+    if state.get("ema"):  # the trainer validated (and selected) the EMA weights: ship those
+        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    weights = {k: v.detach().to(torch.float32) if v.is_floating_point() else v
+               for k, v in weights.items()}
+    torch.save(weights, HERE / f"{name}.pt")
+    trainer_test = json.loads((run_dir / "test.json").read_text())
+
+    from ..data.images import load_digits, load_mnist5k
+    from ..metrics import baselines
+
+    loader = load_digits if spec["data"] == "digits" else load_mnist5k
+    train, test = loader("train"), loader("test")
+    model = load(name)
+    result = {
+        "name": name,
+        "command": shown,
+        "cpu_s": round(cpu, 1),
+        "wall_s": round(wall, 1),
+        "threads": 1,
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "data": spec["data"],
+        "shape_levels": list(DATA[spec["data"]]),
+        "train_split": f"{spec['data']}:train minus the trainer's validation split "
+                       f"(val_fraction {spec.get('val_fraction', 0.1)}, seed {spec.get('seed', 0)}, "
+                       "stratified; split.json of the run)",
+        "test_split": f"{spec['data']}:test ({len(test)} images)",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainer_test": trainer_test,
+        "test_bits_per_dim": evaluate(model, test.float()),
+        "test_estimate": "flowlab.pretrained.evaluate: mean over 4 uniform-dequantization draws "
+                         "per image, torch.manual_seed(0) (an upper bound on the discrete bits/dim)",
+        "baselines": baselines(train.images, test.images, train.num_levels),
+        "file_mb": round((HERE / f"{name}.pt").stat().st_size / 2**20, 2),
+    }
+    (HERE / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The run folder: what a training run keeps on disk, and the rules for reusing a folder.
+
+=================  ====================================================================
+file               contents
+=================  ====================================================================
+``last.pt``        the newest checkpoint (everything needed to resume)
+``previous.pt``    the checkpoint before it (the fallback if ``last.pt`` is damaged)
+``best.pt``        the checkpoint with the best validation bits/dim so far
+``metrics.csv``    training, validation and (one) test rows
+``config.yaml``    the loop settings (and the recipe, for runs started by the CLI)
+``split.json``     the validation split: seed, fraction and held-out indices
+``test.json``      the test NLL and bits/dim, evaluated once at the end on ``best.pt``
+``samples/``       sample grids (PNG)
+=================  ====================================================================
+
+Rules: a folder that already holds results is never reused silently.  ``resume`` continues it;
+``overwrite`` removes flowlab's own files listed above (never anything else) and says which;
+otherwise :class:`RunDirExistsError`.  A folder that cannot be written raises
+:class:`RunFolderError` before any training; if writing fails later (a full disk), the trainer
+saves its state to a fallback folder (:func:`rescue_dir`) and says where.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+__all__ = ["RunFolder", "RunDirExistsError", "RunFolderError", "rescue_dir"]
+
+LEGACY_CHECKPOINT = "checkpoint.pt"  # the single checkpoint of flowlab before best/last
+
+
+class RunDirExistsError(FileExistsError):
+    """The run folder already holds results and neither resume nor overwrite was asked for."""
+
+
+class RunFolderError(OSError):
+    """A file of the run (or an output file) cannot be written; the message says what was kept
+    and where."""
+
+
+def folder_error(message: str, cause: OSError) -> RunFolderError:
+    """A :class:`RunFolderError` whose text is ``message`` and whose ``errno`` is the cause's."""
+    err = RunFolderError(message)
+    err.errno = cause.errno
+    return err
+
+
+def describe_os_error(err: OSError) -> str:
+    """A short reason for a failed write, with the usual fix."""
+    if err.errno == errno.ENOSPC:
+        return "the disk is full (free some space)"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (choose a folder you can write to)"
+    if err.errno == errno.EROFS:
+        return "the file system is read-only (choose another folder)"
+    return f"{err.strerror or err}"
+
+
+def rescue_dir() -> Path:
+    """A fallback folder for results that could not be written where asked (in the system's
+    temporary folder, one per process)."""
+    return Path(tempfile.gettempdir()) / f"flowlab-rescue-{os.getpid()}"
+
+
+class RunFolder:
+    """Paths and lifecycle rules of one run folder (see the module docstring)."""
+
+    FILES = ("last.pt", "previous.pt", "best.pt", "metrics.csv", "config.yaml", "split.json",
+             "test.json", LEGACY_CHECKPOINT)
+    FOLDERS = ("samples", "tb")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.last = self.path / "last.pt"
+        self.previous = self.path / "previous.pt"
+        self.best = self.path / "best.pt"
+        self.metrics = self.path / "metrics.csv"
+        self.config = self.path / "config.yaml"
+        self.split = self.path / "split.json"
+        self.test = self.path / "test.json"
+        self.samples = self.path / "samples"
+
+    def results(self) -> list[str]:
+        """The names of flowlab's files and non-empty folders already in the folder."""
+        found = [n for n in self.FILES if (self.path / n).exists()]
+        found += [f"{n}/" for n in self.FOLDERS
+                  if (self.path / n).is_dir() and any((self.path / n).iterdir())]
+        return found
+
+    def resume_checkpoint(self) -> Path:
+        """The checkpoint a resume reads: ``last.pt`` (or a pre-best/last ``checkpoint.pt``)."""
+        if not self.last.exists() and (self.path / LEGACY_CHECKPOINT).is_file():
+            return self.path / LEGACY_CHECKPOINT
+        return self.last
+
+    def check_new(self, overwrite: bool) -> list[str]:
+        """Rules for a new run here; returns the names removed by ``overwrite`` (also warned)."""
+        found = self.results()
+        if not found:
+            return []
+        if not overwrite:
+            raise RunDirExistsError(
+                f"the run folder {str(self.path)!r} already holds results "
+                f"({', '.join(found)}). Pass --resume to continue that run, --overwrite to "
+                "delete these results and start over, or choose another --run-dir."
+            )
+        return found
+
+    def remove(self, names: list[str]) -> None:
+        for name in names:
+            target = self.path / name.rstrip("/")
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        if names:
+            warnings.warn(
+                f"overwrite: removed {', '.join(names)} from {str(self.path)!r}", stacklevel=3
+            )
+
+    def ensure_writable(self) -> None:
+        """Create the folder and write a probe file; :class:`RunFolderError` if that fails."""
+        probe = self.path / ".flowlab-write-test"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as err:
+            raise folder_error(
+                f"cannot write the run folder {str(self.path)!r}: {describe_os_error(err)}. "
+                "Nothing was trained; choose another --run-dir.", err
+            ) from err

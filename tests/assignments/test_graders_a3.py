@@ -1,0 +1,234 @@
+"""In-process tests of assignment 3's trusted grader (image flows), on a LocalBridge.
+
+The setup and solution cells of the source notebook run in a fresh namespace; the hidden tests
+(``flowlab_course.graders.assignment3``) probe it through the same kernel-side code and wire format
+as under nbgrader.  Checked here:
+
+* the solution passes every part, and the untouched release fails every part;
+* every catalogue mistake of assignment 3 fails its OWN part, at every one of ``FLOWLAB_REPEATS``
+  (default 20) gradings with fresh random inputs, and passes every other part (cross-part
+  isolation: the coupling parts use grader-made masks, the multi-scale part grader-made blocks);
+* correct solutions written in other styles pass (``pixel_unshuffle``, ``torch.where``, float64
+  helpers, boolean masks inside the coupling, ``chunk``, debug prints and tqdm on stderr);
+* failure messages are sentences in the lecture's terms, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import nbformat
+import pytest
+import torch
+
+from catalogue import CATALOGUE
+from nbgrader_course import ASSIGNMENTS, patch
+
+matplotlib.use("Agg")
+
+from flowlab_course.graders.errors import GradingFailure  # noqa: E402
+from flowlab_course.trusted.bridge import LocalBridge  # noqa: E402
+from flowlab_course.trusted.parts import lookup  # noqa: E402
+
+ASSIGNMENT = "03_image_flows"
+REPEATS = int(os.environ.get("FLOWLAB_REPEATS", "20"))
+
+
+def _source() -> nbformat.NotebookNode:
+    return nbformat.read(ASSIGNMENTS / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+
+
+SOURCE = _source()
+PARTS = [c.metadata["nbgrader"]["grade_id"] for c in SOURCE.cells
+         if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def _namespace(nb: nbformat.NotebookNode, release: bool = False) -> dict:
+    """Run the setup and solution cells (not tests, not plots) as a student's kernel would."""
+    ns: dict = {"__name__": "__main__"}
+    for cell in nb.cells:
+        kind = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and (kind.get("solution") or (kind.get("locked") and not kind.get("grade"))):
+            source = cell.source
+            if release and kind.get("solution"):
+                source = _strip_solution(source)
+            exec(compile(source, f"<{kind.get('grade_id')}>", "exec"), ns)
+    return ns
+
+
+def _strip_solution(source: str) -> str:
+    """What nbgrader's release leaves of a solution region."""
+    out, skipping = [], False
+    for line in source.splitlines():
+        if line.strip() == "### BEGIN SOLUTION":
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}raise NotImplementedError()")
+            skipping = True
+        elif line.strip() == "### END SOLUTION":
+            skipping = False
+        elif not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _grade(ns: dict, part: str) -> GradingFailure | None:
+    """The failure of ``part`` (None if it passes); anything but a GradingFailure is a bug."""
+    try:
+        verdict = lookup(f"assignment3.{part}").grade(LocalBridge(ns))
+    except GradingFailure as err:
+        return err
+    assert verdict is None, f"{part}: unexpected partial verdict {verdict}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch():
+    state = torch.get_default_dtype(), torch.get_num_threads(), torch.random.get_rng_state()
+    yield
+    torch.set_default_dtype(state[0])
+    torch.set_num_threads(state[1])
+    torch.random.set_rng_state(state[2])
+
+
+def test_parts_are_the_notebooks_grade_ids():
+    assert PARTS == ["squeeze", "unsqueeze", "masks", "masked_forward", "masked_inverse",
+                     "dequantize", "bits_per_dim", "multiscale"]
+    for part in PARTS:
+        assert lookup(f"assignment3.{part}").key == f"assignment3.{part}"
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_solution_passes_every_part(attempt):
+    ns = _namespace(SOURCE)
+    failures = {p: str(e) for p in PARTS if (e := _grade(ns, p)) is not None}
+    assert failures == {}
+
+
+def test_release_fails_every_part_with_not_implemented():
+    ns = _namespace(SOURCE, release=True)
+    for part in PARTS:
+        err = _grade(ns, part)
+        assert err is not None, part
+        assert err.part == part
+
+
+MISTAKES = CATALOGUE[ASSIGNMENT]
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=[m.name for m in MISTAKES])
+def test_mistake_loses_its_own_part_only(mistake):
+    assert mistake.part in PARTS
+    ns = _namespace(patch(SOURCE, mistake.old, mistake.new))
+    for attempt in range(REPEATS):  # fresh random inputs each time: caught in every grading
+        err = _grade(ns, mistake.part)
+        assert err is not None, f"{mistake.name} passed grading {attempt + 1} of {REPEATS}"
+        assert err.part == mistake.part
+        message = str(err)
+        assert "Traceback" not in message and len(message) < 800, message
+    others = {p: str(e) for p in PARTS if p != mistake.part and (e := _grade(ns, p)) is not None}
+    assert others == {}, f"{mistake.name} also cost points on {sorted(others)}"
+
+
+# Correct solutions in other styles: [(old, new), ...] patches of the solution.
+ALTERNATIVES = {
+    "pixel_unshuffle": [
+        ("    b, c, h, w = x.shape\n    z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)\n"
+         "    return z.reshape(b, 4 * c, h // 2, w // 2)",
+         "    return torch.nn.functional.pixel_unshuffle(x, 2)"),
+        ("    b, c4, h, w = z.shape\n    x = z.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)\n"
+         "    return x.reshape(b, c4 // 4, 2 * h, 2 * w)",
+         "    return torch.nn.functional.pixel_shuffle(z, 2)"),
+    ],
+    "loops_and_slices": [
+        ("    b, c, h, w = x.shape\n    z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)\n"
+         "    return z.reshape(b, 4 * c, h // 2, w // 2)",
+         "    parts = [x[:, :, i::2, j::2] for i in range(2) for j in range(2)]\n"
+         "    return torch.stack(parts, dim=2).flatten(1, 2)"),
+        ("    b, c4, h, w = z.shape\n    x = z.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)\n"
+         "    return x.reshape(b, c4 // 4, 2 * h, 2 * w)",
+         "    b, c4, h, w = z.shape\n    x = z.new_empty(b, c4 // 4, 2 * h, 2 * w)\n"
+         "    for k in range(4):\n        x[:, :, k // 2::2, k % 2::2] = z[:, k::4]\n    return x"),
+    ],
+    "where_and_float64_masks": [
+        ("    i = torch.arange(height).reshape(-1, 1)\n    j = torch.arange(width).reshape(1, -1)\n"
+         "    return ((i + j) % 2 == parity).float().reshape(1, 1, height, width)",
+         "    ii, jj = torch.meshgrid(torch.arange(height), torch.arange(width), indexing='ij')\n"
+         "    m = torch.where((ii + jj) % 2 == parity, 1.0, 0.0).double()\n"
+         "    return m[None, None]"),
+        ("    first = torch.arange(channels) < (channels + 1) // 2\n    mask = first if parity == 0 else ~first\n"
+         "    return mask.float().reshape(1, channels, 1, 1)",
+         "    keep = math.ceil(channels / 2)\n"
+         "    m = torch.cat([torch.ones(keep, dtype=torch.float64), torch.zeros(channels - keep, dtype=torch.float64)])\n"
+         "    m = m if parity == 0 else 1 - m\n    return m.view(1, -1, 1, 1)"),
+    ],
+    "boolean_where_coupling": [
+        ("        b = self.mask\n        t, s = self.conditioner(b * x).chunk(2, dim=1)\n"
+         "        y = b * x + (1 - b) * (x * torch.exp(s) + t)\n"
+         "        logdet = ((1 - b) * s).reshape(x.shape[0], -1).sum(dim=1)",
+         "        keep = self.mask.bool().expand_as(x)\n"
+         "        t, s = self.conditioner(torch.where(keep, x, torch.zeros_like(x))).chunk(2, dim=1)\n"
+         "        s = torch.where(keep, torch.zeros_like(s), s)\n"
+         "        y = torch.where(keep, x, x * s.exp() + t)\n"
+         "        logdet = s.flatten(1).sum(-1)"),
+        ("        b = self.mask\n        t_inv, s_inv = self.conditioner(b * y).chunk(2, dim=1)\n"
+         "        x = b * y + (1 - b) * (y - t_inv) * torch.exp(-s_inv)\n"
+         "        logdet = -((1 - b) * s_inv).reshape(y.shape[0], -1).sum(dim=1)",
+         "        keep = self.mask.bool().expand_as(y)\n"
+         "        t, s = self.conditioner(y * keep).chunk(2, dim=1)\n"
+         "        s = s.masked_fill(keep, 0.0)\n"
+         "        x = torch.where(keep, y, (y - t) / s.exp())\n"
+         "        logdet = -torch.einsum('bchw->b', s)"),
+    ],
+    "rand_log2_chunk_and_stderr": [
+        ("    x = x.float() if not x.is_floating_point() else x\n    return (x + torch.rand_like(x)) / num_levels",
+         "    import sys\n    print('dequantizing', tuple(x.shape), file=sys.stderr)\n"
+         "    u = torch.rand(x.shape, dtype=torch.float64)\n    return ((x.double() + u) / num_levels).to(x.dtype)"),
+        ("    log_prob_x = log_prob_y - num_dims * math.log(num_levels)\n"
+         "    return -log_prob_x / (num_dims * math.log(2))",
+         "    print('debug: bpd of', log_prob_y.shape)\n"
+         "    return math.log2(num_levels) - log_prob_y / (num_dims * math.log(2))"),
+        ("    latents = []\n    total = x.new_zeros(x.shape[0])\n    h = x\n    for i, block in enumerate(blocks):\n"
+         "        h, logdet = block(h)\n        total = total + logdet\n        if i < len(blocks) - 1:\n"
+         "            half = h.shape[1] // 2\n            latents.append(h[:, :half])\n            h = h[:, half:]\n"
+         "    latents.append(h)\n    return latents, total",
+         "    from tqdm.auto import tqdm\n    import logging\n    logging.getLogger('student').warning('multi-scale')\n"
+         "    latents, total, h = [], 0, x\n    for block in tqdm(blocks[:-1], desc='scales'):\n"
+         "        h, ld = block(h)\n        total = total + ld\n        z, h = h.chunk(2, dim=1)\n"
+         "        latents.append(z)\n    h, ld = blocks[-1](h)\n    return latents + [h], total + ld"),
+    ],
+}
+
+
+@pytest.mark.parametrize("style", sorted(ALTERNATIVES))
+def test_alternative_correct_style_passes(style):
+    nb = SOURCE
+    for old, new in ALTERNATIVES[style]:
+        nb = patch(nb, old, new)
+    ns = _namespace(nb)
+    failures = {p: str(e) for p in PARTS if (e := _grade(ns, p)) is not None}
+    assert failures == {}
+
+
+def test_boolean_mask_is_caught_in_the_masks_part_not_the_coupling():
+    """Issue 12: a boolean mask used to break the NEXT part; now it costs the masks part only."""
+    ns = _namespace(patch(SOURCE, "return mask.float().reshape(1, channels, 1, 1)",
+                          "return mask.reshape(1, channels, 1, 1)"))
+    err = _grade(ns, "masks")
+    assert err is not None and "floating-point" in str(err)
+    assert _grade(ns, "masked_forward") is None and _grade(ns, "masked_inverse") is None
+
+
+def test_mask_wrong_at_a_single_position_is_named():
+    ns = _namespace(patch(
+        SOURCE, "return ((i + j) % 2 == parity).float().reshape(1, 1, height, width)",
+        "m = ((i + j) % 2 == parity).float()\n    if height == 7:\n        m[3, 1] = 1 - m[3, 1]\n"
+        "    return m.reshape(1, 1, height, width)"))
+    err = _grade(ns, "masks")
+    assert err is not None and "(i, j) = (3, 1)" in str(err)
+
+
+def test_detached_conditioner_is_named_in_its_part():
+    mistake = next(m for m in MISTAKES if m.name == "masked_conditioner_detached")
+    err = _grade(_namespace(patch(SOURCE, mistake.old, mistake.new)), "masked_forward")
+    assert err is not None and "gradient" in str(err)

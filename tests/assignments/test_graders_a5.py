@@ -1,0 +1,254 @@
+"""In-process tests of assignment 5's trusted grader (autoregressive flows), on a LocalBridge.
+
+The setup and solution cells of the source notebook run in a fresh namespace; the hidden tests
+(``flowlab_course.graders.assignment5``) probe it through the same kernel-side code and wire format
+as under nbgrader.  Checked here:
+
+* the solution passes every part, and the untouched release fails every part;
+* every catalogue mistake of assignment 5 fails its OWN part, at every one of ``FLOWLAB_REPEATS``
+  (default 20) gradings with fresh random inputs, and passes every other part (cross-part
+  isolation: the mask parts use grader-given degrees, the MAF parts a grader-made MADE, the
+  attention part the grader's causal mask);
+* correct solutions written in other styles pass (loops over units, ``torch.where``, float64
+  helpers, coordinate-by-coordinate inverse, ``scaled_dot_product_attention``, einsum, debug prints
+  and tqdm on stderr);
+* failure messages are sentences in the lecture's terms, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import nbformat
+import pytest
+import torch
+
+from catalogue import CATALOGUE
+from nbgrader_course import ASSIGNMENTS, patch
+
+matplotlib.use("Agg")
+
+from flowlab_course.graders.errors import GradingFailure  # noqa: E402
+from flowlab_course.trusted.bridge import LocalBridge  # noqa: E402
+from flowlab_course.trusted.parts import lookup  # noqa: E402
+
+ASSIGNMENT = "05_autoregressive"
+REPEATS = int(os.environ.get("FLOWLAB_REPEATS", "20"))
+
+
+def _source() -> nbformat.NotebookNode:
+    return nbformat.read(ASSIGNMENTS / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+
+
+SOURCE = _source()
+PARTS = [c.metadata["nbgrader"]["grade_id"] for c in SOURCE.cells
+         if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def _namespace(nb: nbformat.NotebookNode, release: bool = False) -> dict:
+    """Run the setup and solution cells (not tests, not plots) as a student's kernel would."""
+    ns: dict = {"__name__": "__main__"}
+    for cell in nb.cells:
+        kind = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and (kind.get("solution") or (kind.get("locked") and not kind.get("grade"))):
+            source = cell.source
+            if release and kind.get("solution"):
+                source = _strip_solution(source)
+            exec(compile(source, f"<{kind.get('grade_id')}>", "exec"), ns)
+    return ns
+
+
+def _strip_solution(source: str) -> str:
+    """What nbgrader's release leaves of a solution region."""
+    out, skipping = [], False
+    for line in source.splitlines():
+        if line.strip() == "### BEGIN SOLUTION":
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}raise NotImplementedError()")
+            skipping = True
+        elif line.strip() == "### END SOLUTION":
+            skipping = False
+        elif not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _grade(ns: dict, part: str) -> GradingFailure | None:
+    """The failure of ``part`` (None if it passes); anything but a GradingFailure is a bug."""
+    try:
+        verdict = lookup(f"assignment5.{part}").grade(LocalBridge(ns))
+    except GradingFailure as err:
+        return err
+    assert verdict is None, f"{part}: unexpected partial verdict {verdict}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch():
+    state = torch.get_default_dtype(), torch.get_num_threads(), torch.random.get_rng_state()
+    yield
+    torch.set_default_dtype(state[0])
+    torch.set_num_threads(state[1])
+    torch.random.set_rng_state(state[2])
+
+
+def test_parts_are_the_notebooks_grade_ids():
+    assert PARTS == ["made_degrees", "made_hidden_masks", "made_output_mask", "maf_forward",
+                     "maf_inverse", "causal_mask", "causal_attention"]
+    for part in PARTS:
+        assert lookup(f"assignment5.{part}").key == f"assignment5.{part}"
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_solution_passes_every_part(attempt):
+    ns = _namespace(SOURCE)
+    failures = {p: str(e) for p in PARTS if (e := _grade(ns, p)) is not None}
+    assert failures == {}
+
+
+def test_release_fails_every_part_with_not_implemented():
+    ns = _namespace(SOURCE, release=True)
+    for part in PARTS:
+        err = _grade(ns, part)
+        assert err is not None, part
+        assert err.part == part
+
+
+MISTAKES = CATALOGUE[ASSIGNMENT]
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=[m.name for m in MISTAKES])
+def test_mistake_loses_its_own_part_only(mistake):
+    assert mistake.part in PARTS
+    ns = _namespace(patch(SOURCE, mistake.old, mistake.new))
+    for attempt in range(REPEATS):  # fresh random inputs each time: caught in every grading
+        err = _grade(ns, mistake.part)
+        assert err is not None, f"{mistake.name} passed grading {attempt + 1} of {REPEATS}"
+        assert err.part == mistake.part
+        message = str(err)
+        assert "Traceback" not in message and len(message) < 800, message
+    others = {p: str(e) for p in PARTS if p != mistake.part and (e := _grade(ns, p)) is not None}
+    assert others == {}, f"{mistake.name} also cost points on {sorted(others)}"
+
+
+# Correct solutions in other styles: [(old, new), ...] patches of the solution.
+MADE_SOLUTION = """    degrees = [torch.arange(1, features + 1)]
+    for h in hidden_sizes:
+        degrees.append(torch.arange(h) % (features - 1) + 1)
+    return degrees"""
+MASKS_SOLUTION = """    masks = []
+    for m_prev, m in zip(degrees[:-1], degrees[1:]):
+        masks.append((m[:, None] >= m_prev[None, :]).float())
+    m_out = degrees[0].repeat(params_per_feature)
+    masks.append((m_out[:, None] > degrees[-1][None, :]).float())
+    return masks"""
+INVERSE_SOLUTION = """        x = torch.zeros_like(z)
+        for _ in range(z.shape[1]):
+            mu, alpha = self.conditioner(x).chunk(2, dim=1)
+            x = z * torch.exp(alpha) + mu
+        return x, alpha.sum(dim=1)"""
+FORWARD_SOLUTION = """        mu, alpha = self.conditioner(x).chunk(2, dim=1)
+        z = (x - mu) * torch.exp(-alpha)
+        return z, -alpha.sum(dim=1)"""
+ATTENTION_SOLUTION = """    q, k, v = x @ w_q, x @ w_k, x @ w_v
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~causal_mask(x.shape[1]), float("-inf"))
+    out = torch.softmax(scores, dim=-1) @ v
+    if shift:
+        out = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)
+    return out"""
+MASK_SOLUTION = """    i = torch.arange(T).reshape(-1, 1)
+    j = torch.arange(T).reshape(1, -1)
+    return j < i if strict else j <= i"""
+
+ALTERNATIVES = {
+    "python_loops_and_float64": [
+        (MADE_SOLUTION,
+         "    out = [torch.tensor([d + 1 for d in range(features)])]\n"
+         "    for h in hidden_sizes:\n        out.append(torch.tensor([k % (features - 1) + 1 for k in range(h)], dtype=torch.int64))\n"
+         "    return out"),
+        (MASKS_SOLUTION,
+         "    masks = []\n    for a, b in zip(degrees, degrees[1:]):\n"
+         "        M = torch.zeros(len(b), len(a), dtype=torch.float64)\n"
+         "        for k in range(len(b)):\n            for j in range(len(a)):\n"
+         "                if b[k] >= a[j]:\n                    M[k, j] = 1.0\n        masks.append(M)\n"
+         "    out = torch.where(degrees[0][:, None] > degrees[-1][None, :], 1.0, 0.0)\n"
+         "    masks.append(torch.cat([out] * params_per_feature, dim=0))\n    return masks"),
+    ],
+    "coordinate_by_coordinate_inverse": [
+        (INVERSE_SOLUTION,
+         "        import sys\n        from tqdm.auto import tqdm\n        x = z.new_zeros(z.shape)\n"
+         "        for d in tqdm(range(z.shape[1]), file=sys.stderr):\n"
+         "            mu, alpha = self.conditioner(x).chunk(2, dim=1)\n"
+         "            x[:, d] = z[:, d] * alpha[:, d].exp() + mu[:, d]\n"
+         "        mu, alpha = self.conditioner(x).chunk(2, dim=1)\n"
+         "        return x, alpha.sum(-1)"),
+        (FORWARD_SOLUTION,
+         "        D = x.shape[1]\n        out = self.conditioner(x)\n"
+         "        mu, alpha = torch.split(out, D, dim=1)\n        print('debug: forward', x.shape)\n"
+         "        return (x - mu) / torch.exp(alpha), -torch.sum(alpha, dim=-1)"),
+    ],
+    "clone_inverse_and_einsum_attention": [
+        (INVERSE_SOLUTION,
+         "        x = torch.zeros_like(z)\n        for d in range(z.shape[1]):\n"
+         "            params = self.conditioner(x)\n            D = z.shape[1]\n"
+         "            x = x.clone()\n            x[:, d] = z[:, d] * torch.exp(params[:, D + d]) + params[:, d]\n"
+         "        logdet = self.conditioner(x)[:, z.shape[1]:].sum(dim=1)\n        return x, logdet"),
+        (ATTENTION_SOLUTION,
+         "    q = torch.einsum('btd,de->bte', x, w_q)\n    k = torch.einsum('btd,de->bte', x, w_k)\n"
+         "    v = torch.einsum('btd,de->bte', x, w_v)\n"
+         "    T = x.shape[1]\n    s = torch.einsum('bie,bje->bij', q, k) / q.shape[-1] ** 0.5\n"
+         "    s = torch.where(torch.tril(torch.ones(T, T, dtype=torch.bool)), s, torch.full_like(s, -math.inf))\n"
+         "    out = torch.einsum('bij,bjv->biv', s.softmax(-1), v)\n"
+         "    if shift:\n        out = torch.nn.functional.pad(out, (0, 0, 1, 0))[:, :T]\n    return out"),
+        (MASK_SOLUTION,
+         "    return torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1 if strict else 0)"),
+    ],
+    "sdpa_attention": [
+        (ATTENTION_SOLUTION,
+         "    import logging, warnings\n    logging.getLogger('student').warning('attention')\n"
+         "    warnings.warn('student warning')\n"
+         "    q, k, v = x @ w_q, x @ w_k, x @ w_v\n"
+         "    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
+         "    if shift:\n        out = torch.roll(out, 1, dims=1)\n        out[:, 0] = 0\n    return out"),
+    ],
+}
+
+
+@pytest.mark.filterwarnings("ignore:student warning")
+@pytest.mark.parametrize("style", sorted(ALTERNATIVES))
+def test_alternative_correct_style_passes(style):
+    nb = SOURCE
+    for old, new in ALTERNATIVES[style]:
+        nb = patch(nb, old, new)
+    ns = _namespace(nb)
+    failures = {p: str(e) for p in PARTS if (e := _grade(ns, p)) is not None}
+    assert failures == {}
+
+
+def test_attention_is_graded_with_the_graders_mask():
+    """A wrong causal_mask costs the mask part only, even though causal_attention calls it."""
+    ns = _namespace(patch(SOURCE, "return j < i if strict else j <= i", "return i <= j"))
+    assert _grade(ns, "causal_mask") is not None
+    assert _grade(ns, "causal_attention") is None
+    assert ns["causal_mask"](3).tolist()[0] == [True, True, True]  # restored after grading
+
+
+def test_future_leak_is_named_from_the_brute_force_dependencies():
+    ns = _namespace(patch(SOURCE, "    if shift:\n        out = torch.cat", "    if False:\n        out = torch.cat"))
+    err = _grade(ns, "causal_attention")
+    assert err is not None and "information from the future leaks" in str(err)
+
+
+def test_logdet_checked_against_the_brute_force_jacobian():
+    """A log-det that matches no formula hint is still caught by the finite-difference Jacobian."""
+    ns = _namespace(patch(SOURCE, "return z, -alpha.sum(dim=1)", "return z, -alpha.sum(dim=1) + 0.01"))
+    err = _grade(ns, "maf_forward")
+    assert err is not None and "log|det" in str(err)
+
+
+def test_non_triangular_inverse_is_caught():
+    ns = _namespace(patch(SOURCE, "x = z * torch.exp(alpha) + mu", "x = z * torch.exp(alpha) + mu + 0.1 * z.flip(1)"))
+    err = _grade(ns, "maf_inverse")
+    assert err is not None

@@ -1,0 +1,144 @@
+"""The book's text, checked without building it: numbers, summaries, links, citations.
+
+* **Numbers in the prose come from executed cells.**  A measured value quoted in a chapter's text
+  must be a ``{glue:text}`` substitution of a value the chapter's code computed (myst-nb's
+  ``glue``), never typed by hand: hand-typed results go stale when the code or the training
+  changes (chapter 8 once printed 2.069 and said 2.065).  The test strips what is not prose
+  (code cells, inline code, maths, glue roles, cross-references) and fails on any remaining
+  decimal number or percentage, except the definitions in :data:`ALLOWED` (constants the text
+  *sets*, such as a slope of 0.2, rather than results it reports).
+* Each chapter ends with a *Key ideas* section that links to the assignment that practises it,
+  and the assignments page links back to the chapters.
+* The bibliography has at least 20 entries, no duplicate keys, and every entry is cited
+  somewhere in the book's pages.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .conftest import BOOK, ROOT, chapter_notebooks, toc_documents
+
+# Decimal numbers that the text defines (a constant of the code, a formula's coefficient) and
+# that therefore need no glue, per chapter.  Keep it short: a *result* never belongs here.
+ALLOWED: dict[str, set[str]] = {
+    "04_layer_types": {"0.2"},   # the leaky ReLU's slope, a setting of the code shown
+    "07_glow": {"1.2"},          # the largest temperature of the sweep the code sets
+}
+
+_NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])|(?<![\w.])\d+(?:\.\d+)?\s?%")
+
+
+def prose(markdown: str) -> str:
+    """The text a reader reads as prose: without front matter, code, maths and roles."""
+    text = re.sub(r"\A---\n.*?\n---\n", "", markdown, flags=re.S)          # front matter
+    text = re.sub(r"^(`{3,})\{code-cell\}.*?^\1\s*$", "", text, flags=re.S | re.M)
+    text = re.sub(r"^(`{3,})(?!\{admonition|\{note|\{tip|\{warning|\{important)[^\n]*\n.*?^\1\s*$",
+                  "", text, flags=re.S | re.M)                            # other code blocks
+    text = re.sub(r"^:[\w-]+:.*$", "", text, flags=re.M)                  # directive options
+    text = re.sub(r"\$\$.*?\$\$(\s*\([\w-]+\))?", " ", text, flags=re.S)  # display maths
+    text = re.sub(r"\\begin\{(\w+\*?)\}.*?\\end\{\1\}", " ", text, flags=re.S)
+    text = re.sub(r"(?<!\\)\$[^$]+?(?<!\\)\$", " ", text, flags=re.S)     # inline maths
+    text = re.sub(r"\{[\w:-]+\}`[^`]*`", " ", text)                       # roles: glue, doc, cite
+    text = re.sub(r"`[^`]*`", " ", text)                                  # inline code
+    text = re.sub(r"\]\([^)]*\)", "]", text)                              # link targets
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    return text
+
+
+def test_prose_strips_what_it_should() -> None:
+    sample = (
+        "---\nkernelspec: x\n---\nThe NLL is {glue:text}`nll:.2f` nats, $p = 0.5$ and\n"
+        "$$\nx = 1.5\n$$ (eq-a)\n`lr=2e-3 0.1`\n```{code-cell} ipython3\nprint(3.14)\n```\n"
+        "but 2.42 was typed, and 41 % too.\n"
+    )
+    found = _NUMBER.findall(prose(sample))
+    assert found == ["2.42", "41 %"], found
+
+
+@pytest.mark.parametrize("chapter", chapter_notebooks(), ids=lambda p: p.stem)
+def test_numbers_in_prose_come_from_glue(chapter: Path) -> None:
+    text = prose(chapter.read_text(encoding="utf-8"))
+    allowed = ALLOWED.get(chapter.stem, set())
+    typed = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        typed += [f"{n!r} in: {line.strip()[:110]}" for n in _NUMBER.findall(line)
+                  if n not in allowed]
+    assert not typed, (
+        f"{chapter.name}: numbers typed into the prose; compute them in a cell, "
+        "`glue('name', value, display=False)` (from myst_nb import glue), and write "
+        "{glue:text}`name:.3f` in the text (or, for a constant the text defines, add it to "
+        "ALLOWED in tests/book/test_prose.py):\n" + "\n".join(typed))
+
+
+def _chapters() -> list[Path]:
+    return [p for p in chapter_notebooks() if re.match(r"\d\d_", p.stem)]
+
+
+@pytest.mark.parametrize("chapter", _chapters(), ids=lambda p: p.stem)
+def test_chapter_ends_with_key_ideas_and_its_assignment(chapter: Path) -> None:
+    text = chapter.read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert "Key ideas" in headings, f"{chapter.name}: no '## Key ideas' summary section"
+    after = headings[headings.index("Key ideas") + 1:]
+    assert set(after) <= {"Exercises"}, (
+        f"{chapter.name}: 'Key ideas' must close the chapter (only 'Exercises' may follow), "
+        f"found {after}")
+    key_ideas = text.split("## Key ideas", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"\{ref\}`[^`]*<assignment-\d>`|\{doc\}`[^`]*assignments`", key_ideas), (
+        f"{chapter.name}: its Key ideas do not link to the assignment that practises it "
+        "({ref}`Assignment N <assignment-N>`)")
+
+
+def test_assignments_page_names_the_assignments_and_links_back() -> None:
+    page = (BOOK / "assignments.md").read_text(encoding="utf-8")
+    authored = sorted((ROOT / "assignments" / "authoring").glob("0*.py"))
+    assert authored, "no assignments/authoring/*.py found"
+    for source in authored:
+        number = int(source.stem[:2])
+        title = re.search(r"^# # Assignment \d+ — (.+)$", source.read_text(encoding="utf-8"),
+                          flags=re.M)
+        assert title, f"{source.name}: no '# # Assignment N — title' line"
+        assert f"(assignment-{number})=" in page, f"assignments.md: no label assignment-{number}"
+        assert title.group(1).strip() in page, (
+            f"assignments.md does not name assignment {number}, {title.group(1).strip()!r}")
+    linked = set(re.findall(r"\{doc\}`(\d\d_\w+)`", page))
+    chapters_with_assignments = {p.stem for p in _chapters()
+                                 if re.search(r"<assignment-\d>", p.read_text(encoding="utf-8"))}
+    missing = {c for c in chapters_with_assignments if c != "01_why_flows"} - linked
+    assert not missing, f"assignments.md does not link back to {sorted(missing)}"
+
+
+def test_instructor_pages_are_a_separate_part() -> None:
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    parts = {p["caption"]: [c["file"] for c in p["chapters"]] for p in toc["parts"]}
+    assert {"book/instructors", "book/sandbox"} <= set(parts.get("For instructors", [])), parts
+    student = [f for caption, files in parts.items() if caption != "For instructors"
+               for f in files]
+    assert "book/instructors" not in student and "book/sandbox" not in student
+
+
+def _bib_keys() -> list[str]:
+    bib = (BOOK / "references.bib").read_text(encoding="utf-8")
+    return re.findall(r"^@\w+\{([^,\s]+),", bib, flags=re.M)
+
+
+def test_bibliography_covers_the_field_and_every_entry_is_cited() -> None:
+    keys = _bib_keys()
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    assert not duplicates, f"references.bib: duplicate keys {duplicates}"
+    assert len(keys) >= 20, f"references.bib has {len(keys)} entries, the book wants >= 20"
+    cited: set[str] = set()
+    for doc in toc_documents():
+        for roles in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`",
+                                (ROOT / f"{doc}.md").read_text(encoding="utf-8")):
+            cited |= {k.strip() for k in roles.split(",")}
+    unknown = sorted(cited - set(keys))
+    assert not unknown, f"cited but not in references.bib: {unknown}"
+    uncited = sorted(set(keys) - cited)
+    assert not uncited, f"references.bib entries that no page cites: {uncited}"

@@ -1,0 +1,185 @@
+"""Distributed autograding on a real Dask scheduler with worker processes on the loopback.
+
+No mocks: a ``LocalCluster`` (a scheduler and two worker processes, each watched by a nanny),
+the real ``python -m flowlab_course autograde --scheduler`` command, nbgrader, and SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import course as synthetic
+
+from flowlab_course.parallel import autograde_parallel, read_journal
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dask-cluster")]
+
+SLOW = "slow"
+STUDENTS = {
+    "ada": synthetic.CORRECT,
+    "bob": synthetic.MISTAKEN,
+    "dee": "def square(x):\n    raise NotImplementedError\n",
+    SLOW: synthetic.CORRECT + "import time\ntime.sleep(12)\n",
+    "eve": "def square(x):\n    return x ** 2\n",
+}
+# without the sandbox a kernel's parent is the worker process: this cell kills the worker
+KILLER = synthetic.CORRECT + "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _class(root: str, students: dict[str, str], **course) -> str:
+    synthetic.make_course(root, **course)
+    for student, code in students.items():
+        synthetic.submit(root, student, code)
+    return root
+
+
+def _gradebook_intact(root: str, students) -> None:
+    db = sqlite3.connect(os.path.join(root, "gradebook.db"))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = db.execute("SELECT student.id, COUNT(*) FROM submitted_assignment JOIN student "
+                          "ON student.id = submitted_assignment.student_id GROUP BY student.id"
+                          ).fetchall()
+    finally:
+        db.close()
+    assert dict(rows) == {s: 1 for s in students}   # one submission row per student
+
+
+def _worker_running(client, needle: str, timeout: float = 240.0) -> str:
+    """The address of the worker processing the task whose key contains ``needle``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for address, keys in client.processing().items():
+            if any(needle in str(k) for k in keys):
+                return address
+        time.sleep(0.2)
+    raise AssertionError(f"no worker started a task with {needle!r} in {timeout} s")
+
+
+def test_a_worker_killed_mid_run_is_regraded_once_and_the_gradebook_is_intact(tmp_path):
+    import dask
+    from distributed import Client, LocalCluster
+
+    orphans: list = []
+    base = _class(str(tmp_path / "base"), STUDENTS, timeout=60)
+    sequential = shutil.copytree(base, tmp_path / "sequential")
+    graded = str(shutil.copytree(base, tmp_path / "distributed"))
+    synthetic.nbgrader(str(sequential), "autograde", synthetic.ASSIGNMENT)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 3}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+    client = Client(cluster)
+    try:
+        assert len(client.scheduler_info()["workers"]) == 2
+        command = subprocess.Popen(
+            [sys.executable, "-m", "flowlab_course", "autograde", synthetic.ASSIGNMENT,
+             "--course", graded, "--scheduler", cluster.scheduler_address, "--no-progress"],
+            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            victim = _worker_running(client, f"-{SLOW}-")
+            time.sleep(3)     # the slow submission's kernel is running its 12 s cell
+            assert any(f"-{SLOW}-" in str(k) for k in client.processing()[victim])
+            pid = client.run(os.getpid, workers=[victim])[victim]
+            orphans = psutil.Process(pid).children(recursive=True)   # its kernel's sandbox
+            os.kill(pid, signal.SIGKILL)
+            output, _ = command.communicate(timeout=400)
+        finally:
+            if command.poll() is None:
+                command.kill()
+            for process in orphans:   # the sandbox launcher outlives a SIGKILLed grader
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        assert command.returncode == 0, output
+        assert "5 graded, 0 unchanged, 0 failed" in output
+        assert len(client.scheduler_info()["workers"]) == 2   # the nanny restarted it
+    finally:
+        client.close()
+        cluster.close()
+
+    journal = read_journal(graded, synthetic.ASSIGNMENT)
+    assert sorted(e["student"] for e in journal) == sorted(STUDENTS)  # each written once
+    assert {e["status"] for e in journal} == {"graded"}
+    slow = next(e for e in journal if e["student"] == SLOW)
+    assert not slow["worker"].endswith(f":{pid}")       # re-run on another worker process
+    _gradebook_intact(graded, STUDENTS)
+    assert synthetic.scores(graded) == synthetic.scores(str(sequential))
+    assert synthetic.scores(graded)[SLOW] == {"test_visible": 1.0, "test_hidden": 2.0}
+
+    # a rerun grades nothing (nothing missing or changed) and writes nothing
+    again = autograde_parallel(graded, synthetic.ASSIGNMENT, workers=1, progress=False)
+    assert all(r.status == "unchanged" for r in again) and len(again) == len(STUDENTS)
+    assert len(read_journal(graded, synthetic.ASSIGNMENT)) == len(STUDENTS)
+
+
+def test_a_submission_that_kills_its_worker_is_zeroed_and_the_rest_graded(tmp_path):
+    students = {"ada": synthetic.CORRECT, "bob": synthetic.MISTAKEN, "killer": KILLER}
+    root = _class(str(tmp_path / "course"), students, sandbox="False")
+    results = {r.student: r for r in autograde_parallel(
+        root, synthetic.ASSIGNMENT, workers=2, progress=False, allowed_failures=1)}
+    assert results["ada"].status == "graded" and results["bob"].status == "graded"
+    killer = results["killer"]
+    assert killer.status == "zeroed" and not killer.ok
+    assert "killed the grading worker" in killer.error
+    scores = synthetic.scores(root)
+    assert scores["ada"] == {"test_visible": 1.0, "test_hidden": 2.0}
+    assert scores["bob"] == {"test_visible": 1.0, "test_hidden": 0.0}
+    assert scores["killer"] == {"test_visible": 0.0, "test_hidden": 0.0}
+    _gradebook_intact(root, students)
+
+    from flowlab_course.report import class_report, read_flags
+
+    flags = read_flags(root, synthetic.ASSIGNMENT, "killer")
+    assert [f["kind"] for f in flags] == ["kernel_died"]
+    report = class_report(root, synthetic.ASSIGNMENT, str(tmp_path / "report"))
+    assert [(f["student"], f["kind"]) for f in report.flags] == [("killer", "kernel_died")]
+    # graded (zero): a rerun does not try it again, a changed submission is graded anew
+    synthetic.submit(root, "killer", synthetic.CORRECT)
+    rerun = {r.student: r for r in autograde_parallel(root, synthetic.ASSIGNMENT, workers=1,
+                                                      progress=False)}
+    assert rerun["ada"].status == "unchanged" and rerun["killer"].status == "graded"
+    assert synthetic.scores(root)["killer"] == {"test_visible": 1.0, "test_hidden": 2.0}
+    assert [e["status"] for e in read_journal(root, synthetic.ASSIGNMENT)
+            if e["student"] == "killer"] == ["zeroed", "graded"]
+
+
+def test_the_graders_flags_in_the_executed_notebook_reach_the_report(tmp_path):
+    """``metadata.flowlab.flags`` of a worker's notebook becomes ``flowlab-flags.json``."""
+    import json
+
+    import nbformat
+
+    from flowlab_course.parallel import FLAGS_FILE, _keep_extra_files
+    from flowlab_course.report import read_flags
+
+    returned, target = tmp_path / "returned", tmp_path / "autograded" / "ada" / "ps1"
+    returned.mkdir()
+    target.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["flowlab"] = {"flags": [{"part": "test_hidden", "kind": "undecidable",
+                                         "message": "exec of a built string"}]}
+    nbformat.write(nb, returned / "ps1.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(), target / "ps1.ipynb")   # metadata cleared
+    _keep_extra_files(str(returned), ["ps1.ipynb"], str(target))
+    saved = json.loads((target / FLAGS_FILE).read_text())
+    assert saved == [{"part": "test_hidden", "kind": "undecidable",
+                      "message": "exec of a built string", "notebook": "ps1"}]
+    assert read_flags(str(tmp_path), "ps1", "ada") == [
+        {"part": "test_hidden", "kind": "undecidable", "message": "exec of a built string"}]

@@ -1,0 +1,148 @@
+"""Unit tests of the trust boundary's pieces: the wire format, the static reader, message hygiene."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import torch
+
+from flowlab_course.trusted import static, wire
+from flowlab_course.trusted.bridge import KernelBridge, LocalBridge, NoAnswer, StudentError
+from flowlab_course.trusted.parts import Part
+
+
+# ---------------------------------------------------------------------------------- the wire
+def test_round_trip_of_plain_values() -> None:
+    value = {"a": (torch.arange(6, dtype=torch.float64).reshape(2, 3), 1, 2.5, "s", None),
+             "b": [torch.tensor([True, False]), torch.zeros(0, 4)]}
+    back = wire.decode(json.loads(json.dumps(wire.encode(value))))
+    assert torch.equal(back["a"][0], value["a"][0]) and back["a"][1:] == (1, 2.5, "s", None)
+    assert back["b"][0].dtype == torch.bool and back["b"][1].shape == (0, 4)
+
+
+@pytest.mark.parametrize("bad", [
+    {"$tensor": ["object", [1], "AA==", "T"]},                 # not a whitelisted dtype
+    {"$tensor": ["float64", [2], base64.b64encode(b"\0" * 8).decode(), "T"]},  # bytes != shape
+    {"$tensor": ["float64", [-1], "", "T"]},                   # negative size
+    {"$tuple": "x"}, {"$dict": [[1]]}, {"$unknown": 1},
+])
+def test_malformed_answers_are_refused(bad) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode(bad)
+
+
+def test_a_tensor_subclass_arrives_as_a_plain_tensor() -> None:
+    class Sneaky(torch.Tensor):
+        pass
+
+    ns = {"Sneaky": Sneaky}
+    got = LocalBridge(ns).call("result = grader.torch.ones(3).as_subclass(Sneaky)")
+    assert type(got) is torch.Tensor and torch.equal(got, torch.ones(3))
+
+
+def test_objects_that_are_not_plain_values_arrive_as_opaque() -> None:
+    got = LocalBridge({}).call("result = (grader.torch.nn.Linear(2, 2), lambda: 1)")
+    assert all(isinstance(v, wire.Opaque) for v in got)
+
+
+# ---------------------------------------------------------------------------------- the bridge
+def test_student_errors_come_back_without_hidden_numbers_or_grader_code() -> None:
+    ns = {}
+    exec("def f(x):\n    raise ValueError('bad input ' + repr(x.tolist()))", ns)
+    bridge = LocalBridge(ns)
+    with pytest.raises(StudentError) as info:
+        bridge.call("result = f(X)", X=torch.tensor([0.123456789, 2.5]))
+    assert "0.123456789" not in info.value.message and "2.5" not in info.value.message
+    assert info.value.error == "ValueError"
+
+
+def test_a_message_quoting_the_grader_is_withheld() -> None:
+    bridge = KernelBridge(client=None)
+    bridge._secret = "layer = grader.build(AffineCoupling, *args, **KWARGS)"
+    assert "withheld" in bridge.clean("I saw: layer = grader.build(AffineCoupling, *args")
+
+
+def test_no_answer_when_the_channel_is_swallowed() -> None:
+    ns = {}
+    bridge = LocalBridge(ns)
+    bridge.start()
+    ns["_flowlab_probe"] = lambda *a, **k: None  # a student's rebinding of the channel
+    with pytest.raises(NoAnswer):
+        bridge.call("result = 1")
+
+
+# ---------------------------------------------------------------------------------- static reader
+PART = Part("assignment2.affine_forward", lambda k: None, defines=("AffineCoupling",),
+            reference=("flowlab.transforms.coupling",),
+            reference_functions=("flowlab.flow.Flow.sample",),
+            body_forbids={"sample_with_temperature": ("sample",)})
+OTHER = Part("assignment2.training", lambda k: None, defines=("train",), reference=())
+
+
+def _kinds(source: str, setup: str = "import torch\nfrom flowlab.transforms.base import Transform"):
+    found = static.analyse([(1, source)], [PART, OTHER], [setup])
+    return {(f.kind, p) for f in found for p in f.parts}
+
+
+@pytest.mark.parametrize("source", [
+    "from flowlab.transforms.coupling import AffineCoupling as R",
+    "import flowlab as fl\nclass AffineCoupling(fl.AffineCoupling):\n    pass",
+    "import flowlab\nx = flowlab.transforms.coupling.AffineCoupling",
+    "import flowlab.transforms.coupling as c",
+    "import flowlab\nR = getattr(flowlab, 'AffineCoupling')",
+    "from flowlab import AffineCoupling",
+])
+def test_delegation_is_found_through_aliases_and_reexports(source: str) -> None:
+    assert ("delegation", PART.key) in _kinds(source)
+    assert ("delegation", OTHER.key) not in _kinds(source)
+
+
+def test_a_forbidden_call_inside_the_graded_function_is_delegation() -> None:
+    part = Part("assignment4.temperature", lambda k: None, defines=("sample_with_temperature",),
+                body_forbids={"sample_with_temperature": ("sample",)})
+    src = "def sample_with_temperature(flow, n, T):\n    return flow.sample(n, temperature=T)"
+    found = static.analyse([(1, src)], [part])
+    assert [f.kind for f in found] == ["delegation"]
+    ok = "def sample_with_temperature(flow, n, T):\n    z = torch.randn(n, 2) * T\n    return flow.inverse(z)[0]\n\nflow.sample(10)"
+    assert static.analyse([(1, ok)], [part]) == []
+
+
+@pytest.mark.parametrize("source", [
+    "exec('import flowlab')", "eval('1')", "__import__('flowlab')", "import importlib",
+    "import inspect", "import gc", "import ctypes", "import pickle", "import builtins",
+    "import sys\nsys.modules['x'] = 1", "import sys\nf = sys._getframe(1)",
+    "get_ipython().ast_transformers.append(1)", "get_ipython().events.register('x', print)",
+    "x = (1).__class__.__subclasses__()", "f = g.__globals__", "import os\nos.system('ls')",
+    "import flowlab\nR = getattr(flowlab, 'Affine' + 'Coupling')", "%run other.py",
+    "import torch\nt = torch.load('x.pt')",
+])
+def test_undecidable_constructs_are_held_for_review(source: str) -> None:
+    assert ("undecidable", PART.key) in _kinds(source)
+
+
+@pytest.mark.parametrize("source", [
+    "%matplotlib inline\nimport matplotlib.pyplot as plt",
+    "import sys\nprint('debug', file=sys.stderr)",
+    "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)):\n    pass",
+    "import logging, warnings, math\nlogging.warning('x'); warnings.warn('y')",
+    "class AffineCoupling(Transform):\n    def __init__(self, mask, c):\n        super().__init__()\n"
+    "        self.register_buffer('mask', torch.as_tensor(mask))",
+    "import numpy as np\nz = torch.where(x > 0, x, 0.5 * x)\ny = torch.linalg.solve_triangular(a, b, upper=False)",
+    "from flowlab.flow import Flow\nfrom flowlab.distributions import StandardNormal",
+    "from IPython.display import display\ndisplay('x')",
+])
+def test_honest_code_is_not_flagged(source: str) -> None:
+    assert _kinds(source) == set()
+
+
+def test_monkeypatching_torch_is_reported_but_costs_nothing() -> None:
+    found = _kinds("torch.allclose = lambda *a, **k: True")
+    assert {k for k, _ in found} == {"note"}
+
+
+def test_an_undecidable_construct_in_a_graded_cell_holds_only_that_cells_parts() -> None:
+    src = "class AffineCoupling(Transform):\n    def forward(self, x):\n        return eval('x'), 0"
+    kinds = _kinds(src)
+    assert ("undecidable", PART.key) in kinds and ("undecidable", OTHER.key) not in kinds

@@ -1,0 +1,63 @@
+"""The pretrained checkpoints: present, small, honestly recorded, and reproducing their test
+bits/dim when re-evaluated on the test split."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flowlab import pretrained
+from flowlab.data.images import load_digits, load_mnist5k
+
+NAMES = pretrained.available()
+
+
+def test_the_book_checkpoints_are_shipped():
+    assert {"digits-realnvp", "digits-glow"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoint_is_small_and_its_record_complete(name):
+    assert (pretrained.HERE / f"{name}.pt").stat().st_size <= 5 * 2**20
+    rec, spec = pretrained.record(name), pretrained.recipe(name)
+    assert rec["command"].startswith(f"flowlab train --config flowlab/pretrained/{name}.yaml")
+    assert rec["cpu_s"] > 0 and rec["data"] == spec["data"]
+    # selected on validation, never on the test set
+    assert rec["trainer_test"]["selected_on"] == "validation"
+    assert spec.get("val_fraction", 0.1) > 0
+    assert rec["trainer_test"]["selected_step"] <= rec["trainer_test"]["trained_steps"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoint_reproduces_its_recorded_test_bits_per_dim(name):
+    torch.set_num_threads(1)
+    rec = pretrained.record(name)
+    model = pretrained.load(name)
+    assert not model.training
+    assert sum(p.numel() for p in model.parameters()) == rec["parameters"]
+    test = (load_digits if rec["data"] == "digits" else load_mnist5k)("test").float()
+    bpd = pretrained.evaluate(model, test)
+    # same seed, same computation: equal up to floating-point reordering across machines
+    assert bpd == pytest.approx(rec["test_bits_per_dim"], abs=2e-3)
+    # the trainer's own test figure (one draw per image) agrees within the noise of the draws
+    assert bpd == pytest.approx(rec["trainer_test"]["bits_per_dim"], abs=0.03)
+    # and the model has learnt something: far better than both baselines
+    assert bpd < rec["baselines"]["per-pixel histogram"] - 0.2
+    assert bpd < math.log2(rec["shape_levels"][1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoint_samples_are_images_of_levels(name):
+    model = pretrained.load(name)
+    torch.manual_seed(0)
+    x = model.sample(3, temperature=0.7)
+    shape, levels = pretrained.DATA[pretrained.record(name)["data"]]
+    assert x.shape == (3, *shape)
+    assert torch.equal(x, x.floor()) and x.min() >= 0 and x.max() <= levels - 1
+
+
+def test_unknown_checkpoint_says_what_exists():
+    with pytest.raises(FileNotFoundError, match="available: .*digits"):
+        pretrained.load("cifar-glow")
