@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/)")
     args = parser.parse_args()
     n = args.students or (12 if args.quick else 300)
+    load_before = os.getloadavg()[0]
 
     from flowlab_course.parallel import read_journal
     from flowlab_course.synthetic import synthetic_class, write_class
@@ -197,6 +198,7 @@ def main() -> None:
         "kinds": counts,
         "workers": args.workers,
         "cores": os.cpu_count(),
+        "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "wall_s": round(wall, 1),
         "sequential_wall_s": round(sequential, 1),
         "speedup_vs_sequential": round(sequential / wall, 2),

@@ -63,7 +63,7 @@ from flowlab.models.multiscale import MultiScaleFlow  # noqa: E402
 #: on the validation split (benchmarks/NOTES.md, section 8).
 MODELS: dict[str, dict[str, Any]] = {
     "digits": {
-        "realnvp": {"model": "multiscale", "args": {"hidden_channels": 64, "blocks": 1}, "lr": 1e-3},
+        "realnvp": {"model": "multiscale", "args": {"hidden_channels": 32, "blocks": 1}, "lr": 1e-3},
         "glow": {"model": "glow", "args": {"steps": 8, "hidden_channels": 128, "logit_alpha": 0.05}, "lr": 1e-3},
     },
     "mnist5k": {

@@ -17,8 +17,11 @@
 # — one number per sample.
 #
 # **Points.** Each part below says how many points its test cell is worth. The visible tests
-# catch the most common slips; the grader runs more (hidden) tests on fresh random inputs, so
-# make sure your code is right in general, not only for the visible examples. Write each layer
+# catch the most common slips; the grader runs more (hidden) tests on fixed edge cases (points
+# outside the support, negative diagonals, size 1, inputs of other shapes) and on fresh random
+# inputs, and checks that gradients flow through your forward passes (a `.detach()` or `.item()`
+# would stop training), so make sure your code is right in general, not only for the visible
+# examples. Write each layer
 # yourself with torch operations: a part that hands the work to flowlab's own layer of the same
 # name gets no points.
 #

@@ -8,6 +8,19 @@
 # draw cleaner samples. Notation as in the lecture: $f$ normalizing, $g = f^{-1}$ generative;
 # images are `(batch, C, H, W)`; log-dets have shape `(batch,)`. Write the layers yourself (no
 # flowlab Glow layers). Total: 12 points.
+#
+# *The coupling's order.* Glow's affine coupling is assignment 2's with one difference you will
+# meet in flowlab's `GlowCoupling` (and in Glow's published code): it **shifts first, then
+# scales**, $z_B = (x_B + t(x_A)) \odot e^{s(x_A)}$, and its inverse divides first, then
+# subtracts, $x_B = z_B \odot e^{-s} - t$. Assignment 2 (like the RealNVP paper) scales first,
+# $z_B = x_B \odot e^{s} + t$. Both are invertible with the same
+# $\log|\det Df| = \sum s$; what matters is that the inverse undoes the steps of *its* forward
+# in reverse order.
+#
+# **Grading.** The hidden tests call your layers on fixed edge cases (one channel, odd and
+# non-square images, negative determinants) and on fresh random inputs, and also check that the
+# gradients reach your parameters (a `.detach()` or `.item()` would stop training). Each part is
+# graded on its own: for `forward`/`inverse` the grader sets the parameters itself.
 
 # %% [setup]
 # Setup (do not edit).
@@ -126,7 +139,9 @@ assert torch.allclose(ld, torch.tensor([9 * math.log(2.0)])), "log|det Dg| = +H 
 # (`(C,)`), and parameters **`lower`** (`(C, C)`, only its strict lower triangle is used),
 # **`upper`** (`(C, C)`, only its strict upper triangle is used) and **`log_abs_diag`**
 # ($\log|u|$, `(C,)`). `weight()` returns $W$ (1 point); `forward` (2 points) and `inverse`
-# (2 points) must obtain $W$ by calling `self.weight()`.
+# (2 points) must obtain $W$ by calling `self.weight()` (the grader grades them with its own
+# `weight()`, so that a slip in `weight` costs only its point). Remember that $\det W$ may be
+# negative: $\log|\det W| = \sum_c \log|u_c|$ is what the layer returns.
 
 # %% [solution] id=conv_solution
 class LUConv1x1(Transform):
@@ -201,8 +216,10 @@ assert torch.allclose(x_back, x, atol=1e-4), "the inverse must give x back"
 # Glow samples with a *reduced temperature* $T < 1$: draw $z \sim \mathcal N(0, T^2 I)$ (i.e.
 # $z = T\varepsilon$, $\varepsilon \sim \mathcal N(0, I)$) and return $x = g(z)$. Samples
 # concentrate where the model is confident. Write `sample_with_temperature(flow, n, temperature)`
-# for a flowlab `Flow` (`flow.event_shape` is the latent's shape; `flow.inverse(z)` returns
-# `(x, logabsdet)`).
+# for a flowlab `Flow` (`flow.event_shape` is the latent's shape, a vector or an image shape;
+# `flow.inverse(z)` returns `(x, logabsdet)`). Scale the latent yourself: flowlab's own
+# `flow.sample(n, temperature=...)` and `base.sample(n, temperature=...)` do this part for you and
+# earn no points (`flow.base.sample(n)` for $\varepsilon$ is fine).
 
 # %% [solution] id=temperature_solution
 @torch.no_grad()

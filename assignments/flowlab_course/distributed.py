@@ -40,8 +40,11 @@ Slurm or PBS (pip install dask-jobqueue), on the login node, in the course folde
                            job_script_prologue=["source /path/to/course/.venv/bin/activate"])
     cluster.scale(jobs=40)                          # 40 workers, one submission each at a time
     print(cluster.scheduler_address)                # tcp://10.0.0.5:8786
-    # then, in a shell, in the course folder:
-    #   python -m flowlab_course autograde ASSIGNMENT --scheduler tcp://10.0.0.5:8786
+    # keep this session open (the cluster lives as long as it does); in another shell, in the
+    # course folder:  python -m flowlab_course autograde ASSIGNMENT --scheduler tcp://10.0.0.5:8786
+    # or, in this session:
+    from flowlab_course.parallel import autograde_parallel
+    autograde_parallel(".", "ASSIGNMENT", scheduler=cluster.scheduler_address)
 
 Kubernetes (pip install dask-kubernetes; the image holds the course environment):
 

@@ -1,11 +1,12 @@
 r"""nbgrader plug-ins that make autograding robust; switched on in ``assignments/nbgrader_config.py``.
 
-* :class:`GradingExecute` — nbgrader's ``Execute`` plus: a memory limit inside the kernel (a
-  runaway allocation raises ``MemoryError`` in the cell instead of taking the machine down);
-  when a cell kills the kernel (``os._exit``, a segfault, the OOM killer) or runs past the
-  timeout, that cell gets an error, a fresh kernel replays the other cells and grading goes on.
-  A student therefore loses the points of what they broke, the next student is still graded and
-  the gradebook gets a score for every cell.
+* :class:`GradingExecute` — nbgrader's ``Execute`` as the trust boundary: the hidden tests run
+  in this (the grader's) process against plain values from the kernel (:mod:`.trusted`), plus a
+  memory limit inside the kernel (a runaway allocation raises ``MemoryError`` in the cell instead
+  of taking the machine down); when a cell kills the kernel (``os._exit``, a segfault, the OOM
+  killer) or runs past the timeout, that cell gets an error, a fresh kernel replays the other
+  cells and grading goes on.  A student therefore loses the points of what they broke, the next
+  student is still graded and the gradebook gets a score for every cell.
 * :class:`LimitOutputSize` — caps the characters a cell may print (nbgrader's ``LimitOutput``
   counts lines, and one line can be megabytes long).
 * :class:`SanitizeFeedback` — for ``generate_feedback``: removes hidden-test regions from the

@@ -132,6 +132,10 @@ def test_mistake_loses_its_own_part_only(mistake):
 
 # Correct solutions in other styles: [(old, new), ...] patches of the solution.
 ALTERNATIVES = {
+    "float32_dequantize": [
+        ("    x = x.float() if not x.is_floating_point() else x\n    return (x + torch.rand_like(x)) / num_levels",
+         "    return (x.float() + torch.rand(x.shape)) / num_levels"),
+    ],
     "pixel_unshuffle": [
         ("    b, c, h, w = x.shape\n    z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)\n"
          "    return z.reshape(b, 4 * c, h // 2, w // 2)",

@@ -252,3 +252,18 @@ def test_non_triangular_inverse_is_caught():
     ns = _namespace(patch(SOURCE, "x = z * torch.exp(alpha) + mu", "x = z * torch.exp(alpha) + mu + 0.1 * z.flip(1)"))
     err = _grade(ns, "maf_inverse")
     assert err is not None
+
+
+def test_grader_references_agree_with_flowlab():
+    """The grader's MADE formulas are flowlab's (flowlab.nets.made), written out independently."""
+    from flowlab.nets.made import made_degrees, made_masks
+    from flowlab_course.graders import assignment5 as grader
+
+    for features, hidden in ((2, [3]), (4, [3, 5]), (7, [6, 13, 2])):
+        ours = grader._degrees(features, hidden)
+        theirs = made_degrees(features, hidden)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+        for params in (1, 2, 3):
+            masks = made_masks(features, hidden, params_per_feature=params)
+            assert all(torch.equal(a, b.to(torch.float64))
+                       for a, b in zip(grader._masks(ours, params), masks))

@@ -109,7 +109,8 @@ def test_a_worker_killed_mid_run_is_regraded_once_and_the_gradebook_is_intact(tm
                     process.kill()
         assert command.returncode == 0, output
         assert "5 graded, 0 unchanged, 0 failed" in output
-        assert len(client.scheduler_info()["workers"]) == 2   # the nanny restarted it
+        client.wait_for_workers(2, timeout=120)               # the nanny restarted it
+        assert pid not in client.run(os.getpid).values()
     finally:
         client.close()
         cluster.close()

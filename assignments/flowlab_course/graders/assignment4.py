@@ -56,15 +56,30 @@ def _per_channel(v: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------- ActNorm
 _INIT_PROBE = '''
 def _flowlab_case():
+    T = grader.torch
     layer = grader.build(ActNorm, C)
+
+    def params():
+        out = {}
+        for name in ("loc", "log_scale"):
+            value = getattr(layer, name, None)
+            out[name] = T.Tensor.detach(value).clone() if isinstance(value, T.Tensor) else None
+        flag = getattr(layer, "initialized", None)
+        if isinstance(flag, T.Tensor):
+            flag = bool(flag.reshape(-1)[0]) if flag.numel() == 1 else None
+        elif not isinstance(flag, (bool, int)):
+            flag = None
+        out["flag"] = flag
+        return out
+
+    before = params()
     out1 = layer(X1)
-    flag = getattr(layer, "initialized", None)
-    if isinstance(flag, grader.torch.Tensor):
-        flag = bool(flag.reshape(-1)[0]) if flag.numel() == 1 else None
-    elif not isinstance(flag, (bool, int)):
-        flag = None
+    first = params()
     out2 = layer(X2)
-    return {"out1": out1, "out2": out2, "flag": flag, "classes": grader.classes_of(layer)}
+    second = params()
+    out3 = layer(X1)
+    return {"before": before, "first": first, "second": second, "out1": out1, "out3": out3,
+            "classes": grader.classes_of(layer)}
 
 
 result = _flowlab_case()
@@ -79,7 +94,9 @@ def _init_batch(gen, batch: int, c: int, h: int, w: int, mean: Tensor, std: Tens
     return _per_channel(mean) + _per_channel(std) * (noise + shift)
 
 
-#: (batch, C, H, W, channel means, channel stds, per-sample offset spread)
+#: (batch, C, H, W, channel means, channel stds, per-sample offset spread): channels with very
+#: different statistics and per-sample offsets (statistics over the wrong axes differ), C = 1,
+#: odd and non-square images.
 INIT_CASES = (
     (16, 3, 4, 5, (-3.0, 0.5, 6.0), (0.3, 1.0, 4.0), 1.5),
     (24, 1, 3, 7, (2.0,), (0.5,), 0.0),
@@ -95,8 +112,26 @@ def _y_only(out, x: Tensor, what: str, name: str) -> Tensor:
     return y.to(torch.float64)
 
 
+def _vector(value, c: int, attr: str, name: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise GradingFailure(f"ActNorm has no tensor attribute `{attr}`: the instructions ask "
+                             f"for an nn.Parameter self.{attr} of shape (C,).", name)
+    if value.numel() != c:
+        raise GradingFailure(f"after the first forward call self.{attr} has shape "
+                             f"{tuple(value.shape)}; it should hold one value per channel, shape "
+                             f"({c},). Reduce over the batch, height and width axes: "
+                             "x.mean(dim=(0, 2, 3)).", name)
+    return value.reshape(c).to(torch.float64)
+
+
 @part("actnorm_init", defines=("ActNorm",), reference=GLOW)
 def grade_actnorm_init(k) -> None:
+    """The parameters after the first call are the first batch's statistics; later calls keep them.
+
+    Graded on the parameters the layer holds (``loc`` = mean, ``log_scale`` = log std, the
+    notebook's convention) and on the first output being the layer's own output with those
+    parameters, never on the forward formula itself (that is ``actnorm_forward``'s part).
+    """
     name = "actnorm_init"
     gen = fresh_generator()
     cases = list(INIT_CASES)
@@ -104,9 +139,8 @@ def grade_actnorm_init(k) -> None:
     cases.append((32, c, 3, 3, tuple(randn(gen, c, scale=3.0).tolist()),
                   tuple(torch.exp(randn(gen, c)).tolist()), 1.0))
     for batch, c, h, w, mean, std, offsets in cases:
-        mean_t = torch.tensor(mean, dtype=torch.float64)
-        std_t = torch.tensor(std, dtype=torch.float64)
-        x1 = _init_batch(gen, batch, c, h, w, mean_t, std_t, offsets)
+        x1 = _init_batch(gen, batch, c, h, w, torch.tensor(mean, dtype=torch.float64),
+                         torch.tensor(std, dtype=torch.float64), offsets)
         x2 = 5.0 + 0.1 * randn(gen, 8, c, h, w)
         raw = run(k, _INIT_PROBE, part=name, what=f"ActNorm({c}) on a first and a second batch",
                   C=c, X1=x1, X2=x2)
@@ -117,58 +151,71 @@ def grade_actnorm_init(k) -> None:
                 raise DelegationError(f"your ActNorm is built from flowlab's {module}. Write it "
                                       "yourself with torch operations. No points for this part.",
                                       name)
-        z1 = _y_only(raw.get("out1"), x1, "ActNorm.forward (first call)", name)
-        m = z1.mean(dim=(0, 2, 3))
-        s = z1.std(dim=(0, 2, 3))
-        if not (is_close(m, torch.zeros(c, dtype=m.dtype), atol=1e-5, rtol=0)
-                and is_close(s, torch.ones(c, dtype=s.dtype), atol=1e-2, rtol=0)):
-            mu, sigma = x1.mean(dim=(0, 2, 3)), x1.std(dim=(0, 2, 3))
-            pixel_sigma = x1.std(dim=(2, 3)).mean(0)
+        first, second = raw.get("first") or {}, raw.get("second") or {}
+        loc = _vector(first.get("loc"), c, "loc", name)
+        log_scale = _vector(first.get("log_scale"), c, "log_scale", name)
+        if not (torch.isfinite(loc).all() and torch.isfinite(log_scale).all()):
+            raise GradingFailure("after the first forward call loc or log_scale contains NaN or "
+                                 "inf (the log of a negative number or of 0?).", name)
+        n = batch * h * w
+        mu = x1.mean(dim=(0, 2, 3))
+        log_sigma = torch.log(x1.std(dim=(0, 2, 3)))
+        tol = 1.0 / n + 1e-4  # unbiased or biased std, an eps: all fine
+        ok_loc = is_close(loc, mu, atol=1e-6, rtol=1e-6)
+        ok_scale = is_close(log_scale, log_sigma, atol=tol, rtol=0)
+        if not (ok_loc and ok_scale):
             hints = [
-                ((x1 - _per_channel(mu)) * _per_channel(sigma),
-                 "log_scale must be +log(std): z = (x - mu) * exp(-log_scale) divides by the "
-                 "std (you multiplied by it)."),
-                ((x1 - _per_channel(mu)) / _per_channel(sigma) ** 2,
-                 "after initialisation the output's std is 1/sigma: divide by sigma once "
-                 "(log_scale = log(std), not 2 log(std))."),
-                ((x1 - x1.mean()) / x1.std(), "You used one mean and std for the whole batch; "
-                 "ActNorm has one mu_c and sigma_c PER CHANNEL: x.mean(dim=(0, 2, 3))."),
-                ((x1 - _per_channel(mu)) / _per_channel(pixel_sigma),
-                 "Your sigma is the spread over the pixels of each image only; compute it over "
-                 "the batch AND the pixels: x.std(dim=(0, 2, 3))."),
-                (x1 - _per_channel(mu), "The channels are centred but not scaled: set log_scale "
-                 "to log(std) as well."),
-                (x1 / _per_channel(sigma), "The channels are scaled but not centred: set loc to "
-                 "the channel means as well."),
+                (log_scale, -log_sigma, "log_scale must be +log(std): z = (x - mu) * "
+                 "exp(-log_scale) then divides by the std."),
+                (log_scale, torch.exp(log_sigma), "log_scale is the LOG of the std: "
+                 "torch.log(x.std(dim=(0, 2, 3)))."),
+                (log_scale, 2 * log_sigma, "log_scale is log(std), half the log of the variance."),
+                (loc, x1.mean().expand(c), "You used one mean for the whole batch; ActNorm has one "
+                 "mu_c PER CHANNEL: x.mean(dim=(0, 2, 3))."),
+                (log_scale, torch.log(x1.std()).expand(c), "You used one std for the whole batch; "
+                 "ActNorm has one sigma_c PER CHANNEL: x.std(dim=(0, 2, 3))."),
+                (log_scale, torch.log(x1.std(dim=(2, 3))).mean(0), "Your sigma is the spread over "
+                 "the pixels of each image only; compute it over the batch AND the pixels: "
+                 "x.std(dim=(0, 2, 3))."),
+                (log_scale, torch.log(x1.std(dim=(2, 3)).mean(0)), "Your sigma is the spread over "
+                 "the pixels of each image only; compute it over the batch AND the pixels: "
+                 "x.std(dim=(0, 2, 3))."),
+                (loc, torch.zeros(c, dtype=torch.float64), "loc was not set: the first call sets "
+                 "mu_c to the channel means of the batch."),
+                (log_scale, torch.zeros(c, dtype=torch.float64), "log_scale was not set: the first "
+                 "call sets it to log(std) of each channel."),
             ]
-            message = ("after the first forward call each channel of the output should have mean "
-                       "0 and std 1 over the batch and all pixels (largest deviation of a "
-                       f"channel's mean {float((m).abs().max()):.3g}, of its std "
-                       f"{float((s - 1).abs().max()):.3g}).")
-            for wrong, sentence in hints:
-                if is_close(z1, wrong, atol=1e-4, rtol=1e-3):
+            what = "loc (mu)" if not ok_loc else "log_scale (log sigma)"
+            message = (f"after the first forward call {what} should be the "
+                       f"{'mean' if not ok_loc else 'log of the standard deviation'} of each "
+                       "channel of that batch, over batch, height and width (largest error "
+                       f"{float((loc - mu).abs().max() if not ok_loc else (log_scale - log_sigma).abs().max()):.3g}).")
+            for got, wrong, sentence in hints:
+                if is_close(got, wrong, atol=max(tol, 1e-6), rtol=1e-6):
                     message += " " + sentence
                     break
             else:
                 message += (" Compute mu and sigma with x.mean(dim=(0, 2, 3)) and "
-                            "x.std(dim=(0, 2, 3)): over batch, height and width, one value per "
-                            "channel, and return z computed with the new parameters.")
+                            "x.std(dim=(0, 2, 3)): one value per channel.")
             raise GradingFailure(message, name)
-        if not raw.get("flag"):
+        if not first.get("flag"):
             raise GradingFailure("after the first forward call self.initialized should be True "
                                  "(the grader sets it when it sets the parameters itself).", name)
-        # Initialisation happens once: a second batch with other statistics reuses the parameters.
-        z2 = _y_only(raw.get("out2"), x2, "ActNorm.forward (second call)", name)
-        mu, sigma = x1.mean(dim=(0, 2, 3)), x1.std(dim=(0, 2, 3))
-        expected = (x2 - _per_channel(mu)) / _per_channel(sigma)
-        if not is_close(z2, expected, atol=1e-3, rtol=2e-2):
-            again = z2.mean(dim=(0, 2, 3)).abs().max() < 1e-4
-            raise GradingFailure(
-                "the second forward call " + ("initialised the parameters again from the new "
-                                              "batch" if again else "did not reuse the parameters "
-                                              "of the first call") +
-                ": data-dependent initialisation happens only on the FIRST batch (check "
-                "self.initialized and set it to True).", name)
+        # Initialisation happens once: a second batch with other statistics keeps the parameters.
+        loc2, ls2 = second.get("loc"), second.get("log_scale")
+        if not (isinstance(loc2, Tensor) and isinstance(ls2, Tensor)
+                and is_close(loc2.reshape(-1), loc, atol=1e-9, rtol=0)
+                and is_close(ls2.reshape(-1), log_scale, atol=1e-9, rtol=0)):
+            raise GradingFailure("the second forward call changed the parameters: data-dependent "
+                                 "initialisation happens only on the FIRST batch (check "
+                                 "self.initialized and set it to True).", name)
+        # The first call returns its batch transformed with the NEW parameters.
+        z1 = _y_only(raw.get("out1"), x1, "ActNorm.forward (first call)", name)
+        z3 = _y_only(raw.get("out3"), x1, "ActNorm.forward", name)
+        if not is_close(z1, z3, atol=1e-6, rtol=1e-6):
+            raise GradingFailure("the first forward call returned its batch transformed with the "
+                                 "parameters from BEFORE the initialisation: set loc and "
+                                 "log_scale first, then compute z with them.", name)
 
 
 def _actnorm_ref(x: Tensor, loc: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
@@ -307,7 +354,7 @@ def _conv_factors(gen: torch.Generator):
     """
     specs = [(torch.tensor(p), torch.tensor(s, dtype=torch.float64),
               torch.tensor(la, dtype=torch.float64), h, w) for p, s, la, h, w in CONV_CASES]
-    c = int(torch.randint(2, 7, (), generator=gen))
+    c = int(torch.randint(3, 7, (), generator=gen))
     while True:
         p = torch.randperm(c, generator=gen)
         if not torch.equal(p[p], torch.arange(c)):

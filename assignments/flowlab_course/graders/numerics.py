@@ -1,13 +1,9 @@
-r"""Comparisons that the hidden tests trust: no ``torch.allclose``, no helper a student can patch.
+r"""Tensor comparisons of the hidden tests, with messages in the lecture's terms.
 
-A submission runs in the same Python process as the hidden tests, so it could replace
-``torch.allclose`` (or ``flowlab.testing``'s helpers) by a function that always says "equal".
-The graders therefore compare tensors with the elementary operations below, taken from
-``torch._C`` (the compiled functions, not the Python names a notebook can rebind), and compute
-the brute-force Jacobian with their own copy of the autograd loop.
-
-The tolerance test is the usual one, :math:`|a - b| \le \text{atol} + \text{rtol}\,|b|`
-elementwise, and every comparison also rejects NaN.
+They run in the trusted grading process, on plain tensors decoded from the kernel's answer, so
+nothing a student's code does can change them.  The tolerance test is the usual one,
+:math:`|a - b| \le \text{atol} + \text{rtol}\,|b|` elementwise, and every comparison rejects NaN
+and inf (reported as such).
 """
 
 from __future__ import annotations
@@ -25,25 +21,8 @@ __all__ = [
     "is_close",
     "expect_close",
     "brute_force_logabsdet",
-    "restore_torch",
 ]
 
-_VF = torch._C._VariableFunctions
-# Compiled originals, looked up in torch._C so that rebinding torch.<name> has no effect here.
-_ORIGINALS = {name: getattr(_VF, name) for name in ("allclose", "isclose", "equal")}
-
-
-def restore_torch() -> list[str]:
-    """Put back ``torch.allclose``/``isclose``/``equal`` if a notebook replaced them.
-
-    Returns the names that had been replaced (the graders say so in their log).
-    """
-    replaced = []
-    for name, fn in _ORIGINALS.items():
-        if getattr(torch, name, None) is not fn:
-            setattr(torch, name, fn)
-            replaced.append(name)
-    return replaced
 
 
 def as_tensor_pair(actual: object, expected: Tensor, what: str, part: str | None) -> Tensor:
@@ -67,10 +46,10 @@ def max_error(actual: Tensor, expected: Tensor) -> float:
     b = expected.detach().to(torch.float64)
     if a.numel() == 0:
         return 0.0
-    both_inf = _VF.isinf(a) & _VF.isinf(b) & (_VF.sign(a) == _VF.sign(b))
-    diff = _VF.where(both_inf, _VF.zeros_like(a), _VF.abs(a - b))
-    diff = _VF.where(_VF.isnan(diff), _VF.full_like(diff, math.inf), diff)
-    return float(_VF.max(diff))
+    both_inf = torch.isinf(a) & torch.isinf(b) & (torch.sign(a) == torch.sign(b))
+    diff = torch.where(both_inf, torch.zeros_like(a), torch.abs(a - b))
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, math.inf), diff)
+    return float(torch.max(diff))
 
 
 def is_close(actual: Tensor, expected: Tensor, atol: float = 1e-6, rtol: float = 1e-5) -> bool:
@@ -81,9 +60,9 @@ def is_close(actual: Tensor, expected: Tensor, atol: float = 1e-6, rtol: float =
         return False
     if a.numel() == 0:
         return True
-    same_inf = _VF.isinf(a) & _VF.isinf(b) & (_VF.sign(a) == _VF.sign(b))
-    ok = (_VF.abs(a - b) <= atol + rtol * _VF.abs(b)) | same_inf
-    return bool(_VF.all(ok))
+    same_inf = torch.isinf(a) & torch.isinf(b) & (torch.sign(a) == torch.sign(b))
+    ok = (torch.abs(a - b) <= atol + rtol * torch.abs(b)) | same_inf
+    return bool(torch.all(ok))
 
 
 def expect_close(
@@ -105,8 +84,10 @@ def expect_close(
     if is_close(actual_t, expected, atol, rtol):
         return
     message = f"{what} is wrong (largest error {max_error(actual_t, expected):.3g})."
-    if bool(_VF.any(_VF.isnan(actual_t.to(torch.float64)))):
-        message = f"{what} contains NaN."
+    if bool(torch.any(torch.isnan(actual_t.to(torch.float64)))):
+        message = f"{what} contains NaN (a 0/0, the log of a negative number, inf - inf?)."
+    elif bool(torch.any(torch.isinf(actual_t.to(torch.float64)))):
+        message = f"{what} contains inf (a division by zero, the log of 0, exp of a huge value?)."
     for wrong, sentence in hints or []:
         if tuple(wrong.shape) == tuple(expected.shape) and is_close(actual_t, wrong, atol, rtol):
             message += " " + sentence

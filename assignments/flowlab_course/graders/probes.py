@@ -69,6 +69,9 @@ def run(k: KernelBridge, code: str, *, part: str, what: str, **inputs: Any) -> A
     except StudentError as err:
         if err.error == "NotImplementedError":
             raise GradingFailure(f"{what} is not implemented yet (NotImplementedError).", part) from None
+        if err.error == "NameError":
+            raise GradingFailure(f"{what}: {err.message}. Did the cell that defines it run without "
+                                 "an error?", part) from None
         raise GradingFailure(err.describe(what), part) from None
     except NoAnswer as err:
         raise GradingFailure(f"{what}: {err}", part) from None
