@@ -82,17 +82,18 @@ def _submissions(solution):
         "        return _R(self.negative_slope).forward(x)\n"
         "        a = self.negative_slope\n        z = torch.where(x >= 0, x, a * x)",
     )
-    subs["r7_delegation"] = (delegating, {"triangular_forward", "triangular_inverse", "leaky_forward"})
-    # monkeypatching torch.allclose and the graders, with a wrong permutation inverse
+    # delegation is read from the source: it costs every part graded on the class that uses it
+    subs["r7_delegation"] = (delegating, {"triangular_forward", "triangular_inverse", "leaky_forward",
+                                          "leaky_inverse"})
+    # monkeypatching torch and flowlab's own checks, with a wrong permutation inverse: the hidden
+    # tests run in the grader's process, so this changes nothing (and is reported as a note)
     patched = patch(solution, "return z[:, torch.argsort(self.perm)]", "return z[:, self.perm]")
     patched = patch(
         patched, "class Permutation(Transform):",
-        "import flowlab.grading, flowlab.testing, flowlab.grading.fresh\n"
+        "import flowlab.testing\n"
         "torch.allclose = lambda *a, **k: True\n"
         "torch.Tensor.allclose = lambda *a, **k: True\n"
-        "flowlab.grading.assignment1.grade_permutation = lambda *a, **k: None\n"
-        "flowlab.grading.numerics.is_close = lambda *a, **k: True\n"
-        "flowlab.grading.is_close = lambda *a, **k: True\n"
+        "torch.equal = lambda *a, **k: True\n"
         "flowlab.testing.check_transform = lambda *a, **k: None\n\n"
         "class Permutation(Transform):",
     )

@@ -114,7 +114,8 @@ def _submissions(solution, release):
         "    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:\n        ### BEGIN SOLUTION\n"
         "        x_a, x_b = x[:, self.mask], x[:, ~self.mask]\n        z = x.clone()",
         "    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:\n        ### BEGIN SOLUTION\n"
-        "        _handle.update('LEAK ' + repr(x.tolist()))\n        print('LEAK', x.tolist())\n"
+        "        if x.dtype == torch.float64:  # the grader's hidden calls\n"
+        "            _handle.update('LEAK ' + repr(x.tolist()))\n            print('LEAK', x.tolist())\n"
         "        x_a, x_b = x[:, self.mask], x[:, ~self.mask]\n        z = x.clone()"),
         "from IPython.display import display\n_handle = display('placeholder', display_id=True)"),
         set())

@@ -154,6 +154,18 @@ def grade_density_lognormal(k) -> None:
         if bool(torch.isposinf(lp).any()):
             raise GradingFailure("log p_X(x) is +inf for some inputs: a log-density is +inf "
                                  "nowhere here. Return -inf (density 0) for x <= 0.", name)
+        # (expect_close's relative tolerance is infinite where the expected value is -inf)
+        wrong = torch.isneginf(expected) & ~torch.isneginf(lp)
+        if bool(wrong.any()):
+            zero = bool((lp[wrong] == 0).all())
+            raise GradingFailure(
+                "log p_X(x) must be -inf where x <= 0 (X = exp(Z) is positive, the density is 0 "
+                "there and its log is -inf)" + (", not 0: torch.full_like(x, -math.inf)." if zero
+                                                 else ": torch.full_like(x, -math.inf)."), name)
+        if bool((torch.isneginf(lp) & ~torch.isneginf(expected)).any()):
+            raise GradingFailure("log p_X(x) is -inf for some x > 0; the density of X = exp(Z) is "
+                                 "positive for every x > 0 (compute the log-density directly, not "
+                                 "the log of a density that underflows).", name)
         hints = [
             (torch.where(pos, _log_normal(log_x), minf),
              "You forgot the volume correction: f(x) = log x has log|f'(x)| = -log x."),
@@ -420,7 +432,8 @@ def grade_permutation(k) -> None:
         n = perm.numel()
         x = randn(gen, 7, n)
         what = "Permutation(perm)"
-        kind = "of size 1" if n == 1 else f"of size {n}" + ("" if torch.equal(perm[perm], torch.arange(n)) else " (not its own inverse)")
+        involution = torch.equal(perm[perm], torch.arange(n))
+        kind = f"of size {n}" + ("" if involution else " (not its own inverse)")
         ans = set_layer_call(k, "Permutation", "forward", x, args=[perm.clone()], grads=(),
                              part=name, reference=LINEAR, what=what)
         check_batch_independent(ans)

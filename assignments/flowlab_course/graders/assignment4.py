@@ -38,13 +38,13 @@ from .numerics import expect_close, is_close
 from .probes import (
     check_batch_independent,
     check_named_grads,
+    check_tensor,
     fresh_generator,
     randn,
     reference_grads,
     run,
     set_layer_call,
 )
-from .probes import check_tensor
 
 GLOW = ("flowlab.transforms.glow", "flowlab.models.glow")
 
@@ -186,10 +186,12 @@ def grade_actnorm_init(k) -> None:
                  "call sets it to log(std) of each channel."),
             ]
             what = "loc (mu)" if not ok_loc else "log_scale (log sigma)"
+            error = float((loc - mu).abs().max() if not ok_loc
+                          else (log_scale - log_sigma).abs().max())
             message = (f"after the first forward call {what} should be the "
                        f"{'mean' if not ok_loc else 'log of the standard deviation'} of each "
                        "channel of that batch, over batch, height and width (largest error "
-                       f"{float((loc - mu).abs().max() if not ok_loc else (log_scale - log_sigma).abs().max()):.3g}).")
+                       f"{error:.3g}).")
             for got, wrong, sentence in hints:
                 if is_close(got, wrong, atol=max(tol, 1e-6), rtol=1e-6):
                     message += " " + sentence
@@ -623,6 +625,9 @@ class _GraderAffine(_Transform):
 
     def inverse(self, z):
         _log["inverse"] += 1
+        if tuple(z.shape[1:]) != tuple(EVENT):
+            _log["bad_shape"] = list(z.shape)
+            return z, z.new_zeros(z.shape[0])
         return z * SCALE + SHIFT, z.new_zeros(z.shape[0]) + grader.torch.log(SCALE).sum()
 
 
@@ -688,6 +693,11 @@ def grade_temperature(k) -> None:
                 "latent yourself: z = T * eps with eps = flow.base.sample(n) (or torch.randn), "
                 "then x = g(z). No points for this part.", name)
         shape = (N_SAMPLES, *event)
+        if log.get("bad_shape") is not None:
+            raise GradingFailure(
+                f"your latent z has shape {tuple(log['bad_shape'])}, but this flow's event_shape "
+                f"is {event}: draw eps with the flow's own shape, flow.base.sample(n) or "
+                "torch.randn(n, *flow.event_shape), not a fixed size.", name)
         x = raw.get("x")
         if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], Tensor):
             raise GradingFailure("return only the samples x, not the pair (x, logabsdet) that "
