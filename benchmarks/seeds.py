@@ -10,6 +10,15 @@ with every installed library's spline coupling and flowlab's spline-lu, then tab
 
 A seed whose ``results/seeds/seed<N>/results.json`` exists is not run again (delete the folder
 to redo it).  Writes ``benchmarks/results/density_seeds.md``.
+
+``--study logit`` is issue 13's spline generalisation study instead (logit-space digits, bound
+5, 500 steps; flowlab's spline flow in the settings given by ``--variants`` against nflows and
+normflows, test and train curves every 25 steps; ``--data moons`` for two moons):
+
+    python benchmarks/seeds.py --study logit --seeds 0,1,2 --variants 'param_scale=1;default'
+    python benchmarks/seeds.py --study logit --report      # the table from the saved JSON
+
+It writes ``results/spline_logit/seed<N>.json`` and ``results/spline_logit.md``.
 """
 
 from __future__ import annotations
@@ -247,8 +256,11 @@ def write_study_table(out: Path) -> str:
         + " | **mean test** | mean train | mean best test (step) | ms/step |",
         "| --- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: | ---: | ---: |",
     ]
-    for k in sorted(models, key=lambda k: statistics.mean(runs[s]["models"][k]["test"]
-                                                          for s in seeds if k in runs[s]["models"])):
+    def mean_test(k: str) -> float:
+        return statistics.mean(runs[s]["models"][k]["test"] for s in seeds
+                               if k in runs[s]["models"])
+
+    for k in sorted(models, key=mean_test):
         rows = [runs[s]["models"].get(k) for s in seeds]
         have = [r for r in rows if r is not None]
         best_steps = [min(r["curve"], key=lambda c: c[1])[0] for r in have]

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..transforms.base import Compose, Transform
+from ..transforms.base import Compose, Transform, sum_except_batch
 from ..transforms.glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvertibleConv1x1
 from ..transforms.image import Squeeze, check_image
 from .image_flow import ImageFlow
@@ -129,7 +129,7 @@ class GlowTransform(Transform):
             mean, log_std = self._prior(h)
             z_out = (z_out - mean) * torch.exp(-log_std)
             h, ld = self.next_level(h)
-            logdet = logdet + ld - log_std.reshape(x.shape[0], -1).sum(dim=1)
+            logdet = logdet + ld - sum_except_batch(log_std)
             x = torch.cat([z_out, h], dim=1)
         z, _ = self.squeeze.inverse(x)
         return z, logdet
@@ -142,7 +142,7 @@ class GlowTransform(Transform):
             h, logdet = self.next_level.inverse(h)
             mean, log_std = self._prior(h)
             z_out = z_out * torch.exp(log_std) + mean
-            logdet = logdet + log_std.reshape(z.shape[0], -1).sum(dim=1)
+            logdet = logdet + sum_except_batch(log_std)
             z = torch.cat([z_out, h], dim=1)
         x, ld = self.steps.inverse(z)
         x, _ = self.squeeze.inverse(x)
