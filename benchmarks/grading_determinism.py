@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "assignments"))
 
 from catalogue import CATALOGUE  # noqa: E402
 from nbgrader_course import patch  # noqa: E402
-from test_graders import _namespace, _parts, _source  # noqa: E402
+from local_grading import grade, namespace, source  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,22 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "grading_determinism.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from flowlab_course.graders.errors import GradingFailure
-    from flowlab_course.trusted.bridge import LocalBridge
-    from flowlab_course.trusted.parts import lookup
-
     rows, start = [], time.time()
     for assignment in sorted(CATALOGUE):
-        parts = _parts(assignment)
+        nb = source(assignment)
+        module = "assignment" + str(int(assignment[:2]))
         for mistake in CATALOGUE[assignment]:
-            ns = _namespace(patch(_source(assignment), mistake.old, mistake.new))
+            ns = namespace(patch(nb, mistake.old, mistake.new))
             n = args.train_repeats if mistake.part == "training" else args.repeats
             caught, t0 = 0, time.perf_counter()
             for _ in range(n):
-                try:
-                    lookup(parts[mistake.part]).grade(LocalBridge(ns))
-                except GradingFailure:
-                    caught += 1
+                caught += grade(module, ns, mistake.part) is not None
             rows.append((assignment, mistake.name, mistake.part, caught, n,
                          (time.perf_counter() - t0) / n))
             print(f"{assignment:24s} {mistake.name:40s} {caught}/{n}", flush=True)

@@ -1,4 +1,4 @@
-"""Grading a source notebook in-process, on a LocalBridge (helpers of test_graders_a1/a4).
+"""Grading a source notebook in-process, on a LocalBridge (helpers of the test_graders_a* files).
 
 The setup and solution cells run in a fresh namespace, as a student's kernel would run them;
 the trusted grader of a part then probes that namespace through the same kernel-side code and

@@ -39,13 +39,6 @@ PARTS = parts(SOURCE)
 MISTAKES = CATALOGUE[ASSIGNMENT]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch():
-    state = torch.get_default_dtype(), torch.get_num_threads(), torch.random.get_rng_state()
-    yield
-    torch.set_default_dtype(state[0])
-    torch.set_num_threads(state[1])
-    torch.random.set_rng_state(state[2])
 
 
 def test_parts_are_the_notebooks_grade_ids():

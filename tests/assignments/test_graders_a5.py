@@ -25,7 +25,8 @@ import pytest
 import torch
 
 from catalogue import CATALOGUE
-from nbgrader_course import ASSIGNMENTS, patch
+from local_grading import grade, namespace, parts, source
+from nbgrader_course import patch
 
 matplotlib.use("Agg")
 
@@ -37,60 +38,16 @@ ASSIGNMENT = "05_autoregressive"
 REPEATS = int(os.environ.get("FLOWLAB_REPEATS", "20"))
 
 
-def _source() -> nbformat.NotebookNode:
-    return nbformat.read(ASSIGNMENTS / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-
-
-SOURCE = _source()
-PARTS = [c.metadata["nbgrader"]["grade_id"] for c in SOURCE.cells
-         if c.metadata.get("nbgrader", {}).get("grade")]
-
-
-def _namespace(nb: nbformat.NotebookNode, release: bool = False) -> dict:
-    """Run the setup and solution cells (not tests, not plots) as a student's kernel would."""
-    ns: dict = {"__name__": "__main__"}
-    for cell in nb.cells:
-        kind = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (kind.get("solution") or (kind.get("locked") and not kind.get("grade"))):
-            source = cell.source
-            if release and kind.get("solution"):
-                source = _strip_solution(source)
-            exec(compile(source, f"<{kind.get('grade_id')}>", "exec"), ns)
-    return ns
-
-
-def _strip_solution(source: str) -> str:
-    """What nbgrader's release leaves of a solution region."""
-    out, skipping = [], False
-    for line in source.splitlines():
-        if line.strip() == "### BEGIN SOLUTION":
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(f"{indent}raise NotImplementedError()")
-            skipping = True
-        elif line.strip() == "### END SOLUTION":
-            skipping = False
-        elif not skipping:
-            out.append(line)
-    return "\n".join(out)
+SOURCE = source(ASSIGNMENT)
+PARTS = parts(SOURCE)
+_namespace = namespace
 
 
 def _grade(ns: dict, part: str) -> GradingFailure | None:
-    """The failure of ``part`` (None if it passes); anything but a GradingFailure is a bug."""
-    try:
-        verdict = lookup(f"assignment5.{part}").grade(LocalBridge(ns))
-    except GradingFailure as err:
-        return err
-    assert verdict is None, f"{part}: unexpected partial verdict {verdict}"
-    return None
+    """The failure of ``part`` (None if it passes)."""
+    return grade("assignment5", ns, part)
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch():
-    state = torch.get_default_dtype(), torch.get_num_threads(), torch.random.get_rng_state()
-    yield
-    torch.set_default_dtype(state[0])
-    torch.set_num_threads(state[1])
-    torch.random.set_rng_state(state[2])
 
 
 def test_parts_are_the_notebooks_grade_ids():

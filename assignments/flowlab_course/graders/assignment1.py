@@ -42,8 +42,11 @@ from .probes import (
     set_layer_call,
 )
 
-POINTWISE = ("flowlab.transforms.pointwise",)
-LINEAR = ("flowlab.transforms.linear",)
+# What would be delegation for each part (objects, so that one module serves several parts).
+POINTWISE = ("flowlab.transforms.pointwise.LeakyReLU", "flowlab.transforms.pointwise.Elementwise")
+LINEAR = ("flowlab.transforms.linear.TriangularLinear", "flowlab.transforms.linear.PermutedTriangular", "flowlab.transforms.linear.LULinear", "flowlab.transforms.linear.FullLinear",
+          "flowlab.transforms.linear.LinearTransform")
+PERMUTATION = ("flowlab.transforms.linear.Permutation", "flowlab.transforms.linear.RandomPermutation", "flowlab.transforms.linear.Reverse", "flowlab.transforms.linear.LinearTransform")
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -424,7 +427,7 @@ def _permutations(gen: torch.Generator):
             return perms
 
 
-@part("permutation", defines=("Permutation",), reference=LINEAR)
+@part("permutation", defines=("Permutation",), reference=PERMUTATION)
 def grade_permutation(k) -> None:
     name = "permutation"
     gen = fresh_generator()
@@ -435,7 +438,7 @@ def grade_permutation(k) -> None:
         involution = torch.equal(perm[perm], torch.arange(n))
         kind = f"of size {n}" + ("" if involution else " (not its own inverse)")
         ans = set_layer_call(k, "Permutation", "forward", x, args=[perm.clone()], grads=(),
-                             part=name, reference=LINEAR, what=what)
+                             part=name, reference=PERMUTATION, what=what)
         check_batch_independent(ans)
         z_ref = x[:, perm]
         inv = torch.argsort(perm)
@@ -449,7 +452,7 @@ def grade_permutation(k) -> None:
                                    ans.w_out, ans.w_ld)
         check_named_grads(ans, {"input": expected["input"]})
         back = set_layer_call(k, "Permutation", "inverse", z_ref, args=[perm.clone()], part=name,
-                              reference=LINEAR, what=what)
+                              reference=PERMUTATION, what=what)
         check_batch_independent(back)
         expect_close(back.y, x, f"inverse with a permutation {kind}: x = P^{{-1}} z", part=name,
                      hints=[(z_ref[:, perm], "The inverse applied perm again: undo it with the "

@@ -46,7 +46,9 @@ from .probes import (
     run,
 )
 
-IMAGE = ("flowlab.transforms.image",)
+SQUEEZE = ("flowlab.transforms.image.Squeeze", "flowlab.models.multiscale")
+MASKS = ("flowlab.transforms.image.checkerboard_mask", "flowlab.transforms.image.squeezed_checkerboard_mask", "flowlab.transforms.image.channel_mask")
+MASKED = ("flowlab.transforms.image.MaskedAffineCoupling", "flowlab.transforms.coupling")
 DEQUANT = ("flowlab.transforms.dequantize", "flowlab.metrics")
 MULTISCALE = ("flowlab.models.multiscale", "flowlab.models.image_flow", "flowlab.models.glow")
 
@@ -85,7 +87,7 @@ def _squeeze_hints(x: Tensor) -> list:
     ]
 
 
-@part("squeeze", defines=("squeeze",), reference=IMAGE)
+@part("squeeze", defines=("squeeze",), reference=SQUEEZE)
 def grade_squeeze(k) -> None:
     name = "squeeze"
     gen = fresh_generator()
@@ -99,7 +101,7 @@ def grade_squeeze(k) -> None:
                      part=name, atol=0, rtol=0, hints=_squeeze_hints(x))
 
 
-@part("unsqueeze", defines=("unsqueeze",), reference=IMAGE)
+@part("unsqueeze", defines=("unsqueeze",), reference=SQUEEZE)
 def grade_unsqueeze(k) -> None:
     name = "unsqueeze"
     gen = fresh_generator()
@@ -160,7 +162,7 @@ def _mask_probe(k, fn: str, cases: list, name: str) -> list:
         raise GradingFailure(f"{fn}(...): {err}", name) from None
 
 
-@part("masks", defines=("checkerboard_mask", "channel_mask"), reference=IMAGE)
+@part("masks", defines=("checkerboard_mask", "channel_mask"), reference=MASKS)
 def grade_masks(k) -> None:
     name = "masks"
     gen = fresh_generator()
@@ -233,13 +235,13 @@ def _reference_coupling(mask: Tensor, c: int, module):
     return MaskedAffineCoupling(mask, c, conditioner=module, scale_bound=None).double()
 
 
-@part("masked_forward", defines=("MaskedAffineCoupling",), reference=IMAGE)
+@part("masked_forward", defines=("MaskedAffineCoupling",), reference=MASKED)
 def grade_masked_forward(k) -> None:
     name = "masked_forward"
     gen = fresh_generator()
     for mask, spec, cond, x, label in _coupling_cases(gen):
         ans = layer_call(k, "MaskedAffineCoupling", "forward", x, args=[mask], cond=spec,
-                         part=name, reference=IMAGE)
+                         part=name, reference=MASKED)
         check_batch_independent(ans)
         z_ref, ld_ref = _reference_coupling(mask, x.shape[1], cond)(x)
         b = mask
@@ -276,7 +278,7 @@ def grade_masked_forward(k) -> None:
         check_grads(ans, cond, z_ref, ld_ref)
 
 
-@part("masked_inverse", defines=("MaskedAffineCoupling",), reference=IMAGE)
+@part("masked_inverse", defines=("MaskedAffineCoupling",), reference=MASKED)
 def grade_masked_inverse(k) -> None:
     name = "masked_inverse"
     gen = fresh_generator()
@@ -285,7 +287,7 @@ def grade_masked_inverse(k) -> None:
         with torch.no_grad():
             z, ld_f = ref(x)
         ans = layer_call(k, "MaskedAffineCoupling", "inverse", z, args=[mask], cond=spec,
-                         part=name, reference=IMAGE)
+                         part=name, reference=MASKED)
         check_batch_independent(ans)
         b = mask
         with torch.no_grad():

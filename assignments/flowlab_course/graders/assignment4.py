@@ -47,6 +47,8 @@ from .probes import (
 )
 
 GLOW = ("flowlab.transforms.glow", "flowlab.models.glow")
+ACTNORM = ("flowlab.transforms.glow.ActNorm", "flowlab.models.glow")
+CONV = ("flowlab.transforms.glow.InvertibleConv1x1", "flowlab.transforms.glow.LUInvertibleConv1x1", "flowlab.transforms.linear.LULinear", "flowlab.models.glow")
 
 
 def _per_channel(v: Tensor) -> Tensor:
@@ -124,7 +126,7 @@ def _vector(value, c: int, attr: str, name: str) -> Tensor:
     return value.reshape(c).to(torch.float64)
 
 
-@part("actnorm_init", defines=("ActNorm",), reference=GLOW)
+@part("actnorm_init", defines=("ActNorm",), reference=ACTNORM)
 def grade_actnorm_init(k) -> None:
     """The parameters after the first call are the first batch's statistics; later calls keep them.
 
@@ -247,7 +249,7 @@ def _actnorm_cases(gen: torch.Generator):
     return cases
 
 
-@part("actnorm_forward", defines=("ActNorm",), reference=GLOW)
+@part("actnorm_forward", defines=("ActNorm",), reference=ACTNORM)
 def grade_actnorm_forward(k) -> None:
     name = "actnorm_forward"
     gen = fresh_generator()
@@ -256,7 +258,7 @@ def grade_actnorm_forward(k) -> None:
         ans = set_layer_call(k, "ActNorm", "forward", x, args=[c],
                              tensors={"loc": loc, "log_scale": log_scale}, layouts=_ACTNORM_LAYOUT,
                              flags={"initialized": True}, grads=("loc", "log_scale"), part=name,
-                             reference=GLOW, what=f"ActNorm({c})")
+                             reference=ACTNORM, what=f"ActNorm({c})")
         z_ref, ld_ref = _actnorm_ref(x, loc, log_scale)
         if not is_close(ans.y, z_ref) and is_close(ans.y.mean(dim=(0, 2, 3)), torch.zeros(c),
                                                    atol=1e-6, rtol=0) and x.shape[0] * h * w > 1:
@@ -297,7 +299,7 @@ def grade_actnorm_forward(k) -> None:
         check_named_grads(ans, expected)
 
 
-@part("actnorm_inverse", defines=("ActNorm",), reference=GLOW)
+@part("actnorm_inverse", defines=("ActNorm",), reference=ACTNORM)
 def grade_actnorm_inverse(k) -> None:
     name = "actnorm_inverse"
     gen = fresh_generator()
@@ -306,7 +308,7 @@ def grade_actnorm_inverse(k) -> None:
         z, ld_f = _actnorm_ref(x, loc, log_scale)
         ans = set_layer_call(k, "ActNorm", "inverse", z, args=[c],
                              tensors={"loc": loc, "log_scale": log_scale}, layouts=_ACTNORM_LAYOUT,
-                             flags={"initialized": True}, part=name, reference=GLOW,
+                             flags={"initialized": True}, part=name, reference=ACTNORM,
                              what=f"ActNorm({c})")
         check_batch_independent(ans)
         L, S = _per_channel(loc), _per_channel(log_scale)
@@ -437,7 +439,7 @@ def _missing_or_shape(raw: dict, tensors: dict, what: str, name: str) -> None:
                              f"{tuple(tensors[n].shape)} ({_CONV_LAYOUT.get(n, '')}).", name)
 
 
-@part("conv_weight", defines=("LUConv1x1",), reference=GLOW)
+@part("conv_weight", defines=("LUConv1x1",), reference=CONV)
 def grade_conv_weight(k) -> None:
     name = "conv_weight"
     gen = fresh_generator()
@@ -526,7 +528,7 @@ _CONV_NAN = ("det W can be negative (P and the signs flip it): log|det W| = sum_
              "give NaN.")
 
 
-@part("conv_forward", defines=("LUConv1x1",), reference=GLOW)
+@part("conv_forward", defines=("LUConv1x1",), reference=CONV)
 def grade_conv_forward(k) -> None:
     name = "conv_forward"
     gen = fresh_generator()
@@ -537,7 +539,7 @@ def grade_conv_forward(k) -> None:
         x = randn(gen, 5, c, h, w)
         ans = set_layer_call(k, "LUConv1x1", "forward", x, args=[c], tensors=tensors,
                              layouts=_CONV_LAYOUT, grads=("lower", "upper", "log_abs_diag"),
-                             extra=_GRADER_WEIGHT, part=name, reference=GLOW,
+                             extra=_GRADER_WEIGHT, part=name, reference=CONV,
                              what=f"LUConv1x1({c})", nan_hint=_CONV_NAN)
         check_batch_independent(ans)
         z_ref, ld_ref = _conv_ref(x, W, tensors["log_abs_diag"])
@@ -563,7 +565,7 @@ def grade_conv_forward(k) -> None:
         check_named_grads(ans, expected)
 
 
-@part("conv_inverse", defines=("LUConv1x1",), reference=GLOW)
+@part("conv_inverse", defines=("LUConv1x1",), reference=CONV)
 def grade_conv_inverse(k) -> None:
     name = "conv_inverse"
     gen = fresh_generator()
@@ -576,7 +578,7 @@ def grade_conv_inverse(k) -> None:
         z = torch.einsum("ij,bjhw->bihw", W, x)
         ans = set_layer_call(k, "LUConv1x1", "inverse", z, args=[c], tensors=tensors,
                              layouts=_CONV_LAYOUT, extra=_GRADER_WEIGHT, part=name,
-                             reference=GLOW, what=f"LUConv1x1({c})", nan_hint=_CONV_NAN)
+                             reference=CONV, what=f"LUConv1x1({c})", nan_hint=_CONV_NAN)
         check_batch_independent(ans)
         Winv = torch.linalg.inv(W)
         LU = P.T @ W  # L U
