@@ -14,7 +14,7 @@ NBGRADER   := cd assignments && ../$(VENV)/bin/nbgrader
 JOBS       ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help course test test-quick venv system-deps book book-quick release autograde feedback grades \
+.PHONY: help course test test-quick venv system-deps autograde-cluster export-lms book book-quick release autograde feedback grades \
         autograde-parallel grading-report bench bench-quick bench-images bench-trainer \
         bench-grading clean distclean
 
@@ -26,7 +26,9 @@ help:
 	@echo "make release     nbgrader: generate the student release of every assignment"
 	@echo "make autograde   nbgrader: autograde every collected submission"
 	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
-	@echo "make autograde-parallel  sandboxed parallel autograde;  make grading-report: class report"
+	@echo "make autograde-parallel  sandboxed parallel autograde (Dask LocalCluster);  make grading-report: class report"
+	@echo "make autograde-cluster SCHEDULER=tcp://host:8786   the same on a Dask cluster"
+	@echo "make export-lms [ROSTER=roster.csv]   Canvas, Moodle, nbgrader and per-part CSVs"
 	@echo "make bench       benchmarks (benchmarks/README.md);  make bench-quick: quick mode"
 	@echo "make bench-images | bench-trainer | bench-grading   the other benchmarks"
 
@@ -93,6 +95,18 @@ grading-report: venv
 	ids=$$(ls -d assignments/autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
 	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab_course report "$$a" ) || exit 1; done
 
+# The same grading on a Dask cluster (SCHEDULER=tcp://host:8786; see book/sandbox.md), and the
+# grades for an LMS (Canvas, Moodle, nbgrader and per-part CSVs in assignments/grades/).
+SCHEDULER ?=
+autograde-cluster: venv
+	@test -n "$(SCHEDULER)" || { echo "make autograde-cluster needs SCHEDULER=tcp://HOST:8786"; exit 2; }
+	@$(GRADING_PATH); \
+	ids=$$(ls -d assignments/submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab_course autograde "$$a" --scheduler $(SCHEDULER) ) || exit 1; done
+
+export-lms: venv
+	@$(GRADING_PATH); cd assignments && ../$(PY) -m flowlab_course export --to grades $(if $(ROSTER),--roster $(ROSTER))
+
 grades: venv
 	@$(GRADING_PATH); $(NBGRADER) export --to grades.csv
 	@echo "grades written to assignments/grades.csv"
@@ -138,6 +152,8 @@ bench-trainer: venv
 	$(PY) benchmarks/ddp_scaling.py
 bench-grading: venv
 	$(PY) benchmarks/grading.py
+	$(PY) benchmarks/grading_class.py
+	$(PY) benchmarks/grading_determinism.py
 
 clean:
 	rm -rf _build .pytest_cache

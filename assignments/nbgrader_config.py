@@ -58,6 +58,9 @@ c.Autograde.autograde_preprocessors = [
 c.IgnorePattern.pattern = r"(?m)^(.*:\d+: )?\w*Warning: "
 c.IgnorePattern.enabled = True  # off by default in nbgrader 0.9
 c.LimitOutput.max_lines = 1000
+# The trusted grader's flags for the instructor (delegation, held for review, kernel deaths)
+# travel in the notebook's metadata to the class report: keep them if metadata is cleared.
+c.ClearMetadataPreprocessor.preserve_nb_metadata_mask = {("language_info", "name"), "flowlab"}
 c.LimitOutputSize.max_chars = 20000
 
 # ---- feedback: the student's view --------------------------------------------------------

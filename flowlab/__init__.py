@@ -37,7 +37,7 @@ from .transforms import __all__ as _transforms_all
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first access
     from .metrics import bits_per_dim, dataset_bits_per_dim
-    from .models import VAE, Glow, MultiScaleFlow, realnvp
+    from .models import VAE, ClassConditionalFlow, Glow, MultiScaleFlow, TarFlow, maf, realnvp
 
 __version__ = "0.1.0"
 
@@ -47,6 +47,9 @@ _LAZY = {
     "MultiScaleFlow": ".models",
     "Glow": ".models",
     "VAE": ".models",
+    "maf": ".models",
+    "TarFlow": ".models",
+    "ClassConditionalFlow": ".models",
     "bits_per_dim": ".metrics",
     "dataset_bits_per_dim": ".metrics",
 }

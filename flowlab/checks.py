@@ -60,7 +60,7 @@ def check_input(
     Raises:
         TypeError: ``x`` is not a floating-point tensor, or its dtype/device differ from the
             layer's parameters.
-        ValueError: ``x`` has the wrong shape.
+        ValueError: ``x`` has the wrong shape, or is an empty batch.
 
     Example:
         >>> check_input(torch.zeros(3, 2), layer="MyLayer", event_shape=(3,))
@@ -78,6 +78,11 @@ def check_input(
             f"{layer} expects a floating-point {name}, got dtype {x.dtype}. "
             "Densities are defined for real numbers: use x.float() (or dequantize integer "
             "data first, see flowlab.transforms.dequantize)."
+        )
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(
+            f"{layer} got an empty {name} (shape {tuple(x.shape)}): a batch needs at least one "
+            "sample along its first axis. Check the slicing or the data loader that made it."
         )
     if event_shape is not None:
         event_shape = tuple(int(s) for s in event_shape)

@@ -122,3 +122,11 @@ def test_check_finite_names_the_bad_rows():
     x[6, 1] = float("nan")
     with pytest.raises(ValueError, match=r"sample\(s\) \[3, 6\]"):
         check_finite(x, name="x", layer="Flow")
+
+
+def test_an_empty_batch_is_a_clear_error() -> None:
+    import flowlab as fl
+
+    flow = fl.Flow(fl.StandardNormal(2), [fl.AffineCoupling(fl.HalfMask(2))])
+    with pytest.raises(ValueError, match="empty"):
+        flow.log_prob(torch.zeros(0, 2))

@@ -10,8 +10,12 @@ The rooms, one idea each:
 * :mod:`flowlab_course.plugins` — the nbgrader preprocessors (trusted execution, output limits,
   feedback without hidden tests);
 * :mod:`flowlab_course.sandbox` — bubblewrap around every grading kernel;
-* :mod:`flowlab_course.parallel`, :mod:`flowlab_course.report` — grading many submissions, and
-  the instructor's class report.
+* :mod:`flowlab_course.parallel`, :mod:`flowlab_course.distributed` — grading many submissions
+  on a Dask cluster (a ``LocalCluster`` here, Slurm/PBS/Kubernetes elsewhere); the gradebook is
+  written by one process only;
+* :mod:`flowlab_course.export` — Canvas, Moodle, nbgrader and per-part CSVs;
+* :mod:`flowlab_course.report` — the instructor's class report (distributions, failures, flags);
+* :mod:`flowlab_course.synthetic` — synthetic classes for the grading benchmarks.
 
 ``python -m flowlab_course --help`` lists the commands.  Importing this package imports nothing
 heavy: each command loads what it needs.

@@ -145,7 +145,7 @@ class GradingJob:
     config_text: str          # the course's nbgrader_config.py
     source: bytes             # zip of source/<assignment>/
     submission: bytes         # zip of submitted/<student>/<assignment>/
-    gradebook: bytes          # skeleton gradebook (SQLite file), zlib-compressed inside a zip
+    gradebook: bytes          # zip of the skeleton gradebook (no students, no grades)
     course_root: str = ""     # the client's course folder: hidden from the kernel if visible
 
 
@@ -205,15 +205,13 @@ def _run_autograde(config: Config, assignment: str, student: str) -> None:
 
 
 # --------------------------------------------------------------------------- files as bytes
-def _pack(folder: str, skip_notebooks: bool = False) -> bytes:
+def _pack(folder: str) -> bytes:
     """The files under ``folder`` as one zip (deflated); empty zip if it does not exist."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for top, dirs, files in os.walk(folder):
             dirs.sort()
             for name in sorted(files):
-                if skip_notebooks and name.endswith(".ipynb"):
-                    continue
                 path = os.path.join(top, name)
                 archive.write(path, os.path.relpath(path, folder))
     return buffer.getvalue()

@@ -22,6 +22,24 @@ from .settings import CHILD_FILE, INNER_DIR, SANDBOX_UID_BASE, STARTUP_FILE, San
 __all__ = ["main"]
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this launcher when the grading process dies (even by SIGKILL).
+
+    bubblewrap already dies with the launcher (``--die-with-parent``); without this, a grader
+    killed mid-run (a lost cluster worker) would leave the launcher and its kernel behind.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux / no libc: the launcher then outlives it
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _font_caches() -> list[str]:
     """The grader's matplotlib font cache, copied in so that no kernel rebuilds it."""
     source = os.environ.get("MPLCONFIGDIR") or os.path.join(
@@ -82,5 +100,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to the kernel, not here
     sys.exit(main(sys.argv[1:]))
