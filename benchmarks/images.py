@@ -63,8 +63,11 @@ from flowlab.models.multiscale import MultiScaleFlow  # noqa: E402
 #: on the validation split (benchmarks/NOTES.md, section 8).
 MODELS: dict[str, dict[str, Any]] = {
     "digits": {
-        "realnvp": {"model": "multiscale", "args": {"hidden_channels": 32, "blocks": 1}, "lr": 1e-3},
-        "glow": {"model": "glow", "args": {"steps": 8, "hidden_channels": 128, "logit_alpha": 0.05}, "lr": 1e-3},
+        "realnvp": {"model": "multiscale", "lr": 1e-3, "args": {
+            "hidden_channels": 32, "blocks": 1, "dequantization": "variational"}},
+        "glow": {"model": "glow", "lr": 1e-3, "args": {
+            "steps": 8, "hidden_channels": 128, "logit_alpha": 0.05,
+            "dequantization": "variational"}},
     },
     "mnist5k": {
         "realnvp": {"model": "multiscale", "args": {"hidden_channels": 32, "blocks": 1}, "lr": 1e-3},
@@ -198,14 +201,15 @@ def run_images(data_name: str, specs: dict[str, dict[str, Any]], budget: float, 
 
 def part_c(reps: int, quick: bool) -> list[dict]:
     shape = (1, 28, 28)
+    g_steps, g_hidden = (4, 32) if quick else (8, 128)
+    small, big = (16, 16) if quick else (32, 64)
     models = {
-        "Glow (2 levels x 8 steps, 128 hidden)": lambda: Glow(
-            shape, 256, levels=2, steps=4 if quick else 8, hidden_channels=32 if quick else 128,
-            validate=False),
-        "multi-scale RealNVP (2 scales, 32 hidden, 1 block)": lambda: MultiScaleFlow(
-            shape, 256, scales=2, hidden_channels=16 if quick else 32, blocks=1, validate=False),
-        "multi-scale RealNVP (2 scales, 64 hidden, 2 blocks)": lambda: MultiScaleFlow(
-            shape, 256, scales=2, hidden_channels=16 if quick else 64, blocks=2, validate=False),
+        f"Glow (2 levels x {g_steps} steps, {g_hidden} hidden)": lambda: Glow(
+            shape, 256, levels=2, steps=g_steps, hidden_channels=g_hidden, validate=False),
+        f"multi-scale RealNVP (2 scales, {small} hidden, 1 block)": lambda: MultiScaleFlow(
+            shape, 256, scales=2, hidden_channels=small, blocks=1, validate=False),
+        f"multi-scale RealNVP (2 scales, {big} hidden, 2 blocks)": lambda: MultiScaleFlow(
+            shape, 256, scales=2, hidden_channels=big, blocks=2, validate=False),
     }
     x = torch.randint(0, 256, (64, *shape)).float()
     rows = []
