@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python benchmarks/ddp_scaling.py{' --quick' if args.quick else ''}"
         f"{'' if args.model == 'moons' else ' --model ' + args.model}`",
         "",
-        (f"Model `realnvp(2)` on two moons" if args.model == "moons" else
+        ("Model `realnvp(2)` on two moons" if args.model == "moons" else
          "Model `realnvp(64)` (8 couplings, 2x256 MLPs) on dequantized 8x8 digits")
         + f", global batch {BATCH}, {steps - 3} timed steps, {cores} CPU cores.",
         "",

@@ -321,7 +321,7 @@ def main() -> None:
             versions.append(f"{lib} {__import__(lib).__version__}")
         except Exception:
             pass
-    head = [f"# MAF and TarFlow benchmarks", "",
+    head = ["# MAF and TarFlow benchmarks", "",
             f"Produced by `nice -n 10 {cmd}`; {time.strftime('%Y-%m-%d %H:%M')}, torch "
             f"{torch.__version__}, {', '.join(versions)}, {platform.machine()}, 1 thread, a shared "
             f"2-core machine (other jobs running), total {time.perf_counter() - t0:.0f} s.  "

@@ -2,12 +2,12 @@
 Trainer with the private fused AMP flag check of the previous version (monkeypatched in), and
 the bare loop; interleaved repetitions, medians.  Same model/data/settings as
 benchmarks/trainer_overhead.py."""
-import statistics, sys, tempfile, time
+import statistics, sys, tempfile
 import torch
 sys.path.insert(0, "benchmarks")
 import trainer_overhead as bench
 from flowlab.data.toy2d import toy_dataset
-from flowlab.train import health, trainer as trainer_module
+from flowlab.train import trainer as trainer_module
 
 public = trainer_module.gradient_norm
 _one = torch.ones(())

@@ -1,7 +1,6 @@
 """steps/s of the README 2-D example and a digits model at 1 vs 2 torch threads."""
 import os, statistics, sys, time
 import torch
-from flowlab.data.toy2d import two_moons
 from flowlab.data.images import load_digits
 from flowlab.models.realnvp import realnvp; realnvp_2d = lambda: realnvp(2)
 from flowlab.models.multiscale import MultiScaleFlow as multiscale_realnvp

@@ -52,7 +52,6 @@ import base64
 import contextlib
 import io
 import re
-from collections.abc import Iterator
 
 import matplotlib
 from matplotlib.figure import Figure

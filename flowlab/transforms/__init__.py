@@ -53,6 +53,9 @@ __all__ = [
     # coupling
     "Mask", "HalfMask", "AlternatingMask", "as_mask", "Coupling", "AdditiveCoupling",
     "AffineCoupling", "RQSplineCoupling", "rational_quadratic_spline",
+    # autoregressive (MAF / IAF)
+    "MaskedAutoregressive", "MaskedAffineAutoregressive", "InverseAffineAutoregressive",
+    "MaskedRQSplineAutoregressive",
     # images and Glow
     "Squeeze", "checkerboard_mask", "channel_mask", "MaskedAffineCoupling",
     "ActNorm", "InvertibleConv1x1", "LUInvertibleConv1x1", "GlowCoupling",

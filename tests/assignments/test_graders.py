@@ -1,23 +1,29 @@
 """Checks common to every assignment's hidden tests (no nbgrader, no kernel).
 
-Each test cell names its hidden test with a ``# flowlab-grade:`` directive: every one must be a
-registered part, every part's delegation references must exist in flowlab (a renamed class
-would otherwise silently never match), and the committed source notebooks must be up to date.
-The graders of each assignment are tested in ``test_graders_aN.py`` (solution, release, every
-mistake of the catalogue 20 times, alternative styles); the nbgrader round trips in
+For every assignment, in process on a LocalBridge (the same kernel-side code and wire format as
+a real kernel): the solution passes every part, the untouched release fails every part, and
+every mistake of the catalogue fails its OWN part at each of ``FLOWLAB_REPEATS`` (default 20)
+gradings with fresh random inputs, with a message, and passes every other part.  Each test cell
+names its hidden test with a ``# flowlab-grade:`` directive: every one must be a registered
+part, every part's delegation references must exist in flowlab (a renamed class would otherwise
+silently never match), and the committed source notebooks must be up to date.  Alternative
+correct styles and targeted cases are in ``test_graders_aN.py``; the nbgrader round trips in
 ``test_round_trips.py``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
 import nbformat
+import pytest
 
 from catalogue import CATALOGUE
-from nbgrader_course import ASSIGNMENTS
+from local_grading import grade, namespace, source
+from nbgrader_course import ASSIGNMENTS, patch
 
 ASSIGNMENT_IDS = sorted(CATALOGUE)
 _DIRECTIVE = re.compile(r"#\s*flowlab-grade:\s*(\w+\.\w+)")
@@ -37,6 +43,50 @@ def _parts(assignment: str) -> dict[str, str]:
             assert match, f"{assignment}: test cell {meta['grade_id']} has no flowlab-grade directive"
             out[meta["grade_id"]] = match.group(1)
     return out
+
+
+REPEATS = int(os.environ.get("FLOWLAB_REPEATS", "20"))
+SLOW_PARTS = {"training"}  # trains a RealNVP on two moons: seconds per grading
+
+
+def _module(assignment: str) -> str:
+    return f"assignment{int(assignment[:2])}"
+
+
+def _param(part: str, *values, id: str):
+    return pytest.param(*values, marks=[pytest.mark.slow] if part in SLOW_PARTS else [], id=id)
+
+
+@pytest.mark.parametrize("assignment, part", [_param(p, a, p, id=f"{a}-{p}") for a in ASSIGNMENT_IDS
+                                              for p in _parts(a)])
+def test_solution_passes_every_part(assignment: str, part: str) -> None:
+    err = grade(_module(assignment), namespace(source(assignment)), part)
+    assert err is None, str(err)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENT_IDS)
+def test_release_fails_every_part_with_not_implemented(assignment: str) -> None:
+    ns = namespace(source(assignment), release=True)
+    for part in _parts(assignment):
+        err = grade(_module(assignment), ns, part)
+        assert err is not None and err.part == part, part
+        assert "not implemented yet" in err.message, err.message
+
+
+@pytest.mark.parametrize("assignment, mistake", [_param(m.part, a, m, id=f"{a}-{m.name}")
+                                                 for a in ASSIGNMENT_IDS for m in CATALOGUE[a]])
+def test_mistake_fails_its_own_part_at_every_grading_and_no_other(assignment: str, mistake) -> None:
+    module, parts = _module(assignment), list(_parts(assignment))
+    ns = namespace(patch(source(assignment), mistake.old, mistake.new))
+    repeats = 3 if mistake.part in SLOW_PARTS else REPEATS
+    for attempt in range(repeats):  # fresh random inputs each time: caught in every grading
+        err = grade(module, ns, mistake.part)
+        assert err is not None, f"{mistake.name} passed grading {attempt + 1} of {repeats}"
+        assert err.part == mistake.part and 30 < len(err.message) < 800, err.message
+        assert "Traceback" not in err.message
+    others = {p: str(e) for p in parts if p != mistake.part and p not in SLOW_PARTS
+              and (e := grade(module, ns, p)) is not None}
+    assert others == {}, f"{mistake.name} also cost points on {sorted(others)}"
 
 
 def test_every_assignment_has_a_catalogue_of_mistakes() -> None:

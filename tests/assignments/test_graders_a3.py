@@ -18,9 +18,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
-import nbformat
 import pytest
-import torch
 
 from catalogue import CATALOGUE
 from local_grading import grade, namespace, parts, source
@@ -29,8 +27,6 @@ from nbgrader_course import patch
 matplotlib.use("Agg")
 
 from flowlab_course.graders.errors import GradingFailure  # noqa: E402
-from flowlab_course.trusted.bridge import LocalBridge  # noqa: E402
-from flowlab_course.trusted.parts import lookup  # noqa: E402
 
 ASSIGNMENT = "03_image_flows"
 REPEATS = int(os.environ.get("FLOWLAB_REPEATS", "20"))
@@ -38,6 +34,7 @@ REPEATS = int(os.environ.get("FLOWLAB_REPEATS", "20"))
 
 SOURCE = source(ASSIGNMENT)
 PARTS = parts(SOURCE)
+MISTAKES = CATALOGUE[ASSIGNMENT]
 _namespace = namespace
 
 
@@ -48,46 +45,6 @@ def _grade(ns: dict, part: str) -> GradingFailure | None:
 
 
 
-def test_parts_are_the_notebooks_grade_ids():
-    assert PARTS == ["squeeze", "unsqueeze", "masks", "masked_forward", "masked_inverse",
-                     "dequantize", "bits_per_dim", "multiscale"]
-    for part in PARTS:
-        assert lookup(f"assignment3.{part}").key == f"assignment3.{part}"
-
-
-@pytest.mark.parametrize("attempt", range(3))
-def test_solution_passes_every_part(attempt):
-    ns = _namespace(SOURCE)
-    failures = {p: str(e) for p in PARTS if (e := _grade(ns, p)) is not None}
-    assert failures == {}
-
-
-def test_release_fails_every_part_with_not_implemented():
-    ns = _namespace(SOURCE, release=True)
-    for part in PARTS:
-        err = _grade(ns, part)
-        assert err is not None, part
-        assert err.part == part
-
-
-MISTAKES = CATALOGUE[ASSIGNMENT]
-
-
-@pytest.mark.parametrize("mistake", MISTAKES, ids=[m.name for m in MISTAKES])
-def test_mistake_loses_its_own_part_only(mistake):
-    assert mistake.part in PARTS
-    ns = _namespace(patch(SOURCE, mistake.old, mistake.new))
-    for attempt in range(REPEATS):  # fresh random inputs each time: caught in every grading
-        err = _grade(ns, mistake.part)
-        assert err is not None, f"{mistake.name} passed grading {attempt + 1} of {REPEATS}"
-        assert err.part == mistake.part
-        message = str(err)
-        assert "Traceback" not in message and len(message) < 800, message
-    others = {p: str(e) for p in PARTS if p != mistake.part and (e := _grade(ns, p)) is not None}
-    assert others == {}, f"{mistake.name} also cost points on {sorted(others)}"
-
-
-# Correct solutions in other styles: [(old, new), ...] patches of the solution.
 ALTERNATIVES = {
     "float32_dequantize": [
         ("    x = x.float() if not x.is_floating_point() else x\n    return (x + torch.rand_like(x)) / num_levels",
@@ -183,7 +140,7 @@ def test_boolean_mask_is_caught_in_the_masks_part_not_the_coupling():
 def test_mask_wrong_at_a_single_position_is_named():
     ns = _namespace(patch(
         SOURCE, "return ((i + j) % 2 == parity).float().reshape(1, 1, height, width)",
-        "m = ((i + j) % 2 == parity).float()\n    if height == 7:\n        m[3, 1] = 1 - m[3, 1]\n"
+        "m = ((i + j) % 2 == parity).float()\n    if height == 7 and width > 1:\n        m[3, 1] = 1 - m[3, 1]\n"
         "    return m.reshape(1, 1, height, width)"))
     err = _grade(ns, "masks")
     assert err is not None and "(i, j) = (3, 1)" in str(err)

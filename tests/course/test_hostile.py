@@ -20,7 +20,6 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import course as synthetic
 
-from flowlab_course import sandbox
 
 pytestmark = [
     pytest.mark.sandbox,
