@@ -129,14 +129,19 @@ def layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part: st
     if not isinstance(raw, dict):
         raise GradingFailure(f"{what}: the grader could not read your layer's answer.", part)
     answer = LayerAnswer(raw, direction, x, part, what)
-    for module, qualname in answer.classes:
+    _refuse_reference(answer.classes, reference, what, part)
+    answer.w_out, answer.w_ld = w_out, w_ld
+    return answer
+
+
+def _refuse_reference(classes, reference: Sequence[str], what: str, part: str) -> None:
+    """Delegation: the layer's classes (or its sub-modules') are flowlab's reference of the part."""
+    for module, qualname in classes:
         if module.startswith("flowlab") and is_reference(module, qualname, reference):
             raise DelegationError(
                 f"your {what} is built from flowlab's {qualname} (it subclasses or contains a "
                 "reference layer). Write the computation yourself with torch operations. No "
                 "points for this part.", part)
-    answer.w_out, answer.w_ld = w_out, w_ld
-    return answer
 
 
 def check_pair(out: Any, x: Tensor, what: str, part: str) -> tuple[Tensor, Tensor]:
@@ -400,12 +405,7 @@ def set_layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part
         raise GradingFailure(f"{what}.{name} has shape {tuple(raw.get('shape') or ())}, expected "
                              f"{want} ({layouts.get(name, 'see the instructions')}).", part)
     answer = SetAnswer(raw, direction, x, part, what, nan_hint)
-    for module, qualname in answer.classes:
-        if module.startswith("flowlab") and is_reference(module, qualname, reference):
-            raise DelegationError(
-                f"your {what} is built from flowlab's {qualname} (it subclasses or contains a "
-                "reference layer). Write the computation yourself with torch operations. No "
-                "points for this part.", part)
+    _refuse_reference(answer.classes, reference, what, part)
     answer.w_out, answer.w_ld = w_out, w_ld
     return answer
 
