@@ -51,10 +51,12 @@ def glow_step(
     blocks: int = 0,
     scale: str = "sigmoid",
     lu: bool = True,
+    dropout: float = 0.0,
 ) -> Compose:
     """One step of flow: ActNorm -> invertible 1x1 conv -> channel affine coupling."""
     conv = LUInvertibleConv1x1(channels) if lu else InvertibleConv1x1(channels)
-    coupling = GlowCoupling(channels, hidden_channels=hidden_channels, blocks=blocks, scale=scale)
+    coupling = GlowCoupling(channels, hidden_channels=hidden_channels, blocks=blocks, scale=scale,
+                            dropout=dropout)
     return Compose(ActNorm(channels), conv, coupling)
 
 
@@ -69,6 +71,7 @@ class GlowTransform(Transform):
         hidden_channels, blocks, scale: the couplings' conv nets and scale function
             (:class:`~flowlab.transforms.glow.GlowCoupling`).
         lu: LU-parameterised 1x1 convolutions (default) or plain ones.
+        dropout: dropout in the couplings' conv nets, training mode only (0 = none).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class GlowTransform(Transform):
         blocks: int = 0,
         scale: str = "sigmoid",
         lu: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if int(levels) != levels or levels < 1 or int(steps) != steps or steps < 1:
@@ -95,7 +99,9 @@ class GlowTransform(Transform):
         self.shape = (int(channels), int(height), int(width))
         self.squeeze = Squeeze()
         c = 4 * channels
-        self.steps = Compose(glow_step(c, hidden_channels, blocks, scale, lu) for _ in range(steps))
+        self.steps = Compose(
+            glow_step(c, hidden_channels, blocks, scale, lu, dropout) for _ in range(steps)
+        )
         self.last = levels == 1
         if not self.last:
             self.factored = c // 2
@@ -105,7 +111,8 @@ class GlowTransform(Transform):
             nn.init.zeros_(self.prior.weight)
             nn.init.zeros_(self.prior.bias)
             self.next_level = GlowTransform(
-                kept, height // 2, width // 2, levels - 1, steps, hidden_channels, blocks, scale, lu
+                kept, height // 2, width // 2, levels - 1, steps, hidden_channels, blocks, scale, lu,
+                dropout,
             )
 
     def _check(self, x: Tensor, name: str) -> Tensor:
@@ -174,6 +181,8 @@ class Glow(ImageFlow):
             :math:`\alpha` after dequantization (Glow itself used none: ``None``).
         dequantization: ``"uniform"`` or ``"variational"``.
         validate: check inputs (finite, integer levels).
+        dropout: dropout in the couplings' conv nets, in training mode only: a regulariser
+            for small data sets (``benchmarks/NOTES.md`` measures it); sample in ``eval()``.
 
     Example:
         >>> flow = Glow((1, 8, 8), num_levels=17, steps=2, hidden_channels=8)
@@ -194,10 +203,12 @@ class Glow(ImageFlow):
         logit_alpha: float | None = None,
         dequantization: str = "uniform",
         validate: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(
             shape, num_levels,
-            lambda c, h, w: GlowTransform(c, h, w, levels, steps, hidden_channels, blocks, scale, lu),
+            lambda c, h, w: GlowTransform(c, h, w, levels, steps, hidden_channels, blocks, scale, lu,
+                                          dropout),
             dequantization, logit_alpha, validate,
         )
 

@@ -113,6 +113,7 @@ class MultiScaleTransform(Compose):
         scales: number of scales (1 = only the four final checkerboard couplings).
         hidden_channels, blocks: size of each coupling's :class:`~flowlab.nets.resnet.ResNet`.
         scale_bound: soft clamp of the couplings' log-scales.
+        dropout: dropout in the couplings' conv nets, training mode only (0 = none).
 
     Example:
         >>> f = MultiScaleTransform(1, 8, 8, scales=2, hidden_channels=8, blocks=0)
@@ -130,6 +131,7 @@ class MultiScaleTransform(Compose):
         hidden_channels: int = 64,
         blocks: int = 2,
         scale_bound: float | None = 3.0,
+        dropout: float = 0.0,
     ) -> None:
         if int(scales) != scales or scales < 1:
             raise ValueError(f"scales must be a positive integer, got {scales!r}")
@@ -144,7 +146,8 @@ class MultiScaleTransform(Compose):
         last = scales == 1
 
         def coupling(mask: Tensor) -> MaskedAffineCoupling:
-            return MaskedAffineCoupling(mask, c4, None, hidden_channels, blocks, scale_bound)
+            return MaskedAffineCoupling(mask, c4, None, hidden_channels, blocks, scale_bound,
+                                        dropout=dropout)
 
         layers: list[Transform] = [Squeeze()]
         layers += [
@@ -156,7 +159,7 @@ class MultiScaleTransform(Compose):
             factored = c4 // 2
             inner = MultiScaleTransform(
                 c4 - factored, height // 2, width // 2, scales - 1, hidden_channels, blocks,
-                scale_bound,
+                scale_bound, dropout,
             )
             layers.append(FactorOut(factored, inner))
         layers.append(Inverse(Squeeze()))
@@ -218,10 +221,14 @@ class MultiScaleFlow(ImageFlow):
         num_levels: :math:`K` (17 for the digits, 256 for 8-bit images), or ``None`` for
             continuous data.
         scales, hidden_channels, blocks, scale_bound: see :class:`MultiScaleTransform`.
-        alpha: the logit transform's boundary margin (:class:`~flowlab.transforms.pointwise.Logit`).
+        logit_alpha: the boundary margin :math:`\alpha` of the logit transform after
+            dequantization (:class:`~flowlab.transforms.pointwise.Logit`; RealNVP's 0.05), or
+            ``None`` for no logit.  The same argument as :class:`~flowlab.models.Glow`'s.
         dequantization: ``"uniform"`` or ``"variational"`` (Ho et al. 2019,
             `arXiv:1902.00275 <https://arxiv.org/abs/1902.00275>`_).
         validate: check inputs (finite, integer levels); switch off for speed.
+        dropout: dropout in the couplings' conv nets, in training mode only: a regulariser
+            for small data sets (``benchmarks/NOTES.md`` measures it); sample in ``eval()``.
 
     Example:
         >>> flow = MultiScaleFlow((1, 8, 8), num_levels=17, hidden_channels=8, blocks=0)
@@ -237,12 +244,14 @@ class MultiScaleFlow(ImageFlow):
         hidden_channels: int = 64,
         blocks: int = 2,
         scale_bound: float | None = 3.0,
-        alpha: float = 0.05,
+        logit_alpha: float | None = 0.05,
         dequantization: str = "uniform",
         validate: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(
             shape, num_levels,
-            lambda c, h, w: MultiScaleTransform(c, h, w, scales, hidden_channels, blocks, scale_bound),
-            dequantization, alpha, validate,
+            lambda c, h, w: MultiScaleTransform(c, h, w, scales, hidden_channels, blocks,
+                                                scale_bound, dropout),
+            dequantization, logit_alpha, validate,
         )  # fmt: skip

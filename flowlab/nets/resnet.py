@@ -21,6 +21,13 @@ initialisation: every coupling then starts as the identity map, the flow starts 
 
 No batch normalisation: it would make a sample's output depend on the other samples of the
 batch, which breaks the per-sample density :math:`\log p(x)`.
+
+**Dropout** (``dropout=p``) zeroes each hidden feature of :math:`\sigma(h_K)` with
+probability :math:`p` in training mode only -- a regulariser for small image sets.  It changes
+the conditioner, never the coupling's structure, so every training-mode pass is still an exact
+invertible map with an exact log-determinant; but a forward and an inverse pass draw different
+masks, so invert and sample in ``eval()`` mode (as the trainer's validation and
+``Flow.sample`` callers do).
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ class ResNet(nn.Module):
         blocks: number of residual blocks (0 gives conv -> ReLU -> conv, Glow's shallow net).
         kernel_size: odd kernel size of every convolution (same padding keeps H and W).
         zero_init_last: start the output layer at zero so that :math:`\theta \equiv 0`.
+        dropout: probability of zeroing a hidden feature before the output layer, in
+            training mode only (0 = none).
 
     Example:
         >>> import torch
@@ -82,6 +91,7 @@ class ResNet(nn.Module):
         blocks: int = 2,
         kernel_size: int = 3,
         zero_init_last: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         """Build the network; the arguments are described in the class docstring."""
         super().__init__()
@@ -99,6 +109,8 @@ class ResNet(nn.Module):
                 f"ResNet: kernel_size must be odd so that same padding keeps H and W, "
                 f"got {kernel_size}"
             )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"ResNet: dropout must lie in [0, 1), got {dropout!r}")
         pad = kernel_size // 2
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -107,6 +119,8 @@ class ResNet(nn.Module):
             *[ResidualBlock(hidden_channels, kernel_size) for _ in range(blocks)]
         )
         self.act = nn.ReLU()
+        # no parameters: checkpoints of nets without dropout load into nets with it
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.conv_out = nn.Conv2d(hidden_channels, out_channels, kernel_size, padding=pad)
         if zero_init_last:
             nn.init.zeros_(self.conv_out.weight)
@@ -118,4 +132,4 @@ class ResNet(nn.Module):
                 f"ResNet expects a batch of images (batch, {self.in_channels}, H, W), "
                 f"got shape {tuple(x.shape)}"
             )
-        return self.conv_out(self.act(self.blocks(self.conv_in(x))))
+        return self.conv_out(self.dropout(self.act(self.blocks(self.conv_in(x)))))

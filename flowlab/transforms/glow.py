@@ -298,6 +298,8 @@ class GlowCoupling(Transform):
             :func:`~flowlab.transforms.image.channel_mask`, or a
             :class:`~flowlab.transforms.masks.Mask`); ``None`` keeps the first
             :math:`\lceil C/2\rceil` channels.
+        dropout: dropout of the default conditioner's hidden features, in training mode
+            only (:class:`~flowlab.nets.resnet.ResNet`); invert and sample in ``eval()`` mode.
 
     Example:
         >>> layer = GlowCoupling(4, hidden_channels=16)
@@ -319,6 +321,7 @@ class GlowCoupling(Transform):
         scale: str = "sigmoid",
         scale_bound: float = 3.0,
         mask: MaskLike | None = None,
+        dropout: float = 0.0,
     ) -> None:
         """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
@@ -348,7 +351,9 @@ class GlowCoupling(Transform):
         self.scale = scale
         self.scale_bound = float(scale_bound)
         changed = self.channels - self.kept
-        self.conditioner = conditioner or ResNet(self.kept, 2 * changed, hidden_channels, blocks)
+        self.conditioner = conditioner or ResNet(
+            self.kept, 2 * changed, hidden_channels, blocks, dropout=dropout
+        )
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self._halves:

@@ -192,6 +192,8 @@ class MaskedAffineCoupling(Transform):
         scale_bound: :math:`B`; ``None`` switches the clamp off.
         context_channels: extra channels that the conditioner also reads (a conditional flow,
             e.g. the noise flow of variational dequantization); pass ``context=`` then.
+        dropout: dropout of the default conditioner's hidden features, in training mode
+            only (:class:`~flowlab.nets.resnet.ResNet`); invert and sample in ``eval()`` mode.
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class MaskedAffineCoupling(Transform):
         blocks: int = 2,
         scale_bound: float | None = 3.0,
         context_channels: int = 0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(mask, Mask):  # flowlab's Mask over one image, (C, H, W) or (1, H, W)
@@ -228,7 +231,7 @@ class MaskedAffineCoupling(Transform):
         self.context_channels = int(context_channels)
         self.scale_bound = None if scale_bound is None else float(scale_bound)
         self.conditioner = conditioner or ResNet(
-            channels + context_channels, 2 * channels, hidden_channels, blocks
+            channels + context_channels, 2 * channels, hidden_channels, blocks, dropout=dropout
         )
 
     def _shift_and_log_scale(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
