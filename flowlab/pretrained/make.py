@@ -46,11 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1 or argv[0].startswith("-"):
         raise _usage()
     name = argv[0]
+    path = HERE / f"{name}.json"
     if rescore:
-        result = {**record(name), **score(name)}
+        trained = record(name)
     else:
-        result = {**train(name), **score(name)}
-    (HERE / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        trained = train(name)
+        # written before scoring: a failure while scoring never loses the training record
+        path.write_text(json.dumps(trained, indent=2) + "\n")
+    result = {**trained, **score(name)}
+    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
