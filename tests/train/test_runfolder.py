@@ -137,6 +137,9 @@ def test_a_damaged_last_checkpoint_points_to_the_previous_one(tmp_path):
 
 # ------------------------------------------------------------------------------- Ctrl-C
 def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+    # the handler the trainer must put back: Python's default in a terminal, SIG_IGN when
+    # the test runs as a background job (nohup ... &)
+    before = signal.getsignal(signal.SIGINT)
     x = toy_data(256)
     straight = Trainer(toy_flow(), x, None, cfg(tmp_path / "a", checkpoint_every=100))
     straight.fit()
@@ -157,7 +160,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
     assert err.value.step == 7 and err.value.checkpoint == tmp_path / "b" / "last.pt"
     assert err.value.saved_step == 7
     assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 7
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler restored
     resumed = Trainer(toy_flow(), x, None, cfg(tmp_path / "b", checkpoint_every=100, resume=True))
     resumed.fit()
     assert same_weights(straight.model.state_dict(), resumed.model.state_dict())
