@@ -266,12 +266,13 @@ def write_study_table(out: Path) -> str:
     first = runs[seeds[0]]
     metric = first.get("metric", "bits/dim")
     models = list(first["models"])
-    word = "test" if first.get("scored_on", "test") == "test" else "val"
+    on_val = first.get("scored_on", "test") != "test"
+    word = "val" if on_val else "test"
     lines = [
         f"# Spline generalisation: {first.get('data', 'digits')}, {first['steps']} steps, "
-        f"{'validation' if first.get('scored_on', 'test') != 'test' else 'test'} {metric} "
-        "over seeds" + (" (scored on a validation split carved from the training images; the "
-                        "test split untouched)" if first.get("scored_on", "test") != "test" else ""),
+        f"{'validation' if on_val else 'test'} {metric} over seeds"
+        + (" (scored on a validation split carved from the training images; the test split "
+           "untouched)" if on_val else ""),
         "",
         "8 RQ-spline couplings (8 bins, bound "
         f"{first['spec']['bound']:g}, MLP {first['spec']['hidden']}), Adam lr 1e-3, batch 256, "
