@@ -17,8 +17,8 @@ validation split of the trainer), then writes to ``--out`` (JSON):
   baselines (:func:`flowlab.metrics.baselines`: uniform 8.0, per-pixel histogram 1.77);
 * the exact settings, device name, torch version and wall times.
 
-``--dry-run`` (or no CUDA device) runs the same code path tiny, on the CPU, without compile or
-bf16, in seconds: ``tests/test_gpu_check.py`` runs it so that the script cannot rot.  A dry
+``--dry-run`` (or no CUDA device) runs the same code path tiny, on the CPU, with bf16 autocast
+(the CPU has it too) but without compile, in seconds: ``tests/test_gpu_check.py`` runs it so that the script cannot rot.  A dry
 run's figures measure nothing and say so (``"dry_run": true``).
 """
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.log_prob(x_train[:512])  # ActNorm's data-dependent initialisation, on the CPU
     settings = dict(
         steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=min(100, args.steps // 10),
-        device=device, bf16=cuda, compile=cuda, run_dir=None, progress=False, sample_every=0,
+        device=device, bf16=True, compile=cuda, run_dir=None, progress=False, sample_every=0,
         eval_every=max(args.steps // 5, 1), log_every=max(args.steps // 20, 1), seed=0,
     )
     trainer = Trainer(model, x_train, None, **settings)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": "Glow(levels=2, steps=1, hidden_channels=8)" if dry
         else "Glow(levels=2, steps=8, hidden_channels=128)",
         "params": sum(p.numel() for p in model.parameters()),
-        "bf16": cuda,
+        "bf16": True,
         "compile": cuda,
         "steps": args.steps,
         "batch_size": args.batch_size,

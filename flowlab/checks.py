@@ -55,7 +55,8 @@ def check_input(
         layer: the layer's name for the message.
         event_shape: the exact shape of one sample, if the layer knows it.
         event_dim: the number of axes of one sample, if only that is known.
-        like: a module or tensor whose dtype and device ``x`` must share.
+        like: a module or tensor whose dtype and device ``x`` must share (under
+            ``torch.autocast`` the autocast dtype is accepted too).
 
     Raises:
         TypeError: ``x`` is not a floating-point tensor, or its dtype/device differ from the
@@ -100,7 +101,7 @@ def check_input(
     if like is not None:
         ref = like if isinstance(like, Tensor) else reference_tensor(like)
         if ref is not None:
-            if ref.dtype != x.dtype:
+            if ref.dtype != x.dtype and not _autocast_dtype(x):
                 raise TypeError(
                     f"{layer} has {ref.dtype} parameters but {name} is {x.dtype}. "
                     f"Use {name}.to({ref.dtype}) or convert the model with .to({x.dtype})."
@@ -111,6 +112,19 @@ def check_input(
                     f"Move one of them: {name}.to('{ref.device}') or model.to('{x.device}')."
                 )
     return x
+
+
+def _autocast_dtype(x: Tensor) -> bool:
+    """Whether ``x`` has the lower precision that autocast gives activations on its device.
+
+    Under ``torch.autocast`` a convolution returns bfloat16 (or float16) activations while the
+    parameters stay float32: that mismatch is the point of mixed precision, not a mistake.
+    """
+    device = x.device.type
+    try:
+        return torch.is_autocast_enabled(device) and x.dtype == torch.get_autocast_dtype(device)
+    except (RuntimeError, TypeError):  # a device type autocast does not know
+        return False
 
 
 def check_finite(x: Tensor, *, name: str = "input", layer: str = "layer") -> Tensor:

@@ -26,6 +26,7 @@ def test_gpu_check_dry_run_writes_its_figures(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["dry_run"] is True
+    assert result["bf16"] is True  # the CPU runs the autocast path the GPU will run
     for key in ("images_per_s", "test_bits_per_dim", "peak_memory_mib", "baselines", "steps"):
         assert key in result
     assert result["images_per_s"] > 0
