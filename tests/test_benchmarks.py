@@ -118,3 +118,20 @@ def test_quick_run_writes_tables_json_and_plots(tmp_path):
     # Reported, not asserted (timings on a shared machine are noise).
     print(f"\nquick benchmark: step ratio {row['step_ratio']['median']:.3f}, "
           f"sampling ratio {row['sample_ratio']['median']:.3f}")
+
+
+def test_bf16_cpu_quick_writes_its_table(tmp_path):
+    out = tmp_path / "bf16_cpu.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bf16_cpu.py"), "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "`python benchmarks/bf16_cpu.py --quick`" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "ms/step" not in line
+            and not line.startswith("| ---")]
+    assert len(rows) == 2
+    for row in rows:  # both timings measured and positive, the ratio their quotient
+        fp32, bf16, ratio = (float(c.strip().rstrip("x")) for c in row.split("|")[3:6])
+        assert fp32 > 0 and bf16 > 0 and abs(fp32 / bf16 - ratio) < 0.05 * ratio + 0.02
