@@ -88,8 +88,8 @@ class TrainConfig:
     bf16: bool = _f(
         False,
         "bfloat16 autocast for the forward pass (the loss, optimiser and evaluation stay "
-        "float32); on a GPU, and on a CPU with native bf16 (avx512_bf16/AMX) it makes the "
-        "image models' steps ~1.7-1.9x faster (benchmarks/results/bf16_cpu.md)",
+        "float32); on a CPU with native bf16 (avx512_bf16/AMX) it made the image models' "
+        "steps 1.7-1.9x faster (benchmarks/results/bf16_cpu.md), without it it can be slower",
     )
     compile: bool = _f(False, "compile the loss with torch.compile")
     num_workers: int = _f(0, "DataLoader worker processes (in-memory tensors need none)")
