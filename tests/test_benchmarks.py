@@ -135,3 +135,15 @@ def test_bf16_cpu_quick_writes_its_table(tmp_path):
     for row in rows:  # both timings measured and positive, the ratio their quotient
         fp32, bf16, ratio = (float(c.strip().rstrip("x")) for c in row.split("|")[3:6])
         assert fp32 > 0 and bf16 > 0 and abs(fp32 / bf16 - ratio) < 0.05 * ratio + 0.02
+
+
+def test_iw_curve_quick_falls_with_more_draws(tmp_path):
+    out = tmp_path / "iw_curve.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "iw_curve.py"), "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| digits"))
+    plain, iw4, gain = (float(c) for c in row.split("|")[3:6])
+    assert iw4 < plain and abs((plain - iw4) - gain) < 1e-3
