@@ -18,7 +18,8 @@ validation split of the trainer), then writes to ``--out`` (JSON):
 * the exact settings, device name, torch version and wall times.
 
 ``--dry-run`` (or no CUDA device) runs the same code path tiny, on the CPU, with bf16 autocast
-(the CPU has it too) but without compile, in seconds: ``tests/test_gpu_check.py`` runs it so that the script cannot rot.  A dry
+(the CPU has it too) and ``torch.compile`` (inductor's CPU backend, when a C++ compiler is on
+PATH; the compilation takes a minute or two), in the time of that compilation: ``tests/test_gpu_check.py`` runs it so that the script cannot rot.  A dry
 run's figures measure nothing and say so (``"dry_run": true``).
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps, args.warmup, args.batch_size = 4, 2, 16
         torch.set_num_threads(1)
     device = "cuda" if cuda else "cpu"
+    # inductor compiles CPU kernels with a C++ compiler; without one the dry run stays eager
+    compile_ = cuda or any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 
     train, test = load_mnist5k("train"), load_mnist5k("test")
     x_train, x_test = train.float(), test.float()
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.log_prob(x_train[:512])  # ActNorm's data-dependent initialisation, on the CPU
     settings = dict(
         steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=min(100, args.steps // 10),
-        device=device, bf16=True, compile=cuda, run_dir=None, progress=False, sample_every=0,
+        device=device, bf16=True, compile=compile_, run_dir=None, progress=False, sample_every=0,
         eval_every=max(args.steps // 5, 1), log_every=max(args.steps // 20, 1), seed=0,
     )
     trainer = Trainer(model, x_train, None, **settings)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         else "Glow(levels=2, steps=8, hidden_channels=128)",
         "params": sum(p.numel() for p in model.parameters()),
         "bf16": True,
-        "compile": cuda,
+        "compile": compile_,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "warmup_s": round(t1 - t0, 2),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ def test_gpu_check_dry_run_writes_its_figures(tmp_path):
     result = json.loads(out.read_text())
     assert result["dry_run"] is True
     assert result["bf16"] is True  # the CPU runs the autocast path the GPU will run
+    # ... and the compiled one, wherever inductor can build CPU kernels
+    assert result["compile"] is bool(shutil.which("c++") or shutil.which("g++")
+                                     or shutil.which("clang++"))
     for key in ("images_per_s", "test_bits_per_dim", "peak_memory_mib", "baselines", "steps"):
         assert key in result
     assert result["images_per_s"] > 0
