@@ -115,6 +115,17 @@ def test_check_input_messages():
             check_input(torch.empty(4, 3, device="meta"), like=ref)
 
 
+
+def test_check_input_accepts_the_autocast_dtype_only_under_autocast():
+    ref = torch.zeros((), dtype=torch.float32)
+    low = torch.randn(4, 3).bfloat16()
+    with pytest.raises(TypeError, match="bfloat16"):
+        check_input(low, like=ref)  # a bf16 batch for a float32 model: a real mistake
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert check_input(low, like=ref) is low  # mixed precision: the point of autocast
+        with pytest.raises(TypeError, match="float64"):
+            check_input(low.double(), like=ref)  # not the autocast dtype: still refused
+
 def test_check_finite_names_the_bad_rows():
     x = torch.zeros(8, 2)
     check_finite(x)
