@@ -120,14 +120,19 @@ def test_quick_run_writes_tables_json_and_plots(tmp_path):
           f"sampling ratio {row['sample_ratio']['median']:.3f}")
 
 
-def test_bf16_cpu_quick_writes_its_table(tmp_path):
-    out = tmp_path / "bf16_cpu.md"
+def _quick_table(script: str, tmp_path: Path) -> str:
+    """Run ``benchmarks/<script>.py --quick`` and return the Markdown table it wrote."""
+    out = tmp_path / f"{script}.md"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "bf16_cpu.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(BENCH / f"{script}.py"), "--quick", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_bf16_cpu_quick_writes_its_table(tmp_path):
+    text = _quick_table("bf16_cpu", tmp_path)
     assert "`python benchmarks/bf16_cpu.py --quick`" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "ms/step" not in line
             and not line.startswith("| ---")]
@@ -138,12 +143,7 @@ def test_bf16_cpu_quick_writes_its_table(tmp_path):
 
 
 def test_iw_curve_quick_falls_with_more_draws(tmp_path):
-    out = tmp_path / "iw_curve.md"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "iw_curve.py"), "--quick", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    row = next(line for line in out.read_text().splitlines() if line.startswith("| digits"))
+    text = _quick_table("iw_curve", tmp_path)
+    row = next(line for line in text.splitlines() if line.startswith("| digits"))
     plain, iw4, gain = (float(c) for c in row.split("|")[3:6])
     assert iw4 < plain and abs((plain - iw4) - gain) < 1e-3
