@@ -6,7 +6,7 @@ evaluation stay in float32.  On a CPU with native bfloat16 arithmetic (``avx512_
 in ``/proc/cpuinfo``) oneDNN runs the convolutions in bf16; without it autocast still works but
 may be slower.  This script measures one optimisation step (forward, backward, Adam) of the two
 models of the MNIST-5k checkpoints, 1x28x28, batch 64, one thread, repetitions interleaved
-(fp32, bf16, fp32, ...) so that a change of machine load hits both, medians compared.
+(alternating order, ``benchmarks/measure.py``) so that a change of machine load hits both, medians compared.
 
     python benchmarks/bf16_cpu.py            # 7 interleaved repetitions of 3 steps
     python benchmarks/bf16_cpu.py --quick    # 3 repetitions of 2 steps
@@ -21,12 +21,12 @@ import argparse
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from flowlab.models import Glow, MultiScaleFlow
+from measure import interleaved_times
 
 RESULTS = Path(__file__).parent / "results" / "bf16_cpu.md"
 MODELS = {
@@ -48,19 +48,16 @@ def cpu_flags() -> str:
     return ", ".join(found) or "none of avx2/avx512f/avx512_bf16/amx_bf16"
 
 
-def step_time(model, opt, x: torch.Tensor, bf16: bool, steps: int) -> float:
-    def one():
+def one_step(model, opt, x: torch.Tensor, bf16: bool):
+    """A callable doing one optimisation step in float32 or under bf16 autocast."""
+    def step():
         opt.zero_grad(set_to_none=True)
         with model.checks_disabled(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model.nll(x)
         loss.backward()
         opt.step()
 
-    one()  # untimed: oneDNN picks its kernels on the first call of each precision
-    t = time.perf_counter()
-    for _ in range(steps):
-        one()
-    return (time.perf_counter() - t) / steps
+    return step
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -79,11 +76,11 @@ def main(argv: list[str] | None = None) -> str:
         with torch.no_grad():
             model.log_prob(x)  # ActNorm's data-dependent initialisation
         opt = torch.optim.Adam(model.parameters(), 1e-4)
-        times = {False: [], True: []}
-        for _ in range(reps):
-            for bf16 in (False, True):
-                times[bf16].append(step_time(model, opt, x, bf16, steps))
-        fp32, bf16 = statistics.median(times[False]), statistics.median(times[True])
+        # warm-up: oneDNN picks its kernels on the first call of each precision
+        times = interleaved_times({"fp32": one_step(model, opt, x, False),
+                                   "bf16": one_step(model, opt, x, True)},
+                                  rounds=reps, inner=steps, warmup=1)
+        fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
         rows.append(f"| {name} | {sum(q.numel() for q in model.parameters()):,} | "
                     f"{fp32 * 1e3:.0f} | {bf16 * 1e3:.0f} | {fp32 / bf16:.2f}x |")
         print(rows[-1], flush=True)
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> str:
         "",
         f"Command: `{command}`; {reps} interleaved repetitions of {steps} steps, medians.  "
         f"torch {torch.__version__}, {platform.machine()}, CPU flags: {cpu_flags()}.  "
-        f"Load average at the end: {', '.join(f'{v:.1f}' for v in _loadavg())}.",
+        f"Load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
         "| model | params | float32 ms/step | bf16 ms/step | speed-up |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -103,13 +100,6 @@ def main(argv: list[str] | None = None) -> str:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     return text
-
-
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except (OSError, AttributeError):
-        return ()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ validation split of the trainer), then writes to ``--out`` (JSON):
 
 ``--dry-run`` (or no CUDA device) runs the same code path tiny, on the CPU, with bf16 autocast
 (the CPU has it too) and ``torch.compile`` (inductor's CPU backend, when a C++ compiler is on
-PATH; the compilation takes a minute or two), in the time of that compilation: ``tests/test_gpu_check.py`` runs it so that the script cannot rot.  A dry
+PATH; the compilation takes a minute or two), in the time of that compilation:
+``tests/test_gpu_check.py`` runs it so that the script cannot rot.  A dry
 run's figures measure nothing and say so (``"dry_run": true``).
 """
 

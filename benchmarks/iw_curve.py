@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> str:
     command = "python benchmarks/iw_curve.py" + (" --quick" if args.quick else
                                                   f" --names {','.join(names)} --draws "
                                                   f"{','.join(map(str, draws))}")
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     text = "\n".join([
         "# Importance-weighted test bits/dim against the number of dequantization draws S",
         "",
