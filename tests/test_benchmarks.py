@@ -147,3 +147,29 @@ def test_iw_curve_quick_falls_with_more_draws(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| digits"))
     plain, iw4, gain = (float(c) for c in row.split("|")[3:6])
     assert iw4 < plain and abs((plain - iw4) - gain) < 1e-3
+
+
+def test_outlier_trace_follows_the_worst_and_the_median_image_through_every_coupling(tmp_path):
+    from flowlab.cli import main as flowlab
+
+    run = tmp_path / "run"
+    assert flowlab(["train", "--data", "digits", "--model", "multiscale", "--model-args",
+                    "{hidden_channels: 4, blocks: 1, scales: 1}", "--steps", "4",
+                    "--batch-size", "32", "--eval-every", "2", "--log-every", "2",
+                    "--sample-every", "0", "--no-progress", "--run-dir", str(run)]) == 0
+    out = tmp_path / "trace.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "outlier_trace.py"), str(run), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| `")]
+    assert len(rows) == 4  # one scale: the four checkerboard couplings, in order
+    for row in rows:  # |kept| and |t| are magnitudes; log-scales within the layer's bound 3
+        kept, shift, scale = (c.strip() for c in row.split("|")[2:5])
+        for cell, low, high in ((kept, 0, math.inf), (shift, 0, math.inf), (scale, -3, 3)):
+            worst, median = (float(v.strip("()")) for v in cell.split())
+            assert low <= worst <= high and low <= median <= high
+    missing = subprocess.run([sys.executable, str(BENCH / "outlier_trace.py"), str(tmp_path)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert missing.returncode != 0

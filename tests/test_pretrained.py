@@ -103,6 +103,42 @@ def test_rescore_rewrites_only_the_evaluation(tmp_path, monkeypatch):
     assert new["test_bits_per_dim_iw"] == pytest.approx(rec["test_bits_per_dim_iw"], abs=2e-3)
 
 
+def test_learning_curve_pairs_each_validation_with_the_training_batches_before_it(tmp_path):
+    from flowlab.pretrained import make
+
+    (tmp_path / "metrics.csv").write_text(
+        "step,bits_per_dim,val_bits_per_dim\n"
+        "250,4.0,\n500,3.0,2.5\n750,2.0,\n1000,1.0,\n1000,,1.25\n")
+    assert make.learning_curve(tmp_path) == {
+        "step": [500, 1000], "train_bits_per_dim": [3.5, 1.5], "val_bits_per_dim": [2.5, 1.25]}
+
+
+def test_rescore_adds_the_curve_only_from_the_run_that_made_the_weights(tmp_path, monkeypatch):
+    """A run folder whose ``best.pt`` holds other weights (a later or failed remake) must not
+    lend its learning curve to the shipped checkpoint."""
+    from flowlab.pretrained import make
+
+    name = "digits-glow"
+    for suffix in (".yaml", ".pt", ".json"):
+        (tmp_path / f"{name}{suffix}").write_bytes((pretrained.HERE / f"{name}{suffix}").read_bytes())
+    run = tmp_path / "runs" / name
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("step,bits_per_dim,val_bits_per_dim\n250,3.0,2.0\n")
+    weights = torch.load(tmp_path / f"{name}.pt")
+    monkeypatch.setattr(pretrained, "HERE", tmp_path)
+    monkeypatch.setattr(make, "HERE", tmp_path)
+    monkeypatch.setattr(make, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(make, "score", lambda name: {})   # the evaluation is tested above
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    torch.save({"model": other, "ema": None}, run / "best.pt")
+    make.main(["--rescore", name])
+    assert "curve" not in pretrained.record(name)
+    torch.save({"model": weights, "ema": None}, run / "best.pt")
+    make.main(["--rescore", name])
+    assert pretrained.record(name)["curve"] == {
+        "step": [250], "train_bits_per_dim": [3.0], "val_bits_per_dim": [2.0]}
+
+
 def test_make_usage_error():
     from flowlab.pretrained import make
 

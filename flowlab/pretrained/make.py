@@ -1,7 +1,9 @@
 r"""Remake a pretrained checkpoint: ``python -m flowlab.pretrained.make digits-glow``.
 
 ``python -m flowlab.pretrained.make --rescore NAME`` only re-scores a shipped checkpoint (same
-weights, same training record) and rewrites the evaluation fields of ``<name>.json``.
+weights, same training record) and rewrites the evaluation fields of ``<name>.json``; when the
+run folder that made those weights is still there (its ``best.pt`` holds the same weights), it
+also records that run's learning curve.
 
 Runs ``flowlab train --config flowlab/pretrained/<name>.yaml --run-dir runs/pretrained/<name>``
 in a subprocess (timed: user + system CPU seconds of the child), then copies the
@@ -9,8 +11,9 @@ best-on-validation weights (``best.pt``'s model state, or its EMA state when the
 keeps an EMA, float32) to ``<name>.pt`` and writes
 ``<name>.json``: the command, CPU and wall time, the trainer's ``test.json``, the test bits/dim
 of :func:`flowlab.pretrained.evaluate`, plain and importance-weighted (which
-``tests/test_pretrained.py`` checks) and the versions.  Nothing here is selected on the test set: the trainer picks the weights on its
-validation split, the test set is only scored.
+``tests/test_pretrained.py`` checks), the learning curve (training and validation bits/dim at
+every validation) and the versions.  Nothing here is selected on the test set: the trainer
+picks the weights on its validation split, the test set is only scored.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from . import DATA, HERE, evaluate, load, recipe, record
 
 
 IW_SAMPLES = 16  #: draws per image of the recorded importance-weighted test bits/dim
+RUNS = Path("runs") / "pretrained"  #: where ``make`` trains (relative to the working directory)
 
 
 def _usage() -> SystemExit:
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     path = HERE / f"{name}.json"
     if rescore:
         trained = record(name)
+        run_dir = RUNS / name
+        if (run_dir / "metrics.csv").is_file() and _same_weights(shipped_weights(run_dir),
+                                                                 torch.load(HERE / f"{name}.pt")):
+            trained["curve"] = learning_curve(run_dir)  # the run that made these weights
     else:
         trained = train(name)
         # written before scoring: a failure while scoring never loses the training record
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 def train(name: str) -> dict:
     """Train ``name`` from its recipe, ship its best-on-validation weights; the run's record."""
     spec = recipe(name)
-    run_dir = Path("runs") / "pretrained" / name
+    run_dir = RUNS / name
     cmd = [sys.executable, "-m", "flowlab", "train", "--config", str(HERE / f"{name}.yaml"),
            "--run-dir", str(run_dir), "--overwrite", "--no-progress"]
     shown = (f"flowlab train --config flowlab/pretrained/{name}.yaml "
@@ -74,15 +82,7 @@ def train(name: str) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
-    from ..train.checkpoint import load_checkpoint
-
-    state = load_checkpoint(run_dir / "best.pt")
-    weights = state["model"]
-    if state.get("ema"):  # the trainer validated (and selected) the EMA weights: ship those
-        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
-    weights = {k: v.detach().to(torch.float32) if v.is_floating_point() else v
-               for k, v in weights.items()}
-    torch.save(weights, HERE / f"{name}.pt")
+    torch.save(shipped_weights(run_dir), HERE / f"{name}.pt")
     return {
         "name": name,
         "command": shown,
@@ -98,7 +98,48 @@ def train(name: str) -> dict:
                        f"(val_fraction {spec.get('val_fraction', 0.1)}, seed {spec.get('seed', 0)}, "
                        "stratified; split.json of the run)",
         "trainer_test": json.loads((run_dir / "test.json").read_text()),
+        "curve": learning_curve(run_dir),
     }
+
+
+def shipped_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights a run ships: ``best.pt``'s model state, or its EMA state when the trainer
+    kept one (the trainer validated, and selected, the EMA weights), as float32."""
+    from ..train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir / "best.pt")
+    weights = state["model"]
+    if state.get("ema"):
+        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    return {k: v.detach().to(torch.float32) if v.is_floating_point() else v
+            for k, v in weights.items()}
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def learning_curve(run_dir: Path) -> dict[str, list]:
+    """The run's learning curve from its ``metrics.csv``, one point per validation: the step,
+    the validation bits/dim (the weights the trainer validates: EMA when it keeps one) and the
+    mean bits/dim of the training batches logged since the previous validation (raw weights,
+    training mode, one dequantization draw each).  Small enough for the record; the book
+    plots it."""
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    curve: dict[str, list] = {"step": [], "train_bits_per_dim": [], "val_bits_per_dim": []}
+    since: list[float] = []
+    for row in rows:
+        if row.get("bits_per_dim"):
+            since.append(float(row["bits_per_dim"]))
+        if row.get("val_bits_per_dim"):
+            curve["step"].append(int(row["step"]))
+            curve["val_bits_per_dim"].append(round(float(row["val_bits_per_dim"]), 4))
+            curve["train_bits_per_dim"].append(round(sum(since) / len(since), 4) if since else None)
+            since = []
+    return curve
 
 
 def score(name: str) -> dict:

@@ -33,14 +33,15 @@ def vector_models():
     yield "maf", lambda: maf(4, transforms=2, hidden=(32, 32))
 
 
+VECTOR = dict(vector_models())
+ALL = dict(image_models()) | VECTOR
+
+
 def batch(name: str) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    if name in dict(vector_models()):
+    if name in VECTOR:
         return torch.randn(32, 4, generator=g)
     return torch.randint(0, 17, (32, *IMAGE), generator=g).float()
-
-
-ALL = dict(list(image_models()) + list(vector_models()))
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
