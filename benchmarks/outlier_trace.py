@@ -14,7 +14,9 @@ the median image through every affine coupling (the multi-scale model's
   multiplies by the most it can).
 
 A row where the worst image's values run away from the median image's shows where the
-extrapolation starts and whether scales (at their bound) or shifts carry it.
+extrapolation starts and whether scales (at their bound) or shifts carry it.  When the run kept
+an EMA of the weights (which the table uses, as the trainer does), the raw weights' scores are
+printed after it.
 
     python benchmarks/outlier_trace.py runs/pretrained/mnist5k-realnvp --checkpoint last
     python benchmarks/outlier_trace.py RUN_DIR --out benchmarks/results/outlier_trace.md
@@ -105,6 +107,10 @@ def main(argv: list[str] | None = None) -> str:
     for name, kept, shift, log_scale in trace(run.model, val[[worst, median]]):
         lines.append(f"| `{name}` | {kept[0]:.1f} ({kept[1]:.1f}) | {shift[0]:.1f} "
                      f"({shift[1]:.1f}) | {log_scale[0]:.2f} ({log_scale[1]:.2f}) |")
+    if run.state.get("ema"):  # the trainer validated the EMA: how do the raw weights compare?
+        raw = per_image_bits(load_run(args.run_dir, args.checkpoint, use_ema=False).model, val)
+        lines += ["", f"Raw (non-EMA) weights of the same checkpoint: mean {raw.mean():.3f}, "
+                      f"median {raw.median():.3f}, worst {raw.max():.1f} bits/dim."]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

@@ -156,7 +156,8 @@ def test_outlier_trace_follows_the_worst_and_the_median_image_through_every_coup
     assert flowlab(["train", "--data", "digits", "--model", "multiscale", "--model-args",
                     "{hidden_channels: 4, blocks: 1, scales: 1}", "--steps", "4",
                     "--batch-size", "32", "--eval-every", "2", "--log-every", "2",
-                    "--sample-every", "0", "--no-progress", "--run-dir", str(run)]) == 0
+                    "--sample-every", "0", "--ema-decay", "0.9", "--no-progress",
+                    "--run-dir", str(run)]) == 0
     out = tmp_path / "trace.md"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "outlier_trace.py"), str(run), "--out", str(out)],
@@ -170,6 +171,7 @@ def test_outlier_trace_follows_the_worst_and_the_median_image_through_every_coup
         for cell, low, high in ((kept, 0, math.inf), (shift, 0, math.inf), (scale, -3, 3)):
             worst, median = (float(v.strip("()")) for v in cell.split())
             assert low <= worst <= high and low <= median <= high
+    assert "Raw (non-EMA) weights of the same checkpoint: mean" in out.read_text()
     missing = subprocess.run([sys.executable, str(BENCH / "outlier_trace.py"), str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0
