@@ -70,7 +70,9 @@ def recipe(name: str) -> dict[str, Any]:
 
 
 def record(name: str) -> dict[str, Any]:
-    """What the training run recorded: command, CPU time, validation/test bits/dim, ..."""
+    """What the training run recorded: command, CPU time, validation/test bits/dim, ... and,
+    for checkpoints made (or re-scored beside their run folder) since the field was added, the
+    learning curve ``"curve"``: ``step``, ``train_bits_per_dim``, ``val_bits_per_dim``."""
     return json.loads(_path(name, ".json").read_text())
 
 
