@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     if rescore:
         trained = record(name)
         run_dir = RUNS / name
-        if (run_dir / "metrics.csv").is_file() and _same_weights(shipped_weights(run_dir),
-                                                                 torch.load(HERE / f"{name}.pt")):
+        ran = all((run_dir / f).is_file() for f in ("metrics.csv", "best.pt"))
+        if ran and _same_weights(shipped_weights(run_dir), torch.load(HERE / f"{name}.pt")):
             trained["curve"] = learning_curve(run_dir)  # the run that made these weights
     else:
         trained = train(name)
