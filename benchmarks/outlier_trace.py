@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
 import torch
 
+from flowlab.metrics import bits_per_dim
 from flowlab.train import load_run
 from flowlab.transforms.glow import GlowCoupling
 from flowlab.transforms.image import MaskedAffineCoupling
@@ -44,12 +44,12 @@ COUPLINGS = (MaskedAffineCoupling, GlowCoupling)
 def per_image_bits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Bits/dim of each image, one seeded dequantization draw each."""
     torch.manual_seed(0)
-    with torch.no_grad():
-        lp = torch.cat([model.log_prob(c) for c in x.split(200)])
-    return -lp / (x[0].numel() * math.log(2))
+    with torch.no_grad():  # log_prob starts from the integer levels: no num_levels term
+        return torch.cat([bits_per_dim(model.log_prob(c), c.shape[1:]) for c in x.split(200)])
 
 
-def trace(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, list[float], ...]]:
+def trace(model: torch.nn.Module,
+          x: torch.Tensor) -> list[tuple[str, list[float], list[float], list[float]]]:
     """``(name, |kept|, |t|, max s)`` of every coupling for each image of ``x``, in the order
     the normalizing pass meets them."""
     rows: list = []
