@@ -69,6 +69,11 @@ class TrainConfig:
     ema_decay: float = _f(
         0.0, "decay of an exponential moving average of the weights (0 = off; 0.999 is common)"
     )
+    select_raw: bool = _f(
+        True,
+        "with an EMA, score the raw (not averaged) weights too at every validation and keep "
+        "whichever is better: early in a run, or with a long EMA, the average lags far behind",
+    )
     val_fraction: float = _f(
         0.1,
         "fraction of the training data held out (seeded, stratified by label where there are "

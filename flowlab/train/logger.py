@@ -29,6 +29,8 @@ COLUMNS = [
     "skipped",
     "val_nll",
     "val_bits_per_dim",
+    "val_ema_bits_per_dim",
+    "val_raw_bits_per_dim",
     "test_nll",
     "test_bits_per_dim",
     "time_s",

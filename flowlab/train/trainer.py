@@ -240,6 +240,7 @@ class Trainer:
         # Model selection on validation: best score so far, where, and the patience counter.
         self.best_score = math.inf
         self.best_step: int | None = None
+        self.best_weights = "model" if self.ema is None else "ema"  # which the best ones were
         self.evals_since_best = 0
         self.stopped_early = False
         self.test_result: dict[str, Any] | None = None
@@ -352,11 +353,14 @@ class Trainer:
             model.train(was_training)
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self, gather: bool = True) -> dict[str, Any]:
+    def state_dict(
+        self, gather: bool = True, weights: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Everything needed to continue this run exactly (see :meth:`load_state_dict`).
 
-        ``gather=False`` keeps only this process's random state (no collective call)."""
-        weights = self._last_weights or {
+        ``gather=False`` keeps only this process's random state (no collective call);
+        ``weights`` (``{"model": ..., "ema": ...}``) replaces the live weights."""
+        weights = weights or self._last_weights or {
             "model": self.model.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
         }
@@ -373,6 +377,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "selection": {
                 "best_score": self.best_score, "best_step": self.best_step,
+                "best_weights": self.best_weights,
                 "evals_since_best": self.evals_since_best, "stopped_early": self.stopped_early,
             },
             "split": None if self.split is None else self.split.to_dict(),
@@ -395,6 +400,7 @@ class Trainer:
         sel = state.get("selection") or {}
         self.best_score = float(sel.get("best_score", math.inf))
         self.best_step = sel.get("best_step")
+        self.best_weights = sel.get("best_weights", "model" if self.ema is None else "ema")
         self.evals_since_best = int(sel.get("evals_since_best", 0))
         self.stopped_early = bool(sel.get("stopped_early", False))
         self.test_result = state.get("test")
@@ -611,22 +617,31 @@ class Trainer:
     def _validate(self, epoch: int) -> None:
         """Score the validation set; keep the best weights; count patience."""
         metrics = self.evaluate(self.val_data)
+        kind = "model" if self.ema is None else "ema"
+        both: dict[str, float] = {}
+        if self.ema is not None and self.config.select_raw:
+            # The same validation noise for both (evaluate isolates its random state), so the
+            # two scores differ only by the weights.
+            raw = self.evaluate(self.val_data, use_ema=False)
+            both = {"val_ema_bits_per_dim": metrics["bits_per_dim"],
+                    "val_raw_bits_per_dim": raw["bits_per_dim"]}
+            if raw["bits_per_dim"] < metrics["bits_per_dim"]:
+                metrics, kind = raw, "raw"
         score = metrics["bits_per_dim"]
         self._last_val = score
         improved = score < self.best_score
         if improved:
             self.best_score, self.best_step, self.evals_since_best = score, self.step, 0
-            self._best_weights = {
-                "model": _cpu_copy(self.model.state_dict()),
-                "ema": None if self.ema is None else _cpu_copy(self.ema.state_dict()),
-            }
+            self.best_weights = kind
+            self._best_weights = self._selected_weights(kind)
         else:
             self.evals_since_best += 1
             if self.config.patience and self.evals_since_best >= self.config.patience:
                 self.stopped_early = True
         self._record({
             "step": self.step, "epoch": epoch, "val_nll": metrics["nll"],
-            "val_bits_per_dim": score, "time_s": time.perf_counter() - self._start_time,
+            "val_bits_per_dim": score, **both,
+            "time_s": time.perf_counter() - self._start_time,
         })
         if improved and self.folder is not None:
             self._save_best()
@@ -637,8 +652,25 @@ class Trainer:
                 f"{self.best_step})", UserWarning, stacklevel=3,
             )
 
+    def _selected_weights(self, kind: str) -> dict[str, Any]:
+        """A CPU copy of the live weights; for ``kind == "raw"`` the EMA slot holds the raw
+        weights too, so that everything that reads the EMA (evaluation, sampling,
+        :func:`~flowlab.train.load_run`, the shipped checkpoints) gets the weights chosen."""
+        model = _cpu_copy(self.model.state_dict())
+        if self.ema is None:
+            return {"model": model, "ema": None}
+        ema = _cpu_copy(self.ema.state_dict())
+        if kind == "raw":
+            inner = {k[len("module."):] for k in ema if k.startswith("module.")}
+            if inner != set(model):
+                raise RuntimeError(
+                    "the EMA copy and the model have different state keys; cannot hold the raw "
+                    "weights in the EMA slot (set select_raw: false)")
+            ema.update({f"module.{k}": v.clone() for k, v in model.items()})
+        return {"model": model, "ema": ema}
+
     def _save_best(self) -> None:
-        state = self.state_dict()  # collective
+        state = self.state_dict(weights=self._best_weights)  # collective
         if self.info.is_main and self.folder is not None:
             path = self.folder.best
             self._io(path.name, lambda: save_checkpoint(state, path), state=state)
@@ -669,6 +701,7 @@ class Trainer:
                 "validation" if self.best_step is not None else "last step (no validation)"
             ),
             "best_val_bits_per_dim": None if self.best_step is None else self.best_score,
+            "selected_weights": self.best_weights,
             "stopped_early": self.stopped_early,
         }
         self._record({"step": self.step, "test_nll": metrics["nll"],

@@ -162,6 +162,53 @@ def test_resume_keeps_the_split_the_best_score_and_the_patience_counter(tmp_path
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
+def _val_rows(trainer):
+    return [r for r in trainer.history if "val_bits_per_dim" in r]
+
+
+def test_a_lagging_ema_loses_to_the_raw_weights_and_the_raw_ones_are_kept(tmp_path):
+    # decay 0.999 over 30 steps: the average is still close to the initial weights
+    x = toy_data(512)
+    run = tmp_path / "run"
+    trainer = Trainer(toy_flow(), x, toy_data(64, seed=5),
+                      cfg(steps=30, eval_every=10, lr=3e-2, ema_decay=0.999, run_dir=str(run)))
+    trainer.fit()
+    rows = _val_rows(trainer)
+    for r in rows:  # both are scored; the row's score is the better one
+        assert r["val_bits_per_dim"] == min(r["val_ema_bits_per_dim"], r["val_raw_bits_per_dim"])
+    assert rows[-1]["val_raw_bits_per_dim"] < rows[-1]["val_ema_bits_per_dim"] - 0.05
+    assert trainer.best_weights == "raw" and trainer.test_result["selected_weights"] == "raw"
+    # the EMA slot holds the chosen (raw) weights: evaluation, sampling and best.pt agree
+    best = load_checkpoint(run / "best.pt")
+    assert best["selection"]["best_weights"] == "raw"
+    for k, v in best["model"].items():
+        assert torch.equal(best["ema"][f"module.{k}"], v), k
+        assert torch.equal(trainer.ema.module.state_dict()[k], v), k
+    assert math.isclose(trainer.evaluate(trainer.val_data)["bits_per_dim"], trainer.best_score,
+                        rel_tol=1e-6)
+    # the last checkpoint keeps the real running average, to resume from
+    last = load_checkpoint(run / "last.pt")
+    assert any(not torch.equal(last["ema"][f"module.{k}"], last["model"][k])
+               for k in last["model"])
+
+
+def test_select_raw_false_selects_on_the_ema_alone():
+    x = toy_data(512)
+    trainer = Trainer(toy_flow(), x, toy_data(64, seed=5),
+                      cfg(steps=30, eval_every=10, lr=3e-2, ema_decay=0.999, select_raw=False))
+    trainer.fit()
+    rows = _val_rows(trainer)
+    assert rows and all("val_raw_bits_per_dim" not in r for r in rows)
+    assert trainer.best_weights == "ema" and trainer.test_result["selected_weights"] == "ema"
+
+
+def test_without_an_ema_the_model_itself_is_selected():
+    trainer = Trainer(toy_flow(), toy_data(256), None, cfg(steps=10))
+    trainer.fit()
+    assert trainer.best_weights == "model"
+    assert all("val_raw_bits_per_dim" not in r for r in _val_rows(trainer))
+
+
 def test_no_validation_split_keeps_the_last_weights():
     x = toy_data(128)
     trainer = Trainer(toy_flow(), x, x[:32], cfg(val_fraction=0, steps=10))
