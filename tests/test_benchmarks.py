@@ -175,3 +175,21 @@ def test_outlier_trace_follows_the_worst_and_the_median_image_through_every_coup
     missing = subprocess.run([sys.executable, str(BENCH / "outlier_trace.py"), str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0
+
+
+def test_ema_or_raw_quick_trains_both_policies_alike_and_tables_them(tmp_path):
+    out = tmp_path / "ema_or_raw.md"
+    proc = subprocess.run([sys.executable, str(BENCH / "ema_or_raw.py"), "--quick", "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # includes: both runs trained alike
+    text = out.read_text()
+    assert text.count("| EMA only (select_raw=False) |") == 2
+    assert text.count("| better of the two (default) |") == 2
+    for section in text.split("### ")[1:]:
+        curve = [line for line in section.splitlines() if line[:2] == "| " and
+                 line[2:3].isdigit()]
+        assert len(curve) == 6  # six validations, both weight sets scored at each
+        best_raw = min(float(line.split("|")[3]) for line in curve)
+        best_ema = min(float(line.split("|")[2]) for line in curve)
+        chosen = float(section.split("| better of the two (default) |")[1].split("|")[3])
+        assert chosen == pytest.approx(min(best_raw, best_ema), abs=1e-3)

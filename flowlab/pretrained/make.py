@@ -153,15 +153,18 @@ def score(name: str) -> dict:
     train_data, test = loader("train"), loader("test")
     torch.set_num_threads(1)
     model = load(name)
+    noise = ("uniform" if spec.get("model_args", {}).get("dequantization", "uniform") == "uniform"
+             else "learned (variational) dequantization")
+    draws = "uniform-dequantization draws" if noise == "uniform" else f"draws of the {noise} noise"
     return {
         "test_split": f"{spec['data']}:test ({len(test)} images)",
         "parameters": sum(p.numel() for p in model.parameters()),
         "test_bits_per_dim": evaluate(model, test.float()),
-        "test_estimate": "flowlab.pretrained.evaluate: mean over 4 uniform-dequantization draws "
-                         "per image, torch.manual_seed(0) (an upper bound on the discrete bits/dim)",
+        "test_estimate": f"flowlab.pretrained.evaluate: mean over 4 {draws} per image, "
+                         "torch.manual_seed(0) (an upper bound on the discrete bits/dim)",
         "test_bits_per_dim_iw": evaluate(model, test.float(), importance_samples=IW_SAMPLES),
         "test_estimate_iw": f"flowlab.pretrained.evaluate(importance_samples={IW_SAMPLES}): "
-                            f"{IW_SAMPLES} uniform-dequantization draws per image combined inside "
+                            f"{IW_SAMPLES} {draws} per image combined inside "
                             "the logarithm, torch.manual_seed(0) (a tighter upper bound)",
         "baselines": baselines(train_data.images, test.images, train_data.num_levels),
         "file_mb": round((HERE / f"{name}.pt").stat().st_size / 2**20, 2),
