@@ -6,8 +6,11 @@ For a flow with uniform dequantization the model's discrete likelihood is
 falls towards :math:`-\\log_2 P(x)/D` as S grows; S = 1 is the plain estimate.  This script
 scores each checkpoint of :mod:`flowlab.pretrained` on its test split with
 ``pretrained.evaluate(model, x, importance_samples=S)`` (seeded, as the records are) for a
-list of S, and writes the curve.  The last differences say how much any number of further draws
-could still gain: what remains is the model.
+list of S, and writes the curve.  With variational dequantization (the ``-vardeq``
+checkpoints) the draws come from the learned :math:`q(u \\mid x)` and the same estimate,
+:math:`-\\log_2 \\frac1S \\sum_s p(x + u_s) / q(u_s \\mid x)`, is the importance-weighted
+bound with :math:`q` as the proposal.  The last differences say how much any number of
+further draws could still gain: what remains is the model.
 
     python benchmarks/iw_curve.py                                  # digits checkpoints, S = 1..256
     python benchmarks/iw_curve.py --names mnist5k-glow --draws 1,16,64
