@@ -33,7 +33,7 @@ from flowlab.train import Trainer
 
 
 def _digits(quick: bool):
-    train, test = load_digits("train"), load_digits("test")
+    train, test = load_digits("train").float(), load_digits("test").float()
 
     def build():
         return MultiScaleFlow((1, 8, 8), num_levels=17, scales=2, hidden_channels=4 if quick
@@ -42,25 +42,21 @@ def _digits(quick: bool):
 
 
 def _mnist(quick: bool):
-    train, test = load_mnist5k("train"), load_mnist5k("test")
+    train, test = load_mnist5k("train").float(), load_mnist5k("test").float()
     if quick:
-        train, test = train.images[:256], test.images[:64]
-    else:
-        train, test = train.images, test.images
+        train, test = train[:256], test[:64]
 
     def build():
         model = Glow((1, 28, 28), num_levels=256, levels=2, steps=2 if quick else 8,
                      hidden_channels=8 if quick else 128, logit_alpha=0.05)
         with torch.no_grad():
-            model.log_prob(train[:256].float())   # ActNorm's data-dependent initialisation
+            model.log_prob(train[:256])   # ActNorm's data-dependent initialisation
         return model
     return "chapter 7: live Glow, MNIST-5k", train, test, build, 6 if quick else 450
 
 
 def run(setup, select_raw: bool) -> dict:
-    title, train, test, build, steps = setup
-    x_train = train.float() if isinstance(train, torch.Tensor) else train.images.float()
-    x_test = test.float() if isinstance(test, torch.Tensor) else test.images.float()
+    _, x_train, x_test, build, steps = setup
     torch.manual_seed(0)
     model = build()
     cpu0 = time.process_time()
@@ -73,7 +69,7 @@ def run(setup, select_raw: bool) -> dict:
         "cpu_s": time.process_time() - cpu0,
         "rows": [r for r in history if "val_bits_per_dim" in r],
         "best_step": trainer.best_step, "best_val": trainer.best_score,
-        "weights": trainer.best_weights, "test": trainer.test_result["bits_per_dim"],
+        "weights": trainer.selected_weights, "test": trainer.test_result["bits_per_dim"],
     }
 
 
@@ -107,10 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         # the same training: the EMA-only run's scores are the default run's EMA column
         assert [r["val_bits_per_dim"] for r in ema["rows"]] == [
             r["val_ema_bits_per_dim"] for r in both["rows"]], "the two runs trained differently"
-        lines += report(setup[0], ema, both)
-        print("\n".join(lines[-12:]), flush=True)
+        section = report(setup[0], ema, both)
+        print("\n".join(section), flush=True)
+        lines += section
     text = "\n".join(lines)
-    print(text)
     if args.out:
         args.out.write_text(text + "\n")
 

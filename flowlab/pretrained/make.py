@@ -153,9 +153,9 @@ def score(name: str) -> dict:
     train_data, test = loader("train"), loader("test")
     torch.set_num_threads(1)
     model = load(name)
-    noise = ("uniform" if spec.get("model_args", {}).get("dequantization", "uniform") == "uniform"
-             else "learned (variational) dequantization")
-    draws = "uniform-dequantization draws" if noise == "uniform" else f"draws of the {noise} noise"
+    draws = ("uniform-dequantization draws"
+             if spec.get("model_args", {}).get("dequantization", "uniform") == "uniform"
+             else "draws of the learned (variational) dequantization noise")
     return {
         "test_split": f"{spec['data']}:test ({len(test)} images)",
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -240,7 +240,8 @@ class Trainer:
         # Model selection on validation: best score so far, where, and the patience counter.
         self.best_score = math.inf
         self.best_step: int | None = None
-        self.best_weights = "model" if self.ema is None else "ema"  # which the best ones were
+        # which weights scored best: "model" (no EMA), "ema" or "raw"
+        self.selected_weights = "model" if self.ema is None else "ema"
         self.evals_since_best = 0
         self.stopped_early = False
         self.test_result: dict[str, Any] | None = None
@@ -377,7 +378,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "selection": {
                 "best_score": self.best_score, "best_step": self.best_step,
-                "best_weights": self.best_weights,
+                "selected_weights": self.selected_weights,
                 "evals_since_best": self.evals_since_best, "stopped_early": self.stopped_early,
             },
             "split": None if self.split is None else self.split.to_dict(),
@@ -400,7 +401,8 @@ class Trainer:
         sel = state.get("selection") or {}
         self.best_score = float(sel.get("best_score", math.inf))
         self.best_step = sel.get("best_step")
-        self.best_weights = sel.get("best_weights", "model" if self.ema is None else "ema")
+        self.selected_weights = sel.get("selected_weights",
+                                        "model" if self.ema is None else "ema")
         self.evals_since_best = int(sel.get("evals_since_best", 0))
         self.stopped_early = bool(sel.get("stopped_early", False))
         self.test_result = state.get("test")
@@ -632,8 +634,8 @@ class Trainer:
         improved = score < self.best_score
         if improved:
             self.best_score, self.best_step, self.evals_since_best = score, self.step, 0
-            self.best_weights = kind
-            self._best_weights = self._selected_weights(kind)
+            self.selected_weights = kind
+            self._best_weights = self._copy_weights(kind)
         else:
             self.evals_since_best += 1
             if self.config.patience and self.evals_since_best >= self.config.patience:
@@ -652,7 +654,7 @@ class Trainer:
                 f"{self.best_step})", UserWarning, stacklevel=3,
             )
 
-    def _selected_weights(self, kind: str) -> dict[str, Any]:
+    def _copy_weights(self, kind: str) -> dict[str, Any]:
         """A CPU copy of the live weights; for ``kind == "raw"`` the EMA slot holds the raw
         weights too, so that everything that reads the EMA (evaluation, sampling,
         :func:`~flowlab.train.load_run`, the shipped checkpoints) gets the weights chosen."""
@@ -666,7 +668,7 @@ class Trainer:
                 raise RuntimeError(
                     "the EMA copy and the model have different state keys; cannot hold the raw "
                     "weights in the EMA slot (set select_raw: false)")
-            ema.update({f"module.{k}": v.clone() for k, v in model.items()})
+            ema.update({f"module.{k}": v for k, v in model.items()})  # already a copy
         return {"model": model, "ema": ema}
 
     def _save_best(self) -> None:
@@ -701,7 +703,7 @@ class Trainer:
                 "validation" if self.best_step is not None else "last step (no validation)"
             ),
             "best_val_bits_per_dim": None if self.best_step is None else self.best_score,
-            "selected_weights": self.best_weights,
+            "selected_weights": self.selected_weights,
             "stopped_early": self.stopped_early,
         }
         self._record({"step": self.step, "test_nll": metrics["nll"],

@@ -177,10 +177,10 @@ def test_a_lagging_ema_loses_to_the_raw_weights_and_the_raw_ones_are_kept(tmp_pa
     for r in rows:  # both are scored; the row's score is the better one
         assert r["val_bits_per_dim"] == min(r["val_ema_bits_per_dim"], r["val_raw_bits_per_dim"])
     assert rows[-1]["val_raw_bits_per_dim"] < rows[-1]["val_ema_bits_per_dim"] - 0.05
-    assert trainer.best_weights == "raw" and trainer.test_result["selected_weights"] == "raw"
+    assert trainer.selected_weights == "raw" and trainer.test_result["selected_weights"] == "raw"
     # the EMA slot holds the chosen (raw) weights: evaluation, sampling and best.pt agree
     best = load_checkpoint(run / "best.pt")
-    assert best["selection"]["best_weights"] == "raw"
+    assert best["selection"]["selected_weights"] == "raw"
     for k, v in best["model"].items():
         assert torch.equal(best["ema"][f"module.{k}"], v), k
         assert torch.equal(trainer.ema.module.state_dict()[k], v), k
@@ -199,13 +199,13 @@ def test_select_raw_false_selects_on_the_ema_alone():
     trainer.fit()
     rows = _val_rows(trainer)
     assert rows and all("val_raw_bits_per_dim" not in r for r in rows)
-    assert trainer.best_weights == "ema" and trainer.test_result["selected_weights"] == "ema"
+    assert trainer.selected_weights == "ema" and trainer.test_result["selected_weights"] == "ema"
 
 
 def test_without_an_ema_the_model_itself_is_selected():
     trainer = Trainer(toy_flow(), toy_data(256), None, cfg(steps=10))
     trainer.fit()
-    assert trainer.best_weights == "model"
+    assert trainer.selected_weights == "model"
     assert all("val_raw_bits_per_dim" not in r for r in _val_rows(trainer))
 
 
