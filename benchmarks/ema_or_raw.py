@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from flowlab.data.images import load_digits, load_mnist5k
+from flowlab.metrics import baselines
 from flowlab.models.glow import Glow
 from flowlab.models.multiscale import MultiScaleFlow
 from flowlab.train import Trainer
@@ -38,7 +39,7 @@ def _digits(quick: bool):
     def build():
         return MultiScaleFlow((1, 8, 8), num_levels=17, scales=2, hidden_channels=4 if quick
                               else 32, blocks=1, dequantization="variational")
-    return "chapter 6: multi-scale RealNVP, digits", train, test, build, 6 if quick else 1500
+    return "chapter 6: multi-scale RealNVP, digits", train, test, build, 6 if quick else 1500, 17
 
 
 def _mnist(quick: bool):
@@ -52,11 +53,11 @@ def _mnist(quick: bool):
         with torch.no_grad():
             model.log_prob(train[:256])   # ActNorm's data-dependent initialisation
         return model
-    return "chapter 7: live Glow, MNIST-5k", train, test, build, 6 if quick else 450
+    return "chapter 7: live Glow, MNIST-5k", train, test, build, 6 if quick else 450, 256
 
 
 def run(setup, select_raw: bool) -> dict:
-    _, x_train, x_test, build, steps = setup
+    _, x_train, x_test, build, steps, _ = setup
     torch.manual_seed(0)
     model = build()
     cpu0 = time.process_time()
@@ -73,8 +74,13 @@ def run(setup, select_raw: bool) -> dict:
     }
 
 
-def report(title: str, ema: dict, both: dict) -> list[str]:
+def report(setup, ema: dict, both: dict) -> list[str]:
+    title, x_train, x_test, *_, levels = setup
+    base = baselines(x_train.long(), x_test.long(), levels)
     lines = [f"### {title}", "",
+             f"Baselines on this test split ({len(x_test)} images): uniform "
+             f"{base['uniform']:.3f}, per-pixel histogram (fit on the training images) "
+             f"{base['per-pixel histogram']:.3f} bits/dim.", "",
              "| step | val, EMA | val, raw |", "| ---: | ---: | ---: |"]
     for r in both["rows"]:
         lines.append(f"| {r['step']} | {r['val_ema_bits_per_dim']:.3f} | "
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         # the same training: the EMA-only run's scores are the default run's EMA column
         assert [r["val_bits_per_dim"] for r in ema["rows"]] == [
             r["val_ema_bits_per_dim"] for r in both["rows"]], "the two runs trained differently"
-        section = report(setup[0], ema, both)
+        section = report(setup, ema, both)
         print("\n".join(section), flush=True)
         lines += section
     text = "\n".join(lines)

@@ -186,6 +186,7 @@ def test_ema_or_raw_quick_trains_both_policies_alike_and_tables_them(tmp_path):
     assert text.count("| EMA only (select_raw=False) |") == 2
     assert text.count("| better of the two (default) |") == 2
     for section in text.split("### ")[1:]:
+        assert "Baselines on this test split" in section and "per-pixel histogram" in section
         curve = [line for line in section.splitlines() if line[:2] == "| " and
                  line[2:3].isdigit()]
         assert len(curve) == 6  # six validations, both weight sets scored at each
