@@ -42,7 +42,24 @@ from ..transforms.glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvert
 from ..transforms.image import Squeeze, check_image
 from .image_flow import ImageFlow
 
-__all__ = ["glow_step", "GlowTransform", "Glow"]
+__all__ = ["glow_step", "per_level", "GlowTransform", "Glow"]
+
+
+def per_level(value: int | Sequence[int], levels: int, name: str) -> tuple[int, ...]:
+    """``value`` for each of ``levels`` levels: one positive integer for all, or one per level.
+
+    >>> per_level(8, 2, "steps"), per_level([4, 12], 2, "steps")
+    ((8, 8), (4, 12))
+    """
+    values = (value,) * int(levels) if not isinstance(value, Sequence) else tuple(value)
+    if len(values) != levels or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
+    ):
+        raise ValueError(
+            f"{name} must be a positive integer or {levels} positive integers (one per level, "
+            f"finest first), got {value!r}"
+        )
+    return values
 
 
 def glow_step(
@@ -67,9 +84,12 @@ class GlowTransform(Transform):
         channels, height, width: image shape; ``height`` and ``width`` must be divisible by
             :math:`2^{\text{levels}}` (each level starts with a squeeze).
         levels: :math:`L`, the number of levels.
-        steps: :math:`K`, the number of steps of flow per level.
+        steps: :math:`K`, the number of steps of flow per level; or one number per level,
+            finest first (e.g. ``(8, 16)``: a level at a quarter of the pixels costs about a
+            quarter as much per step).
         hidden_channels, blocks, scale: the couplings' conv nets and scale function
-            (:class:`~flowlab.transforms.glow.GlowCoupling`).
+            (:class:`~flowlab.transforms.glow.GlowCoupling`); ``hidden_channels`` may also
+            be one width per level, finest first.
         lu: LU-parameterised 1x1 convolutions (default) or plain ones.
         dropout: dropout in the couplings' conv nets, training mode only (0 = none).
     """
@@ -80,16 +100,18 @@ class GlowTransform(Transform):
         height: int,
         width: int,
         levels: int = 3,
-        steps: int = 8,
-        hidden_channels: int = 128,
+        steps: int | Sequence[int] = 8,
+        hidden_channels: int | Sequence[int] = 128,
         blocks: int = 0,
         scale: str = "sigmoid",
         lu: bool = True,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if int(levels) != levels or levels < 1 or int(steps) != steps or steps < 1:
-            raise ValueError(f"levels and steps must be positive integers, got {levels}, {steps}")
+        if int(levels) != levels or levels < 1:
+            raise ValueError(f"levels must be a positive integer, got {levels!r}")
+        steps_per_level = per_level(steps, levels, "steps")
+        hidden_per_level = per_level(hidden_channels, levels, "hidden_channels")
         factor = 2**levels
         if height % factor or width % factor:
             raise ValueError(
@@ -100,7 +122,8 @@ class GlowTransform(Transform):
         self.squeeze = Squeeze()
         c = 4 * channels
         self.steps = Compose(
-            glow_step(c, hidden_channels, blocks, scale, lu, dropout) for _ in range(steps)
+            glow_step(c, hidden_per_level[0], blocks, scale, lu, dropout)
+            for _ in range(steps_per_level[0])
         )
         self.last = levels == 1
         if not self.last:
@@ -111,8 +134,8 @@ class GlowTransform(Transform):
             nn.init.zeros_(self.prior.weight)
             nn.init.zeros_(self.prior.bias)
             self.next_level = GlowTransform(
-                kept, height // 2, width // 2, levels - 1, steps, hidden_channels, blocks, scale, lu,
-                dropout,
+                kept, height // 2, width // 2, levels - 1, steps_per_level[1:],
+                hidden_per_level[1:], blocks, scale, lu, dropout,
             )
 
     def _check(self, x: Tensor, name: str) -> Tensor:
@@ -176,7 +199,8 @@ class Glow(ImageFlow):
         num_levels: :math:`K` (17 for the digits, 256 for 8-bit images), or ``None`` for
             real-valued images (no preprocessing).
         levels, steps, hidden_channels, blocks, scale, lu: see :class:`GlowTransform`; the
-            default two levels suit 28x28 MNIST (28 -> 14 -> 7) and 8x8 digits alike.
+            default two levels suit 28x28 MNIST (28 -> 14 -> 7) and 8x8 digits alike;
+            ``steps`` and ``hidden_channels`` may be given per level, finest first.
         logit_alpha: add :class:`~flowlab.transforms.pointwise.Logit` with this
             :math:`\alpha` after dequantization (Glow itself used none: ``None``).
         dequantization: ``"uniform"`` or ``"variational"``.
@@ -195,8 +219,8 @@ class Glow(ImageFlow):
         shape: Sequence[int],
         num_levels: int | None,
         levels: int = 2,
-        steps: int = 8,
-        hidden_channels: int = 128,
+        steps: int | Sequence[int] = 8,
+        hidden_channels: int | Sequence[int] = 128,
         blocks: int = 0,
         scale: str = "sigmoid",
         lu: bool = True,

@@ -297,14 +297,30 @@ def _annotation_type(word: str) -> Any:
     return None
 
 
+def _annotation_types(annotation: Any) -> tuple[type, ...] | None:
+    """The runtime types of an annotation of simple words (``"int | Sequence[int]"``), or
+    ``None`` if any word is not simple; ``None`` itself is left out."""
+    if not isinstance(annotation, str):
+        return None
+    words = [w.strip() for w in annotation.split("|") if w.strip() != "None"]
+    kinds = [_annotation_type(w) for w in words]
+    if not kinds or any(k is None for k in kinds):
+        return None
+    flat: list[type] = []
+    for k in kinds:
+        flat.extend(k if isinstance(k, tuple) else (k,))
+    return tuple(flat)
+
+
 def check_model_args(
     builder: Callable[..., Any], args: Mapping[str, Any], *, skip: int = 0, model: str = "model"
 ) -> dict[str, Any]:
     """Check ``args`` against ``builder``'s keyword parameters (after the first ``skip``).
 
     A key the builder does not take, or a value whose type differs from the parameter's
-    default (or simple annotation), raises ``ValueError`` naming the key and the expected type.
-    Sequences are accepted for tuple/list defaults (YAML has no tuples) and turned into tuples.
+    simple annotation (``int``, ``float | None``, ``int | Sequence[int]``; else its default's
+    type), raises ``ValueError`` naming the key and the expected type.  Lists are accepted
+    where a sequence is (YAML has no tuples) and turned into tuples.
     """
     params = list(inspect.signature(builder).parameters.values())[skip:]
     accepted = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
@@ -319,22 +335,16 @@ def check_model_args(
             )
         p = accepted[key]
         default = p.default
-        expected: Any = None
-        if default is not inspect.Parameter.empty and default is not None:
+        # The annotation when it is made of simple words (it can say "int | Sequence[int]"),
+        # else the default's type.
+        expected: Any = _annotation_types(p.annotation)
+        if expected is None and default is not inspect.Parameter.empty and default is not None:
             if isinstance(default, bool):
                 expected = bool
             elif isinstance(default, (tuple, list)):
                 expected = (tuple, list)
             elif isinstance(default, (int, float, str)):
                 expected = _TYPE_WORDS[type(default).__name__]
-        elif isinstance(p.annotation, str):
-            words = [w.strip() for w in p.annotation.split("|") if w.strip() != "None"]
-            kinds = [_annotation_type(w) for w in words]
-            if kinds and all(k is not None for k in kinds):
-                flat: list[type] = []
-                for k in kinds:
-                    flat.extend(k if isinstance(k, tuple) else (k,))
-                expected = tuple(flat)
         if expected is not None and value is not None:
             wanted = expected if isinstance(expected, tuple) else (expected,)
             bad = not isinstance(value, wanted) or (
@@ -350,7 +360,7 @@ def check_model_args(
                     f"--model-args: {key!r} must be {names}{shown}, got "
                     f"{type(value).__name__} {value!r}"
                 )
-        as_tuple = isinstance(value, list) and expected == (tuple, list)
+        as_tuple = isinstance(value, list) and isinstance(expected, tuple) and list in expected
         clean[key] = tuple(value) if as_tuple else value
     return clean
 

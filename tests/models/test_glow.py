@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from flowlab.models.glow import Glow, GlowTransform
+from flowlab.transforms.glow import GlowCoupling
 from flowlab.testing import check_transform
 
 
@@ -94,6 +95,27 @@ def test_glow_flow_log_prob_and_training_step():
     loss.backward()
     grads = [p.grad for p in flow.parameters() if p.requires_grad]
     assert all(g is not None for g in grads)
+
+
+def test_glow_steps_and_widths_per_level():
+    torch.manual_seed(4)
+    layer = GlowTransform(1, 8, 8, levels=2, steps=(1, 3), hidden_channels=(4, 12)).double()
+    assert len(layer.steps) == 1 and len(layer.next_level.steps) == 3
+    def size(module):
+        return sum(p.numel() for p in module.parameters())
+
+    assert size(layer.steps[0][2]) == size(GlowCoupling(4, hidden_channels=4))
+    assert size(layer.next_level.steps[0][2]) == size(GlowCoupling(8, hidden_channels=12))
+    initialised(layer, 3 * torch.randn(16, 1, 8, 8, dtype=torch.float64))
+    check_transform(layer, torch.randn(2, 1, 8, 8, dtype=torch.float64))
+    same = GlowTransform(1, 8, 8, levels=2, steps=(2, 2), hidden_channels=(8, 8))
+    assert size(same) == size(GlowTransform(1, 8, 8, levels=2, steps=2, hidden_channels=8))
+
+
+@pytest.mark.parametrize("steps", [0, (2,), (2, 0), (2, 2, 2), 2.5, (2, True)])
+def test_glow_rejects_bad_steps_per_level(steps):
+    with pytest.raises(ValueError, match="one per level, finest first"):
+        GlowTransform(1, 8, 8, levels=2, steps=steps)
 
 
 def test_glow_rejects_indivisible_sizes():

@@ -199,6 +199,19 @@ def test_model_args_errors_name_the_key_and_the_expected_type():
         Recipe(model_args=[1, 2])
 
 
+def test_model_args_follow_union_annotations_such_as_per_level_steps():
+    data = build_data(Recipe(data="digits"))
+    recipe = Recipe(data="digits", model="glow",
+                    model_args={"steps": [1, 2], "hidden_channels": [4, 8], "logit_alpha": 0.05})
+    flow = build_model(recipe, data)
+    transform = flow.transform[-1]
+    assert len(transform.steps) == 1 and len(transform.next_level.steps) == 2
+    with pytest.raises(ValueError, match=r"'steps' must be int or sequence \(default 8\), got str"):
+        build_model(Recipe(data="digits", model="glow", model_args={"steps": "2"}), data)
+    with pytest.raises(ValueError, match=r"--model-args for --model glow.*one per level"):
+        build_model(Recipe(data="digits", model="glow", model_args={"steps": [1, 2, 3]}), data)
+
+
 def test_settings_split_into_recipe_and_loop():
     recipe, loop = split_settings({"data": "moons", "steps": 3, "model-args": {}})
     assert recipe == {"data": "moons", "model_args": {}} and loop == {"steps": 3}
