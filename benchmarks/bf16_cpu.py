@@ -2,9 +2,10 @@
 
 The trainer's ``bf16=True`` (``flowlab train --bf16``) wraps the forward pass in
 ``torch.autocast(device_type, dtype=torch.bfloat16)``; the loss, the optimiser and every
-evaluation stay in float32.  On a CPU with native bfloat16 arithmetic (``avx512_bf16`` or AMX
-in ``/proc/cpuinfo``) oneDNN runs the convolutions in bf16; without it autocast still works but
-may be slower.  This script measures one optimisation step (forward, backward, Adam) of the two
+evaluation stay in float32.  Whether that is faster depends on the chip, not only on the flags
+in ``/proc/cpuinfo``: an AMD EPYC with ``avx512_bf16`` ran these steps 1.9x faster
+(``results/bf16_cpu.md``), an Intel Xeon with ``avx512_bf16`` but no ``amx_bf16`` 1.1-1.3x
+*slower* (``results/bf16_cpu-xeon.md``, written with ``--out``).  This script measures one optimisation step (forward, backward, Adam) of the two
 models of the MNIST-5k checkpoints, 1x28x28, batch 64, one thread, repetitions interleaved
 (alternating order, ``benchmarks/measure.py``) so that a change of machine load hits both, medians compared.
 
@@ -38,14 +39,18 @@ MODELS = {
 
 
 def cpu_flags() -> str:
+    """The CPU's model name and which of the bf16-relevant instruction sets it reports."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+    lines = text.splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in lines
+                 if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in lines
                   if line.startswith("flags")), [])
     found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return ", ".join(found) or "none of avx2/avx512f/avx512_bf16/amx_bf16"
+    return f"{name}; " + (", ".join(found) or "none of avx2/avx512f/avx512_bf16/amx_bf16")
 
 
 def one_step(model, opt, x: torch.Tensor, bf16: bool):
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> str:
         "# bfloat16 autocast on the CPU (one optimisation step, 1x28x28, batch 64, 1 thread)",
         "",
         f"Command: `{command}`; {reps} interleaved repetitions of {steps} steps, medians.  "
-        f"torch {torch.__version__}, {platform.machine()}, CPU flags: {cpu_flags()}.  "
+        f"torch {torch.__version__}, {platform.machine()}, CPU: {cpu_flags()}.  "
         f"Load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
         "| model | params | float32 ms/step | bf16 ms/step | speed-up |",

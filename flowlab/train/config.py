@@ -93,8 +93,9 @@ class TrainConfig:
     bf16: bool = _f(
         False,
         "bfloat16 autocast for the forward pass (the loss, optimiser and evaluation stay "
-        "float32); on a CPU with native bf16 (avx512_bf16/AMX) it made the image models' "
-        "steps 1.7-1.9x faster (benchmarks/results/bf16_cpu.md), without it it can be slower",
+        "float32); on CPUs the effect depends on the chip: the image models' steps ran 1.9x "
+        "faster on an AMD EPYC and 1.1-1.3x slower on an Intel Xeon, both with avx512_bf16 "
+        "(benchmarks/results/bf16_cpu*.md); measure with benchmarks/bf16_cpu.py first",
     )
     compile: bool = _f(False, "compile the loss with torch.compile")
     num_workers: int = _f(0, "DataLoader worker processes (in-memory tensors need none)")
