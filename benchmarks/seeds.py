@@ -18,7 +18,12 @@ normflows, test and train curves every 25 steps; ``--data moons`` for two moons)
     python benchmarks/seeds.py --study logit --seeds 0,1,2 --variants 'param_scale=1;default'
     python benchmarks/seeds.py --study logit --report      # the table from the saved JSON
 
-It writes ``results/spline_logit/seed<N>.json`` and ``results/spline_logit.md``.
+It writes ``results/spline_logit/seed<N>.json`` and ``results/spline_logit.md``.  ``--alpha 0``
+leaves the digits in [0, 1] (no logit), the setting of ``run.py``'s digits task with ``--bound 3``:
+
+    python benchmarks/seeds.py --study logit --alpha 0 --bound 3 --validation \
+        --out benchmarks/results/spline_unit_val --variants 'param_scale=1;param_scale=0.25;default'
+
 
 ``--validation`` scores a stratified 10 % of the *training* images instead of the test split
 (results in ``results/spline_logit_val``): the honest place to choose a setting such as
@@ -80,6 +85,8 @@ def _logit_digits(alpha: float, seed: int, validation: bool = False):
 
     def to_logit(x, generator):
         y = (x + torch.rand(x.shape, generator=generator)) / levels
+        if alpha == 0:  # no logit: the dequantized digits in [0, 1], as in run.py's task
+            return y, torch.zeros(len(y))
         p = alpha + (1.0 - 2.0 * alpha) * y
         z = torch.log(p) - torch.log1p(-p)
         logdet = (math.log1p(-2.0 * alpha) - torch.log(p) - torch.log1p(-p)).sum(dim=1)
@@ -277,7 +284,8 @@ def write_study_table(out: Path) -> str:
         "8 RQ-spline couplings (8 bins, bound "
         f"{first['spec']['bound']:g}, MLP {first['spec']['hidden']}), Adam lr 1e-3, batch 256, "
         "the same batches and initialisation seed for every model within a seed"
-        + (f"; digits in logit space (alpha {first['alpha']})" if first.get("alpha") else "")
+        + (f"; digits in logit space (alpha {first['alpha']})" if first.get("alpha") else
+           "; digits in [0, 1] (no logit, as in run.py)" if first.get("alpha") == 0 else "")
         + ". Commands (one per seed): "
         + "; ".join(f"`{runs[s]['command']}`" for s in seeds) + ".",
         "",

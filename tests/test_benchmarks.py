@@ -194,3 +194,22 @@ def test_ema_or_raw_quick_trains_both_policies_alike_and_tables_them(tmp_path):
         best_ema = min(float(line.split("|")[2]) for line in curve)
         chosen = float(section.split("| better of the two (default) |")[1].split("|")[3])
         assert chosen == pytest.approx(min(best_raw, best_ema), abs=1e-3)
+
+
+@pytest.mark.parametrize("alpha, words", [("0.05", "logit space (alpha 0.05)"),
+                                          ("0", "digits in [0, 1] (no logit")])
+def test_spline_study_writes_its_table_in_logit_space_or_in_0_1(tmp_path, alpha, words):
+    import seeds
+
+    out = tmp_path / "study"
+    assert seeds.study_logit(["--seeds", "0", "--steps", "4", "--every", "2", "--hidden", "8",
+                              "--alpha", alpha, "--bound", "3", "--validation", "--impls", "",
+                              "--variants", "param_scale=1;default", "--out", str(out)]) == 0
+    run = json.loads((out / "seed0.json").read_text())
+    assert run["scored_on"].startswith("validation") and run["alpha"] == float(alpha)
+    assert set(run["models"]) == {"flowlab param_scale=1", "flowlab default"}
+    for model in run["models"].values():
+        assert [c[0] for c in model["curve"]] == [0, 2, 4]
+        assert all(math.isfinite(v) for c in model["curve"] for v in c[1:])
+    table = (tmp_path / "study.md").read_text()
+    assert words in table and "| flowlab default" in table
