@@ -5,9 +5,10 @@ The trainer's ``bf16=True`` (``flowlab train --bf16``) wraps the forward pass in
 evaluation stay in float32.  Whether that is faster depends on the chip, not only on the flags
 in ``/proc/cpuinfo``: an AMD EPYC with ``avx512_bf16`` ran these steps 1.9x faster
 (``results/bf16_cpu.md``), an Intel Xeon with ``avx512_bf16`` but no ``amx_bf16`` 1.1-1.3x
-*slower* (``results/bf16_cpu-xeon.md``, written with ``--out``).  This script measures one optimisation step (forward, backward, Adam) of the two
-models of the MNIST-5k checkpoints, 1x28x28, batch 64, one thread, repetitions interleaved
-(alternating order, ``benchmarks/measure.py``) so that a change of machine load hits both, medians compared.
+*slower* (``results/bf16_cpu-xeon.md``, written with ``--out``).  This script measures one
+optimisation step (forward, backward, Adam) of the two models of the MNIST-5k checkpoints,
+1x28x28, batch 64, one thread, repetitions interleaved (alternating order,
+``benchmarks/measure.py``) so that a change of machine load hits both, medians compared.
 
     python benchmarks/bf16_cpu.py            # 7 interleaved repetitions of 3 steps
     python benchmarks/bf16_cpu.py --quick    # 3 repetitions of 2 steps

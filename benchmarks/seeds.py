@@ -24,7 +24,6 @@ leaves the digits in [0, 1] (no logit), the setting of ``run.py``'s digits task 
     python benchmarks/seeds.py --study logit --alpha 0 --bound 3 --validation \
         --out benchmarks/results/spline_unit_val --variants 'param_scale=1;param_scale=0.25;default'
 
-
 ``--validation`` scores a stratified 10 % of the *training* images instead of the test split
 (results in ``results/spline_logit_val``): the honest place to choose a setting such as
 ``param_scale``.
