@@ -54,7 +54,8 @@ from contenders import available_impls  # noqa: E402
 # ``--every`` steps, so that the curves show *when* a model starts to overfit.
 
 def _logit_digits(alpha: float, seed: int, validation: bool = False):
-    """Dequantized digits moved to logit space, ``z = logit(alpha + (1 - 2 alpha) y)``.
+    """Dequantized digits moved to logit space, ``z = logit(alpha + (1 - 2 alpha) y)``
+    (``alpha = 0``: left in [0, 1], ``z = y``, log-determinant 0).
 
     Returns the train levels, the fixed test and train-probe sets in logit space with the mean
     log-determinant of the logit map over each (added back to score bits/dim of the discrete

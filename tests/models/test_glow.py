@@ -97,13 +97,14 @@ def test_glow_flow_log_prob_and_training_step():
     assert all(g is not None for g in grads)
 
 
+def size(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def test_glow_steps_and_widths_per_level():
     torch.manual_seed(4)
     layer = GlowTransform(1, 8, 8, levels=2, steps=(1, 3), hidden_channels=(4, 12)).double()
     assert len(layer.steps) == 1 and len(layer.next_level.steps) == 3
-    def size(module):
-        return sum(p.numel() for p in module.parameters())
-
     assert size(layer.steps[0][2]) == size(GlowCoupling(4, hidden_channels=4))
     assert size(layer.next_level.steps[0][2]) == size(GlowCoupling(8, hidden_channels=12))
     initialised(layer, 3 * torch.randn(16, 1, 8, 8, dtype=torch.float64))
