@@ -35,7 +35,8 @@ MODELS = {
     "Glow (2 x 8 steps, 128 hidden)":
         lambda: Glow((1, 28, 28), 256, levels=2, steps=8, hidden_channels=128, logit_alpha=0.05),
     "multi-scale RealNVP (2 scales, 64 hidden, 1 block)":
-        lambda: MultiScaleFlow((1, 28, 28), 256, scales=2, hidden_channels=64, blocks=1),
+        lambda: MultiScaleFlow((1, 28, 28), 256, scales=2, hidden_channels=64, blocks=1,
+                               logit_alpha=0.05),
 }
 
 

@@ -38,7 +38,8 @@ def _digits(quick: bool):
 
     def build():
         return MultiScaleFlow((1, 8, 8), num_levels=17, scales=2, hidden_channels=4 if quick
-                              else 32, blocks=1, dequantization="variational")
+                              else 32, blocks=1, dequantization="variational",
+                              logit_alpha=0.05)
     return "chapter 6: multi-scale RealNVP, digits", train, test, build, 6 if quick else 1500, 17
 
 

@@ -213,3 +213,19 @@ def test_spline_study_writes_its_table_in_logit_space_or_in_0_1(tmp_path, alpha,
         assert all(math.isfinite(v) for c in model["curve"] for v in c[1:])
     table = (tmp_path / "study.md").read_text()
     assert words in table and "| flowlab default" in table
+
+
+def test_logit_margin_smoke_run_tables_each_margin_on_validation(tmp_path):
+    import logit_margin
+
+    out = tmp_path / "margin.md"
+    rows = logit_margin.main(["--models", "digits-realnvp", "--alphas", "0.05,none",
+                              "--steps", "2", "--out", str(out)])
+    assert [(r["model"], r["alpha"]) for r in rows] == [("digits-realnvp", 0.05),
+                                                         ("digits-realnvp", None)]
+    assert all(math.isfinite(r["val"]) for r in rows)
+    assert rows[0]["val"] != rows[1]["val"]    # the margin reaches the model
+    table = out.read_text()
+    assert "| digits-realnvp | 0.05 | 2 |" in table and "| digits-realnvp | None | 2 |" in table
+    with pytest.raises(SystemExit):
+        logit_margin.main(["--models", "cifar-glow"])

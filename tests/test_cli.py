@@ -154,7 +154,9 @@ def test_evaluate_prints_bits_per_dim_next_to_the_baselines(tmp_path, capsys):
     assert "(val, best.pt" in text and "per-pixel histogram" in text
     assert main(["evaluate", "--run-dir", str(run), "--importance-samples", "3", "--json"]) == 0
     weighted = json.loads(capsys.readouterr().out)
-    assert weighted["importance_samples"] == 3 and 0 < weighted["bits_per_dim"] < 4.0875 + 2
+    # the importance-weighted bound is tighter than the plain one (Jensen), for the same weights
+    assert weighted["importance_samples"] == 3
+    assert 0 < weighted["bits_per_dim"] < result["bits_per_dim"]
 
 
 def test_load_run_gives_the_best_weights_and_the_settings_in_one_call(tmp_path, capsys):

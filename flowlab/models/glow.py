@@ -201,8 +201,12 @@ class Glow(ImageFlow):
         levels, steps, hidden_channels, blocks, scale, lu: see :class:`GlowTransform`; the
             default two levels suit 28x28 MNIST (28 -> 14 -> 7) and 8x8 digits alike;
             ``steps`` and ``hidden_channels`` may be given per level, finest first.
-        logit_alpha: add :class:`~flowlab.transforms.pointwise.Logit` with this
-            :math:`\alpha` after dequantization (Glow itself used none: ``None``).
+        logit_alpha: the margin :math:`\alpha` of a
+            :class:`~flowlab.transforms.pointwise.Logit` after dequantization, or ``None``
+            for none (as Glow itself).  The default :math:`10^{-6}` (RealNVP's for MNIST) was
+            measured best at the book's live budget on MNIST-5k and on the digits, against
+            0.05, which squeezes a black pixel's dequantization noise into a sliver the flow
+            must stretch, and on MNIST-5k against ``None`` (``benchmarks/NOTES.md``, 8k).
         dequantization: ``"uniform"`` or ``"variational"``.
         validate: check inputs (finite, integer levels).
         dropout: dropout in the couplings' conv nets, in training mode only: a regulariser
@@ -224,7 +228,7 @@ class Glow(ImageFlow):
         blocks: int = 0,
         scale: str = "sigmoid",
         lu: bool = True,
-        logit_alpha: float | None = None,
+        logit_alpha: float | None = 1e-6,
         dequantization: str = "uniform",
         validate: bool = True,
         dropout: float = 0.0,
