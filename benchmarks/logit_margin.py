@@ -28,16 +28,17 @@ from flowlab.models.glow import Glow
 from flowlab.models.multiscale import MultiScaleFlow
 from flowlab.train import Trainer
 
-#: name -> (data loader, builder(alpha), live steps, EMA decay, validations per run)
+#: name -> (data loader, builder(alpha), live steps, validations per run, size of the batch
+#: that initialises ActNorm), as in the chapters
 MODELS = {
     "mnist-glow": (load_mnist5k, lambda a: Glow((1, 28, 28), 256, levels=2, steps=8,
-                                                hidden_channels=128, logit_alpha=a), 450, 6),
+                                                hidden_channels=128, logit_alpha=a), 450, 6, 256),
     "digits-glow": (load_digits, lambda a: Glow((1, 8, 8), 17, levels=2, steps=8,
                                                 hidden_channels=128, logit_alpha=a,
-                                                dequantization="variational"), 1200, 12),
+                                                dequantization="variational"), 1200, 12, 512),
     "digits-realnvp": (load_digits, lambda a: MultiScaleFlow(
         (1, 8, 8), 17, scales=2, hidden_channels=32, blocks=1, dequantization="variational",
-        logit_alpha=a), 1500, 12),
+        logit_alpha=a), 1500, 12, 512),
 }
 
 
@@ -47,14 +48,14 @@ def parse_alpha(text: str) -> float | None:
 
 def run(name: str, alpha: float | None, steps: int | None = None) -> dict:
     """One live run of ``name`` with margin ``alpha``: best validation bits/dim, CPU seconds."""
-    load, build, full_steps, evals = MODELS[name]
+    load, build, full_steps, evals, init = MODELS[name]
     steps = steps or full_steps
     x_train = load("train").images.float()
     torch.manual_seed(0)
     model = build(alpha)
     cpu0 = time.process_time()
     with torch.no_grad():   # ActNorm's data-dependent initialisation (Glow); same RNG for all
-        model.log_prob(x_train[:512] if name.startswith("digits") else x_train[:256])
+        model.log_prob(x_train[:init])
     trainer = Trainer(model, x_train, None, steps=steps, batch_size=64, lr=1e-3,
                       warmup_steps=min(100, steps // 10), ema_decay=0.995, run_dir=None,
                       progress=False, sample_every=0, eval_every=max(steps // evals, 1),
@@ -66,8 +67,10 @@ def run(name: str, alpha: float | None, steps: int | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
-    p.add_argument("--alphas", default="0.05,1e-6", help="comma-separated margins ('none': no logit)")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated: " + ", ".join(MODELS))
+    p.add_argument("--alphas", default="0.05,1e-6",
+                   help="comma-separated margins ('none': no logit)")
     p.add_argument("--steps", type=int, default=None, help="override the live steps (smoke runs)")
     p.add_argument("--out", type=Path, default=None, help="also write a Markdown table here")
     args = p.parse_args(argv)

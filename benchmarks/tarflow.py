@@ -40,8 +40,8 @@ from flowlab.train import Trainer  # noqa: E402
 
 
 def models(data: str, quick: bool) -> dict[str, torch.nn.Module]:
-    # Glow without a logit, as when the committed results were measured (Glow's default
-    # margin is now 1e-6, benchmarks/NOTES.md 8k).
+    # The margins of the committed results (Glow none, the multi-scale RealNVP 0.05); both
+    # models now default to 1e-6 (benchmarks/NOTES.md 8k).
     h = 16 if quick else 64
     if data == "digits":
         shape, k = (1, 8, 8), 17
