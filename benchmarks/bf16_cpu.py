@@ -20,8 +20,6 @@ training reaches the same bits/dim is measured by the checkpoints themselves (``
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 
 from flowlab.models import Glow, MultiScaleFlow
 from measure import interleaved_times
+from provenance import Provenance
 
 RESULTS = Path(__file__).parent / "results" / "bf16_cpu.md"
 MODELS = {
@@ -72,6 +71,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    run = Provenance.for_script(__file__, argv)
     reps, steps = (3, 2) if args.quick else (7, 3)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -91,13 +91,12 @@ def main(argv: list[str] | None = None) -> str:
         rows.append(f"| {name} | {sum(q.numel() for q in model.parameters()):,} | "
                     f"{fp32 * 1e3:.0f} | {bf16 * 1e3:.0f} | {fp32 / bf16:.2f}x |")
         print(rows[-1], flush=True)
-    command = "python benchmarks/bf16_cpu.py" + (" --quick" if args.quick else "")
     text = "\n".join([
         "# bfloat16 autocast on the CPU (one optimisation step, 1x28x28, batch 64, 1 thread)",
         "",
-        f"Command: `{command}`; {reps} interleaved repetitions of {steps} steps, medians.  "
-        f"torch {torch.__version__}, {platform.machine()}, CPU: {cpu_flags()}.  "
-        f"Load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
+        run.line(),
+        "",
+        f"{reps} interleaved repetitions of {steps} steps, medians; CPU flags: {cpu_flags()}.",
         "",
         "| model | params | float32 ms/step | bf16 ms/step | speed-up |",
         "| --- | ---: | ---: | ---: | ---: |",

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import Provenance
+
 RESULTS = Path(__file__).parent / "results" / "ddp_scaling.md"
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 1024
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=["moons", "digits"], default="moons")
     args = parser.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     steps = args.steps or (30 if args.quick else 200)
     if args.worker:
         worker(steps, args.out, args.model)
@@ -115,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# DDP scaling on CPU (gloo)",
         "",
-        f"Command: `python benchmarks/ddp_scaling.py{' --quick' if args.quick else ''}"
-        f"{'' if args.model == 'moons' else ' --model ' + args.model}`",
+        started.line(),
         "",
         ("Model `realnvp(2)` on two moons" if args.model == "moons" else
          "Model `realnvp(64)` (8 couplings, 2x256 MLPs) on dequantized 8x8 digits")

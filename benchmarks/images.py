@@ -42,7 +42,6 @@ import argparse
 import copy
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -58,6 +57,7 @@ from flowlab.data.images import ImageData, load_digits, load_mnist5k, stratified
 from flowlab.metrics import baselines, dataset_bits_per_dim  # noqa: E402
 from flowlab.models.glow import Glow  # noqa: E402
 from flowlab.models.multiscale import MultiScaleFlow  # noqa: E402
+from provenance import Provenance  # noqa: E402
 
 #: The configurations of the book (chapters 6-7) and of the pretrained checkpoints, selected
 #: on the validation split (benchmarks/NOTES.md, section 8).
@@ -235,13 +235,12 @@ def part_c(reps: int, quick: bool) -> list[dict]:
     return rows
 
 
-def write_report(path: Path, args, parts: dict[str, Any], elapsed: float) -> None:
+def write_report(path: Path, args, parts: dict[str, Any], started: Provenance) -> None:
     mode = "quick (smoke test: tiny subsets, seconds of training)" if args.quick else "full"
     lines = [
         "# Image flows: bits/dim with validation selection, and speed", "",
-        f"Produced by `{' '.join(['python benchmarks/images.py', *args.argv])}` (mode: {mode}); {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), "
-        f"total {elapsed:.0f} s wall.  Protocol: the docstring of `benchmarks/images.py`.", "",
+        started.line(), "",
+        f"Mode: {mode}.  Protocol: the docstring of `benchmarks/images.py`.", "",
     ]
     for key in ("a", "b"):
         part = parts.get(key)
@@ -285,13 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=HERE / "results")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     args.argv = argv
     if args.quick:
         args.budget, args.reps = min(args.budget, 3.0), min(args.reps, 2)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = set(args.parts.split(","))
-    t0 = time.perf_counter()
     parts: dict[str, Any] = {}
     for key, data_name in (("a", "digits"), ("b", "mnist5k")):
         if key not in chosen:
@@ -303,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         parts[key] = run_images(data_name, specs, args.budget, args.out, args.quick)
     if "c" in chosen:
         parts["c"] = part_c(args.reps, args.quick)
-    write_report(args.out / "images.md", args, parts, time.perf_counter() - t0)
+    write_report(args.out / "images.md", args, parts, started)
     (args.out / "images.json").write_text(json.dumps(parts, indent=1) + "\n")
     print(f"wrote {args.out / 'images.md'}")
 

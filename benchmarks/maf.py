@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from measure import interleaved_times, paired_ratio, summarize  # noqa: E402
+from provenance import Provenance  # noqa: E402
 
 
 # ------------------------------------------------------------------------ bare PyTorch MAF
@@ -302,8 +302,8 @@ def main() -> None:
     ap.add_argument("--parts", default="speed,density,tarflow")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
+    started = Provenance.for_script(__file__)
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
     body: list[str] = []
     parts = args.parts.split(",")
     if "speed" in parts:
@@ -312,9 +312,6 @@ def main() -> None:
         body += section_density(args)
     if "tarflow" in parts:
         body += section_tarflow(args)
-    cmd = "python benchmarks/maf.py" + (" --quick" if args.quick else "") + (
-        f" --steps {args.steps}" if args.steps != 2000 else "") + (
-        f" --parts {args.parts}" if args.parts != "speed,density,tarflow" else "")
     versions = []
     for lib in ("zuko", "nflows"):
         try:
@@ -322,9 +319,8 @@ def main() -> None:
         except Exception:
             pass
     head = ["# MAF and TarFlow benchmarks", "",
-            f"Produced by `nice -n 10 {cmd}`; {time.strftime('%Y-%m-%d %H:%M')}, torch "
-            f"{torch.__version__}, {', '.join(versions)}, {platform.machine()}, 1 thread, a shared "
-            f"2-core machine (other jobs running), total {time.perf_counter() - t0:.0f} s.  "
+            started.line(), "",
+            f"Peers: {', '.join(versions) or 'none installed'}; 1 thread.  "
             "Method: the docstring of `benchmarks/maf.py`.", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     name = "maf-quick.md" if args.quick else "maf.md"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from flowlab.models.glow import Glow  # noqa: E402
 from flowlab.models.multiscale import MultiScaleFlow  # noqa: E402
 from flowlab.models.tarflow import TarFlow  # noqa: E402
 from flowlab.train import Trainer  # noqa: E402
+from provenance import Provenance  # noqa: E402
 
 
 def models(data: str, quick: bool) -> dict[str, torch.nn.Module]:
@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
+    started = Provenance.for_script(__file__)
     torch.set_num_threads(1)
     budget = 10.0 if args.quick else args.budget
     load = load_digits if args.data == "digits" else load_mnist5k
@@ -104,7 +105,6 @@ def main() -> None:
         "histogram": histogram_bits_per_dim(train_d.images, test_d.images[: len(test)], num_levels=k),
     }
     rows, samples = [], {}
-    t_start = time.perf_counter()
     for name, model in models(args.data, args.quick).items():
         torch.manual_seed(0)
         per_step = cpu_per_step(model, train)
@@ -146,10 +146,9 @@ def main() -> None:
     lines = [
         f"# TarFlow vs Glow vs multi-scale RealNVP, {args.data}, equal CPU time",
         "",
-        f"Produced by `nice -n 10 python benchmarks/tarflow.py --data {args.data} --budget "
-        f"{budget:g}{' --quick' if args.quick else ''}`; {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"torch {torch.__version__}, {platform.machine()}, 1 thread, shared 2-core machine, "
-        f"total {time.perf_counter() - t_start:.0f} s wall.  Method: the docstring of "
+        started.line(),
+        "",
+        f"Budget {budget:g} CPU-s per model, 1 thread.  Method: the docstring of "
         "`benchmarks/tarflow.py` (Trainer, val_fraction 0.1, best-on-validation weights "
         "scored once on the test set).",
         "",

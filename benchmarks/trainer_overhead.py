@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from flowlab.data.toy2d import toy_dataset
+from provenance import Provenance  # noqa: E402
 from flowlab.models.realnvp import realnvp
 from flowlab.train import TrainConfig, Trainer
 
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="interleaved repetitions")
     parser.add_argument("--steps", type=int, help="steps per repetition")
     args = parser.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     reps = args.reps or (5 if args.quick else 10)
     steps = args.steps or (40 if args.quick else 300)
     data = toy_dataset("two_moons", 8192, seed=0)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Trainer overhead",
         "",
-        f"Command: `python benchmarks/trainer_overhead.py{' --quick' if args.quick else ''}`",
+        started.line(),
         "",
         f"Model `realnvp(2)` on two moons, batch {BATCH}, fused AdamW, {steps} steps per repetition, "
         f"{reps} interleaved repetitions; torch {torch.__version__}, "

@@ -20,7 +20,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCH))
+DIAGNOSTICS = BENCH / "diagnostics"     # one-off studies; BENCH holds what `make bench*` runs
+sys.path[:0] = [str(BENCH), str(DIAGNOSTICS)]
 
 from bare import BareRealNVP, copy_parameters  # noqa: E402
 from peers import PEERS, ModelSpec, Unsupported, available_peers  # noqa: E402
@@ -122,7 +123,7 @@ def test_quick_run_writes_tables_json_and_plots(tmp_path):
 
 def _quick_table(script: str, tmp_path: Path) -> str:
     """Run ``benchmarks/<script>.py --quick`` and return the Markdown table it wrote."""
-    out = tmp_path / f"{script}.md"
+    out = tmp_path / f"{Path(script).name}.md"
     proc = subprocess.run(
         [sys.executable, str(BENCH / f"{script}.py"), "--quick", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -133,7 +134,7 @@ def _quick_table(script: str, tmp_path: Path) -> str:
 
 def test_bf16_cpu_quick_writes_its_table(tmp_path):
     text = _quick_table("bf16_cpu", tmp_path)
-    assert "`python benchmarks/bf16_cpu.py --quick`" in text
+    _assert_provenance(text, "python benchmarks/bf16_cpu.py --quick --out ")
     rows = [line for line in text.splitlines() if line.startswith("| ") and "ms/step" not in line
             and not line.startswith("| ---")]
     assert len(rows) == 2
@@ -142,8 +143,18 @@ def test_bf16_cpu_quick_writes_its_table(tmp_path):
         assert fp32 > 0 and bf16 > 0 and abs(fp32 / bf16 - ratio) < 0.05 * ratio + 0.02
 
 
+def _assert_provenance(text: str, command: str) -> None:
+    """A result file names its command, machine (CPU and cores), date and load (provenance.py)."""
+    line = next((ln for ln in text.splitlines() if ln.startswith("Command: `")), None)
+    assert line is not None, f"no provenance line in:\n{text[:500]}"
+    assert line.startswith(f"Command: `{command}"), line
+    for needed in (" cores, torch ", "load average (1 min)", " CPU s ", " s wall", " UTC"):
+        assert needed in line, (needed, line)
+
+
 def test_iw_curve_quick_falls_with_more_draws(tmp_path):
-    text = _quick_table("iw_curve", tmp_path)
+    text = _quick_table("diagnostics/iw_curve", tmp_path)
+    _assert_provenance(text, "python benchmarks/diagnostics/iw_curve.py --quick --out ")
     row = next(line for line in text.splitlines() if line.startswith("| digits"))
     plain, iw4, gain = (float(c) for c in row.split("|")[3:6])
     assert iw4 < plain and abs((plain - iw4) - gain) < 1e-3
@@ -160,7 +171,7 @@ def test_outlier_trace_follows_the_worst_and_the_median_image_through_every_coup
                     "--run-dir", str(run)]) == 0
     out = tmp_path / "trace.md"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "outlier_trace.py"), str(run), "--out", str(out)],
+        [sys.executable, str(DIAGNOSTICS / "outlier_trace.py"), str(run), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -172,17 +183,18 @@ def test_outlier_trace_follows_the_worst_and_the_median_image_through_every_coup
             worst, median = (float(v.strip("()")) for v in cell.split())
             assert low <= worst <= high and low <= median <= high
     assert "Raw (non-EMA) weights of the same checkpoint: mean" in out.read_text()
-    missing = subprocess.run([sys.executable, str(BENCH / "outlier_trace.py"), str(tmp_path)],
+    missing = subprocess.run([sys.executable, str(DIAGNOSTICS / "outlier_trace.py"), str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0
 
 
 def test_ema_or_raw_quick_trains_both_policies_alike_and_tables_them(tmp_path):
     out = tmp_path / "ema_or_raw.md"
-    proc = subprocess.run([sys.executable, str(BENCH / "ema_or_raw.py"), "--quick", "--out",
+    proc = subprocess.run([sys.executable, str(DIAGNOSTICS / "ema_or_raw.py"), "--quick", "--out",
                            str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]  # includes: both runs trained alike
     text = out.read_text()
+    _assert_provenance(text, "python benchmarks/diagnostics/ema_or_raw.py --quick --out ")
     assert text.count("| EMA only (select_raw=False) |") == 2
     assert text.count("| better of the two (default) |") == 2
     for section in text.split("### ")[1:]:
@@ -226,6 +238,7 @@ def test_logit_margin_smoke_run_tables_each_margin_on_validation(tmp_path):
     assert all(math.isfinite(r["val"]) for r in rows)
     assert rows[0]["val"] != rows[1]["val"]    # the margin reaches the model
     table = out.read_text()
+    _assert_provenance(table, "python benchmarks/diagnostics/logit_margin.py --models digits-realnvp")
     assert "| digits-realnvp | 0.05 | 2 |" in table and "| digits-realnvp | None | 2 |" in table
     with pytest.raises(SystemExit):
         logit_margin.main(["--models", "cifar-glow"])

@@ -22,13 +22,11 @@ Writes benchmarks/results/spline_floor[-compile].md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import types
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/: the shared modules and results/
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
@@ -36,6 +34,7 @@ import torch  # noqa: E402
 from contenders import build  # noqa: E402
 from measure import interleaved_times, paired_ratio, summarize  # noqa: E402
 from peers import ModelSpec  # noqa: E402
+from provenance import Provenance  # noqa: E402
 from run import make_step  # noqa: E402
 
 
@@ -54,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true",
                    help="compile each model's loss with torch.compile (inductor)")
     args = p.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (5 if args.quick else 25)
     spec = ModelSpec(features=64, couplings=8, hidden=(256, 256), bins=8, bound=3.0)
@@ -77,11 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         "# Spline coupling step: the floor set by the conditioner"
         + (" (torch.compile)" if args.compile else ""),
         "",
-        f"Command: `python benchmarks/spline_floor.py{' --quick' if args.quick else ''}"
-        f"{' --compile' if args.compile else ''}`; "
-        f"{rounds} alternating rounds x 4 steps, {args.threads} thread(s), torch "
-        f"{torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores.  64-d, 8 couplings, 2x256 MLPs, batch 256, K = 8 bins, Adam.",
+        started.line(),
+        "",
+        f"{rounds} alternating rounds x 4 steps, {args.threads} thread(s).  64-d, 8 couplings, "
+        "2x256 MLPs, batch 256, K = 8 bins, Adam.",
         "",
         "| model | parameters | median step (ms) | ratio to bare affine, median [IQR] |",
         "| --- | ---: | ---: | --- |",

@@ -22,7 +22,7 @@ Writes ``benchmarks/results/iw_curve.md``.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +30,12 @@ import torch
 
 from flowlab import pretrained
 from flowlab.data.images import load_digits, load_mnist5k
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from provenance import Provenance  # noqa: E402
 
 LOADERS = {"digits": load_digits, "mnist5k": load_mnist5k}
 
-RESULTS = Path(__file__).parent / "results" / "iw_curve.md"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "iw_curve.md"
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--quick", action="store_true", help="one checkpoint, S = 1, 4, 50 images")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    run = Provenance.for_script(__file__, argv)
     names = ["digits-realnvp"] if args.quick else [n for n in args.names.split(",") if n]
     draws = [1, 4] if args.quick else [int(s) for s in args.draws.split(",")]
     torch.set_num_threads(1)
@@ -59,14 +62,11 @@ def main(argv: list[str] | None = None) -> str:
             print(f"{name} S={S}: {bpd:.4f} ({row[-1][2]:.0f} CPU-s)", flush=True)
         lines.append(f"| {name} | {len(x)} | " + " | ".join(f"{b:.4f}" for _, b, _ in row)
                      + f" | {row[-2][1] - row[-1][1]:.4f} |")
-    command = "python benchmarks/iw_curve.py" + (" --quick" if args.quick else
-                                                  f" --names {','.join(names)} --draws "
-                                                  f"{','.join(map(str, draws))}")
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     text = "\n".join([
         "# Importance-weighted test bits/dim against the number of dequantization draws S",
         "",
-        f"Command: `{command}`; 1 thread, torch {torch.__version__}, load average {load}.  "
+        run.line(),
+        "",
         "`flowlab.pretrained.evaluate(model, x_test, importance_samples=S)`, seeded "
         "(`torch.manual_seed(0)`); S = 1 is the plain estimate (4 draws averaged).  The last "
         "column is the gain of the last step in S.",

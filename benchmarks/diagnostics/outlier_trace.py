@@ -27,6 +27,7 @@ Prints a Markdown table (and writes it with ``--out``).
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,8 @@ from flowlab.metrics import bits_per_dim
 from flowlab.train import load_run
 from flowlab.transforms.glow import GlowCoupling
 from flowlab.transforms.image import MaskedAffineCoupling
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from provenance import Provenance  # noqa: E402
 
 COUPLINGS = (MaskedAffineCoupling, GlowCoupling)
 
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--checkpoint", default="best", help="best (default), last, previous or a file")
     p.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = p.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     run = load_run(args.run_dir, args.checkpoint)
@@ -98,8 +102,7 @@ def main(argv: list[str] | None = None) -> str:
         f"{len(val)} validation images: mean {bits.mean():.3f}, median {bits.median():.3f}, "
         f"worst {bits[worst]:.1f} bits/dim (image {worst} of the split).",
         "",
-        "Command: `python benchmarks/outlier_trace.py "
-        f"{args.run_dir} --checkpoint {args.checkpoint}`",
+        started.line(),
         "",
         "| coupling | \\|kept\\| worst (median img) | \\|t\\| worst (median) | max s worst (median) |",
         "| --- | ---: | ---: | ---: |",

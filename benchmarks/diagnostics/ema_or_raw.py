@@ -21,6 +21,7 @@ the trainer always does; the test set chooses nothing).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from flowlab.metrics import baselines
 from flowlab.models.glow import Glow
 from flowlab.models.multiscale import MultiScaleFlow
 from flowlab.train import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from provenance import Provenance  # noqa: E402
 
 
 def _digits(quick: bool):
@@ -99,10 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps of tiny models")
     parser.add_argument("--out", type=Path, help="also write the Markdown tables here")
     args = parser.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     lines = ["## EMA or raw weights: what a short run keeps", "",
-             f"`python benchmarks/ema_or_raw.py{' --quick' if args.quick else ''}`, "
-             f"{torch.get_num_threads()} thread(s), seed 0, "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.  Same seed and batches "
+             "Seed 0.  Same seed and batches "
              "in both runs of a model; the test set is scored once per run, on what it "
              "selected.", ""]
     for setup in (_digits(args.quick), _mnist(args.quick)):
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         section = report(setup, ema, both)
         print("\n".join(section), flush=True)
         lines += section
+    lines[1:1] = ["", started.line()]
     text = "\n".join(lines)
     if args.out:
         args.out.write_text(text + "\n")

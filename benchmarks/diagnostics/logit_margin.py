@@ -18,6 +18,7 @@ Example (a smoke run, seconds)::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from flowlab.data.images import load_digits, load_mnist5k
 from flowlab.models.glow import Glow
 from flowlab.models.multiscale import MultiScaleFlow
 from flowlab.train import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from provenance import Provenance  # noqa: E402
 
 #: name -> (data loader, builder(alpha), live steps, validations per run, size of the batch
 #: that initialises ActNorm), as in the chapters
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=None, help="override the live steps (smoke runs)")
     p.add_argument("--out", type=Path, default=None, help="also write a Markdown table here")
     args = p.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     torch.set_num_threads(1)
     names = [m for m in args.models.split(",") if m]
     unknown = set(names) - set(MODELS)
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{name:15s} alpha {str(alpha):6s} steps {r['steps']:5d}  best validation "
                   f"{r['val']:.4f} bits/dim  ({r['cpu_s']:.0f} CPU-s)", flush=True)
     if args.out:
-        lines = ["| model | alpha | steps | best validation bits/dim | CPU s |",
+        lines = [started.line(), "",
+                 "| model | alpha | steps | best validation bits/dim | CPU s |",
                  "| --- | --- | ---: | ---: | ---: |"]
         lines += [f"| {r['model']} | {r['alpha']} | {r['steps']} | {r['val']:.4f} | "
                   f"{r['cpu_s']:.0f} |" for r in rows]

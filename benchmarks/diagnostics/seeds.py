@@ -40,10 +40,11 @@ import statistics
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/: the shared modules and results/
 sys.path.insert(0, str(HERE))
 
 from contenders import available_impls  # noqa: E402
+from provenance import Provenance  # noqa: E402
 
 
 # ------------------------------------------------------------------ the spline generalisation study
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    started = Provenance.for_script(__file__, argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     impls = [i for i in available_impls() if i not in ("bare", "FrEIA")]  # no spline there
     import run
@@ -343,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Test bits/dim on the 8x8 digits over seeds (500 steps, spline couplings)",
         "",
-        f"Command: `python benchmarks/seeds.py --seeds {args.seeds}`; each seed is one "
-        "`run.py --sections density --tasks digits` run (same data split, batches and "
+        started.line(),
+        "",
+        "Each seed is one `run.py --sections density --tasks digits` run (same data split, batches and "
         "initialisation seed for every library within a seed).",
         "",
         "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | rank per seed |",
