@@ -4,6 +4,9 @@ Assignments panel, and a release, a wheel and a site that carry no solution and 
 * ``flowlab[student]`` (pyproject.toml) resolves, with everything it pulls in, to packages
   installed here (the Makefile's venv installs ``.[all]``, which includes it); environment.yml
   names only extras that exist and installs what the Makefile installs.
+* The student page's one command (the flowlab wheel with its ``student`` extra), run in a new
+  virtual environment, gives JupyterLab 4 with nbgrader's assignment list and validate
+  extensions enabled, nbgrader, a kernel and flowlab, and no grading package (slow: pip).
 * A JupyterLab started as a fresh student (empty home, no user configuration) on loopback lists
   nbgrader's lab extension with its assignment-list plugin enabled, serves it on ``/lab`` and
   answers nbgrader's ``/assignments`` endpoint (the Assignments panel's list) from an exchange.
@@ -118,42 +121,95 @@ def test_all_includes_student_and_environment_yml_names_real_extras() -> None:
 # ------------------------------------------------------------------ JupyterLab as a student
 
 
-def _student_env(home: Path) -> dict[str, str]:
+def _student_env(home: Path, bin_dir: Path = BIN) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "NBGRADER"))}
-    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    env.update(HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
                JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
                JUPYTER_DATA_DIR=str(home / ".local" / "share" / "jupyter"),
                JUPYTER_RUNTIME_DIR=str(home / ".local" / "share" / "jupyter" / "runtime"))
     return env
 
 
-def _jupyter(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run([str(BIN / "jupyter"), *args], env=env, capture_output=True,
+def _jupyter(env: dict[str, str], *args: str, bin_dir: Path = BIN) -> str:
+    proc = subprocess.run([str(bin_dir / "jupyter"), *args], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, f"jupyter {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}"
     return re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
 
 
-def test_jupyterlab_lists_nbgraders_assignment_list(tmp_path) -> None:
-    home = tmp_path / "student"
-    home.mkdir()
-    env = _student_env(home)
-    labext = _jupyter(env, "labextension", "list")
+def _check_lab_lists_the_assignment_list(env: dict[str, str], bin_dir: Path = BIN) -> None:
+    labext = _jupyter(env, "labextension", "list", bin_dir=bin_dir)
     assert "JupyterLab v4." in labext, labext
     line = next((ln for ln in labext.splitlines() if "@jupyter/nbgrader" in ln), "")
     assert "enabled" in line and "OK" in line, f"nbgrader's lab extension is missing:\n{labext}"
     disabled = labext.split("Disabled extensions:", 1)[1] if "Disabled extensions:" in labext \
         else ""
     assert "nbgrader:assignment-list" not in disabled, labext
-    server = _jupyter(env, "server", "extension", "list")
+    server = _jupyter(env, "server", "extension", "list", bin_dir=bin_dir)
     for ext in ("assignment_list", "validate_assignment"):
         block = re.search(rf"nbgrader\.server_extensions\.{ext} (\w+)", server)
         assert block and block.group(1) == "enabled", f"{ext} not enabled:\n{server}"
         assert re.search(rf"nbgrader\.server_extensions\.{ext}\s+OK", server), server
-    # the lab extension's plugin that draws the Assignments panel
+
+
+def test_jupyterlab_lists_nbgraders_assignment_list(tmp_path) -> None:
+    home = tmp_path / "student"
+    home.mkdir()
+    _check_lab_lists_the_assignment_list(_student_env(home))
+    # the lab extension that draws the Assignments panel, of the nbgrader for JupyterLab 4
     share = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader"
     package = json.loads((share / "package.json").read_text())
     assert package["version"].startswith("0.9"), package["version"]
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    """``pip wheel --no-deps .`` of a copy of the library (the work tree stays untouched)."""
+    tree = tmp_path / "tree"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    shutil.copytree(ROOT / "flowlab", tree / "flowlab", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), "."],
+                          cwd=tree, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("flowlab-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_the_students_one_command_in_a_fresh_venv_gives_jupyterlab_with_assignments(
+        tmp_path) -> None:
+    """What the student page tells a student to run, in a new virtual environment: the wheel
+    with its student extra (torch pinned first, as the Makefile does, so that pip fetches no
+    other build).  About 6 minutes on a busy 2-core machine, mostly pip."""
+    wheel = _build_wheel(tmp_path)
+    venv = tmp_path / "student-env"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+
+    def pip(*args: str) -> None:
+        proc = subprocess.run([py, "-m", "pip", "install", "--quiet", *args],
+                              capture_output=True, text=True, timeout=1500)
+        assert proc.returncode == 0, f"pip install {' '.join(args)}:\n{proc.stderr[-3000:]}"
+
+    pip(os.environ.get("TORCH_SPEC", "torch==2.13.0"))
+    pip(f"flowlab[student] @ {wheel.as_uri()}")
+    home = tmp_path / "student"
+    home.mkdir()
+    env = _student_env(home, venv / "bin")
+    _check_lab_lists_the_assignment_list(env, venv / "bin")
+    listed = subprocess.run([py, "-m", "pip", "list", "--format=freeze"], capture_output=True,
+                            text=True, check=True).stdout.lower()
+    installed = {ln.split("==")[0].replace("_", "-") for ln in listed.splitlines()}
+    assert {"flowlab", "jupyterlab", "nbgrader", "ipykernel", "mlxtend"} <= installed
+    assert "flowlab-course" not in installed, "a student gets no grading package"
+    run = subprocess.run([str(venv / "bin" / "nbgrader"), "--version"], capture_output=True,
+                         text=True, env=env, cwd=home, timeout=300)
+    assert run.returncode == 0 and "0.9" in run.stdout + run.stderr, run.stderr[-2000:]
+    run = subprocess.run([py, "-c", "import flowlab.testing, torch; print('ok')"],
+                         capture_output=True, text=True, cwd=home, timeout=300)
+    assert run.stdout.strip() == "ok", run.stderr[-2000:]
 
 
 def _free_port() -> int:
@@ -314,16 +370,7 @@ def test_the_wheel_a_student_installs_holds_no_course_and_no_solution(tmp_path) 
     and a submission that delegates to it scores 0), so its code may share lines with the
     solutions; what must not travel is the course: source notebooks, authoring files, graders.
     """
-    tree = tmp_path / "tree"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-    shutil.copytree(ROOT / "flowlab", tree / "flowlab", ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, tree / name)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                           "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), "."],
-                          cwd=tree, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (wheel,) = (tmp_path / "dist").glob("flowlab-*.whl")
+    wheel = _build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         tops = {n.split("/", 1)[0] for n in names}
