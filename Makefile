@@ -41,6 +41,8 @@ $(VENV)/.installed: pyproject.toml assignments/pyproject.toml
 	# torch first, pinned: the project's range (torch>=2.2) is then already satisfied and
 	# pip never fetches a multi-GB CUDA build on a CPU machine.
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	# .[all]: the library with its mnist, book, test, bench and student extras (student: JupyterLab 4
+	# and nbgrader's student tools, what a student installs; tests/course/test_student_setup.py)
 	$(PY) -m pip install --quiet -e ".[all]"
 	# the course infrastructure (graders, sandbox, cluster grading): a package of its own that
 	# depends on flowlab, never the reverse

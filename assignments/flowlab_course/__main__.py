@@ -48,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--canvas-column", action="append", default=[], metavar="A=TITLE",
                         help="Canvas column title of assignment A, e.g. "
                              "'01_change_of_variables=Assignment 1 (12345)' (repeatable)")
+    export.add_argument("--lms", action="append", choices=["canvas", "moodle"], default=None,
+                        help="which LMS files to write (repeatable; default: those whose keys "
+                             "the roster has)")
+    export.add_argument("--moodle-identity", default="username",
+                        choices=["username", "email", "idnumber"],
+                        help="the roster column Moodle identifies users by (default username)")
+    export.add_argument("--canvas-new-assignments", action="store_true",
+                        help="allow Canvas columns without '(id)': Canvas creates new "
+                             "assignments for them")
     report = sub.add_parser("report", help="class report: distributions, failures, flags (HTML)")
     report.add_argument("assignments", nargs="+")
     report.add_argument("--course", default=".")
@@ -84,8 +93,16 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 parser.error(f"--canvas-column wants ASSIGNMENT=TITLE, got {item!r}")
             columns[name] = title
-        for name, path in export_all(args.course, args.to, roster=args.roster,
-                                     columns=columns).items():
+        from .export import RosterMismatch
+
+        try:
+            written = export_all(args.course, args.to, roster=args.roster, columns=columns,
+                                 lms=args.lms, moodle_identity=args.moodle_identity,
+                                 canvas_new_assignments=args.canvas_new_assignments)
+        except RosterMismatch as err:
+            print(f"export stopped: {err}", file=sys.stderr)
+            return 2
+        for name, path in written.items():
             print(f"{name}: {path}")
         return 0
     from .parallel import autograde_parallel

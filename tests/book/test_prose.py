@@ -146,3 +146,85 @@ def test_bibliography_covers_the_field_and_every_entry_is_cited() -> None:
     assert not unknown, f"cited but not in references.bib: {unknown}"
     uncited = sorted(set(keys) - cited)
     assert not uncited, f"references.bib entries that no page cites: {uncited}"
+
+
+# ---------------------------------------------------------------- the assignments' pages
+_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def _source_notebooks() -> list[Path]:
+    return sorted((ROOT / "assignments" / "source").glob("*/*.ipynb"))
+
+
+def _section(page: str, number: int) -> str:
+    start = page.index(f"(assignment-{number})=")
+    nxt = page.find("(assignment-", start + 5)
+    end = page.find("\n## ", start)
+    stops = [i for i in (nxt, end) if i != -1]
+    return page[start:min(stops) if stops else len(page)]
+
+
+@pytest.mark.parametrize("source", _source_notebooks(), ids=lambda p: p.stem)
+def test_assignments_page_points_come_from_the_notebooks(source: Path) -> None:
+    """Every assignment's total and each part's points on the page are those of its source
+    notebook: the total of its graded cells' ``points`` (nbgrader metadata), the parts as the
+    notebook's own ``## Part N — ... (K points)`` headings give them."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    total = sum(c.metadata["nbgrader"].get("points", 0) for c in nb.cells
+                if c.metadata.get("nbgrader", {}).get("grade"))
+    parts = [int(m) for c in nb.cells if c.cell_type == "markdown"
+             for m in re.findall(r"^## Part \d+\b.*\((\d+) points?\)\s*$", c.source, flags=re.M)]
+    assert parts and sum(parts) == total, (
+        f"{source.name}: its Part headings give {parts} (sum {sum(parts)}), its graded cells "
+        f"{total} points")
+    page = (BOOK / "assignments.md").read_text(encoding="utf-8")
+    number = int(source.stem[:2])
+    section = _section(page, number)
+    heading = re.search(r"^### Assignment \d+: .*\((\d+) points\)\s*$", section, flags=re.M)
+    assert heading, f"assignments.md: assignment {number}'s heading has no '(N points)'"
+    assert int(heading.group(1)) == total, (
+        f"assignments.md says {heading.group(1)} points for assignment {number}; the notebook "
+        f"has {total}")
+    listed = [int(m) for m in re.findall(r"\((\d+) points?\)\.?\s*$",
+                                         "\n".join(re.split(r"\n(?=\d+\. )", section)[1:]),
+                                         flags=re.M)]
+    assert listed == parts, (
+        f"assignments.md lists parts worth {listed} for assignment {number}; the notebook's "
+        f"parts are worth {parts}")
+
+
+def test_instructors_page_counts_the_assignments() -> None:
+    page = (BOOK / "instructors.md").read_text(encoding="utf-8")
+    n = len(_source_notebooks())
+    said = re.findall(r"\b(\w+) assignments live in", page)
+    assert said == [_WORDS[n]], f"instructors.md says {said} assignments; there are {n}"
+    assert not re.search(rf"\b(?!{_WORDS[n]}\b)({'|'.join(_WORDS[2:])}) assignments\b", page), \
+        "instructors.md gives another count of assignments somewhere"
+
+
+# An inline code span does not wrap inside a word: at 400 px the content column holds about
+# 40 monospace characters, and `submitted/<student>/<assignment>/<assignment>.ipynb` (52) made
+# the instructors' page 488 px wide.  Code blocks and tables scroll inside their own box.
+LONGEST_INLINE_WORD = 36
+
+
+@pytest.mark.parametrize("page", ["assignments", "instructors"])
+def test_inline_code_wraps_on_a_phone(page: str) -> None:
+    text = (BOOK / f"{page}.md").read_text(encoding="utf-8")
+    text = re.sub(r"^(`{3,}).*?^\1\s*$", "", text, flags=re.S | re.M)   # code blocks
+    rows = [ln for ln in text.splitlines() if not ln.lstrip().startswith("|")]   # tables scroll
+    long = [w for ln in rows for span in re.findall(r"(?<!`)`([^`\n]+)`(?!`)", ln)
+            for w in span.split() if len(w) > LONGEST_INLINE_WORD]
+    assert not long, (f"{page}.md: inline code words longer than {LONGEST_INLINE_WORD} "
+                      f"characters overflow a 400 px screen; break or shorten them: {long}")
+
+
+@pytest.mark.parametrize("page", ["assignments", "instructors"])
+def test_pages_use_jupyterlab_menu_names(page: str) -> None:
+    """JupyterLab 4's menus, not the classic Notebook's ("Restart & Run All", "Cell →")."""
+    text = (BOOK / f"{page}.md").read_text(encoding="utf-8")
+    classic = [m for m in ("Restart & Run All", "Cell →", "Cell ->", "Tree view",
+                           "Assignments tab") if m in text]
+    assert not classic, f"{page}.md uses the classic Notebook's names: {classic}"
