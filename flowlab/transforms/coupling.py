@@ -200,6 +200,7 @@ class AdditiveCoupling(Coupling):
             builds a zero-initialised :class:`~flowlab.nets.mlp.MLP` (the layer starts as the
             identity).
         hidden: hidden sizes of that default MLP.
+        context_features: size of an optional context vector (see :class:`Coupling`).
 
     Example:
         >>> layer = AdditiveCoupling(torch.tensor([True, False, True, False]), hidden=(16,))
@@ -214,9 +215,11 @@ class AdditiveCoupling(Coupling):
         mask: MaskLike,
         conditioner: nn.Module | None = None,
         hidden: Sequence[int] = (256, 256),
+        context_features: int = 0,
     ) -> None:
         """Build the layer; the arguments are described in the class docstring."""
-        super().__init__(mask, conditioner, hidden, params_per_feature=1)
+        super().__init__(mask, conditioner, hidden, params_per_feature=1,
+                         context_features=context_features)
 
     def transform_b(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return x_b + params, x_b.new_zeros(x_b.shape[0])
