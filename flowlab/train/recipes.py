@@ -27,7 +27,7 @@ them, and a setting that is neither is an error, never silently ignored.
 
 The models are those of the registry, :mod:`flowlab.models.registry` (``--model`` takes any of
 its names); ``--model-args`` are checked against the builder's signature.  Data with a context
-give a conditional model :math:`p(x \mid c)` whose context size is set from the data; the
+give a conditional model :math:`p(x \\mid c)` whose context size is set from the data; the
 trainer then receives ``(x, c)`` pairs (:attr:`DataBundle.train_set`).
 
 Image models start with :class:`~flowlab.transforms.dequantize.UniformDequantization`, so

@@ -130,7 +130,7 @@ class Trainer:
         model: anything with ``log_prob(x) -> (batch,)``; sampling needs ``sample(n)`` too.
             A conditional model (``model.conditional`` is true, e.g. a
             :class:`~flowlab.flow.Flow` with conditional layers) is trained on
-            :math:`\log p(x \mid c)`: ``log_prob(x, c)`` and ``sample(n, context=c)``.
+            :math:`\\log p(x \\mid c)`: ``log_prob(x, c)`` and ``sample(n, context=c)``.
         train_data: a tensor of shape ``(N, *event_shape)`` (fastest) or a
             :class:`~torch.utils.data.Dataset` yielding tensors or ``(tensor, label)`` pairs;
             for a conditional model, ``(x, c)`` pairs (a
