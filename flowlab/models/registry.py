@@ -145,6 +145,7 @@ def create(
     event_shape: Sequence[int],
     num_levels: int | None = None,
     context_features: int = 0,
+    /,
     **kwargs: Any,
 ) -> Any:
     """Build the model ``name`` for data of shape ``event_shape``.
@@ -154,8 +155,9 @@ def create(
         event_shape: the shape of one sample: ``(features,)`` for a vector model, ``(C, H, W)``
             for an image model.
         num_levels: pixel levels :math:`K` of image data (``None``: real-valued images).
-        context_features: size of a context vector (0: unconditional); passed as the
-            model's context keyword.
+        context_features: the data's context size (0: no context), positional: it is passed
+            as the model's context keyword (``context_features``, ``num_classes``); the same
+            keyword in ``kwargs`` must agree with it.
         kwargs: the builder's other arguments, checked by :func:`check_model_args`.
 
     Raises:

@@ -82,9 +82,13 @@ def test_wrong_data_or_context_say_what_to_use():
     with pytest.raises(ValueError, match="needs image data"):
         create("glow", (2,))
     with pytest.raises(ValueError, match="cannot condition on a context .* realnvp, nsf"):
-        create("glow", (1, 8, 8), 17, context_features=10)
+        create("glow", (1, 8, 8), 17, 10)
     with pytest.raises(ValueError, match="needs data with a context"):
         create("class-conditional", (1, 8, 8), 17)
+    with pytest.raises(ValueError, match="disagrees with the data's context size 2"):
+        create("nsf", (2,), None, 2, context_features=3)
+    # without data, the context size may be given as the builder's own keyword
+    assert create("maf", (2,), context_features=3, hidden=[8]).conditional
     with pytest.raises(ValueError, match="Did you mean 'tarflow'"):
         get_model("tarflo")
     with pytest.raises(ValueError, match="already registered"):
