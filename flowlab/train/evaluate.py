@@ -92,9 +92,9 @@ def evaluate_nll(
     """Mean NLL (nats per sample) and bits/dim of ``model`` on ``data``.
 
     ``model`` needs a ``log_prob(x) -> (batch,)``; a conditional model (``model.conditional``)
-    is scored as ``log_prob(x, c)`` on data of ``(x, c)`` pairs.  Under ``torch.distributed`` (``info``) each
-    process evaluates every ``world_size``-th sample and the totals are summed, so every
-    process gets the same exact figure.  ``importance_samples`` is passed to
+    is scored as ``log_prob(x, c)`` on data of ``(x, c)`` pairs.  Under ``torch.distributed``
+    (``info``) each process evaluates every ``world_size``-th sample and the totals are summed,
+    so every process gets the same exact figure.  ``importance_samples`` is passed to
     :func:`flowlab.metrics.dataset_bits_per_dim` (importance-weighted dequantization bound).
 
     Raises:
