@@ -71,6 +71,9 @@ def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str
             kw["type"] = float
         else:
             kw["metavar"] = f.name.upper()
+        if "choices" in f.metadata:  # e.g. --model: the names of flowlab.models.registry
+            kw["choices"] = f.metadata["choices"]
+            kw.pop("metavar", None)
         group.add_argument(_flag(f.name), **kw)
 
 
@@ -250,7 +253,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         threads = choose_threads(recipe.threads, model, data.event_shape)
         torch.set_num_threads(threads)
         trainer = Trainer(
-            model, data.train, data.test, cfg, labels=data.train_labels,
+            model, data.train_set, data.test_set, cfg, labels=data.train_labels,
             save_samples_fn=_image_sampler(data.num_levels) if data.is_image else None,
             metadata={"recipe": recipe.to_dict()},
         )
@@ -373,8 +376,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, OSError, ImportError) as err:
         return _fail("sample", err, EXIT_USAGE)
     torch.manual_seed(args.seed)
+    # A conditional model samples at contexts from its data (the classes in turn, for labels).
+    context = run.data.sample_context(args.num)
+    kw = {} if context is None else {"context": context.to(next(run.model.parameters()))}
     with torch.no_grad():
-        x = run.model.sample(args.num, temperature=args.temperature)
+        x = run.model.sample(args.num, temperature=args.temperature, **kw)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / "sample.png"
 
     def write_png(path: Path) -> None:
@@ -409,7 +415,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from .train.evaluate import evaluate_nll
+    from .train.evaluate import evaluate_nll, inputs_of
     from .train.split import ValidationSplit
 
     try:
@@ -420,14 +426,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 f"--importance-samples must be positive, got {args.importance_samples}"
             )
         run = _load(args)
-        data = run.data.test
+        data = run.data.test_set  # (x, c) pairs for data with a context
         if args.split != "test":
             if not run.state.get("split"):
                 if args.split == "val":
                     raise UsageError("this run has no validation split (val_fraction was 0)")
-                data = run.data.train
+                data = run.data.train_set
             else:
-                train, val = ValidationSplit.from_dict(run.state["split"]).apply(run.data.train)
+                split = ValidationSplit.from_dict(run.state["split"])
+                train, val = split.apply(run.data.train_set)
                 data = val if args.split == "val" else train
     except (UsageError, ValueError, OSError, ImportError) as err:
         return _fail("evaluate", err, EXIT_USAGE)
@@ -435,7 +442,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     result = evaluate_nll(run.model, data, batch_size=args.batch_size, device=device,
                           importance_samples=args.importance_samples)
-    base = _baselines(run.data, data)
+    base = _baselines(run.data, inputs_of(data))
     result = {
         "data": run.recipe.data, "split": args.split, "checkpoint": str(run.checkpoint),
         "step": run.step, "ema": bool(args.ema), **result,

@@ -104,10 +104,21 @@ class Flow(nn.Module):
             check_finite(x, name=name, layer="Flow")
         return x
 
+    @property
+    def conditional(self) -> bool:
+        """Whether this flow is conditional, :math:`p(x \\mid c)` (a layer reads a context)."""
+        return self.transform.conditional
+
     def _context(self, context: Tensor | None, batch: int) -> Tensor | None:
         """A context of shape ``(batch, *context_shape)``, or one ``context_shape`` broadcast."""
         if context is None:
             return None
+        if not self.conditional:
+            raise ValueError(
+                "a context was given but no layer of this flow takes one: build conditional "
+                "layers (e.g. realnvp(..., context_features=c) or "
+                "MaskedAffineAutoregressive(..., context_features=c)) or drop the context"
+            )
         if not isinstance(context, Tensor):
             raise TypeError(
                 f"Flow: context must be a torch.Tensor, got {type(context).__name__}; convert it "
@@ -128,15 +139,11 @@ class Flow(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Normalizing direction through the whole stack: ``(z, log|det Df(x)|)``."""
         x = self._check(x, "x")
-        if context is None:
-            return self.transform(x)
         return self.transform(x, context=self._context(context, x.shape[0]))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Generative direction: ``(x, log|det Dg(z)|)``."""
         z = self._check(z, "z")
-        if context is None:
-            return self.transform.inverse(z)
         return self.transform.inverse(z, context=self._context(context, z.shape[0]))
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:

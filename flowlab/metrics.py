@@ -51,6 +51,7 @@ images).  A model that does worse than that has learnt nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -120,6 +121,7 @@ def dataset_bits_per_dim(
     importance_samples: int = 1,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    context: Tensor | None = None,
 ) -> float:
     r"""Mean bits per dimension of ``log_prob_fn`` over a whole data set: the one
     implementation that the trainer, the CLI, the book and the benchmarks call.
@@ -140,6 +142,8 @@ def dataset_bits_per_dim(
         importance_samples: :math:`S`, draws per image combined inside the logarithm
             (tightens the bound itself; costs :math:`S` evaluations per image).
         dtype, device: where to evaluate (default: the default dtype, the data's device).
+        context: ``(N, ...)`` contexts of a conditional model, one per sample: the batches
+            are then scored as ``log_prob_fn(x_batch, context_batch)``.
 
     Returns:
         The mean bits per dimension as a Python float.
@@ -157,13 +161,23 @@ def dataset_bits_per_dim(
     device = device or data.device
     total = torch.zeros((), dtype=torch.float64, device=device)
     log_s = math.log(importance_samples)
+    if context is not None and context.shape[0] != data.shape[0]:
+        raise ValueError(
+            f"give one context per sample: {data.shape[0]} samples, {context.shape[0]} contexts"
+        )
+    fn = log_prob_fn
     for _ in range(repeats):
         for start in range(0, data.shape[0], batch_size):
             batch = data[start : start + batch_size].to(device=device, dtype=dtype)
+            if context is not None:
+                c = context[start : start + batch_size].to(
+                    device=device, dtype=dtype if context.is_floating_point() else None
+                )
+                fn = functools.partial(log_prob_fn, context=c)
             if importance_samples == 1:
-                log_p = log_prob_fn(batch).double()
+                log_p = fn(batch).double()
             else:
-                draws = torch.stack([log_prob_fn(batch).double() for _ in range(importance_samples)])
+                draws = torch.stack([fn(batch).double() for _ in range(importance_samples)])
                 log_p = torch.logsumexp(draws, dim=0) - log_s
             total += log_p.sum()  # stays on the device: no sync here
     mean_log_prob = total.cpu() / (repeats * data.shape[0])

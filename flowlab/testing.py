@@ -11,6 +11,11 @@ For a layer :math:`f` and a batch :math:`x` (use float64):
   output;
 * :func:`check_transform` runs all of the above.
 
+A conditional layer :math:`f(\cdot \mid c)` is checked with ``context=c``, one row per sample:
+for every :math:`c` it must be an ordinary layer, so the Jacobian (in :math:`x`) of sample
+:math:`b` is taken at the fixed context :math:`c_b`, and changing sample 0 must leave the other
+samples alone while each keeps its own context.
+
 Every failure message is phrased in the lecture's terms.
 """
 
@@ -26,6 +31,13 @@ __all__ = [
     "assert_batch_independent",
     "check_transform",
 ]
+
+
+def _bind(fn, context: Tensor | None):
+    """``fn`` with the context bound (``fn`` itself without one, so plain layers work)."""
+    if context is None:
+        return fn
+    return lambda x: fn(x, context=context)
 
 
 def _call(fn, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,7 +61,7 @@ def _call(fn, x: Tensor) -> tuple[Tensor, Tensor]:
     return y, ld
 
 
-def brute_force_logabsdet(fn, x: Tensor) -> Tensor:
+def brute_force_logabsdet(fn, x: Tensor, *, context: Tensor | None = None) -> Tensor:
     r""":math:`\log|\det J_b|` for each sample, with :math:`J_b` the autograd Jacobian of ``fn``.
 
     ``fn`` maps a batch to ``(output, logabsdet)``; only the output is differentiated.  Each
@@ -60,6 +72,9 @@ def brute_force_logabsdet(fn, x: Tensor) -> Tensor:
         fn: ``layer`` or ``layer.inverse``: a batch ``(batch, *event_shape)`` to
             ``(output, logabsdet)``.
         x: the batch at which to differentiate.
+        context: per-sample contexts ``(batch, ...)`` of a conditional layer; sample ``b`` is
+            differentiated at the fixed context ``context[b]`` (the context is not an input of
+            the Jacobian).
 
     Example:
         >>> import torch
@@ -71,9 +86,10 @@ def brute_force_logabsdet(fn, x: Tensor) -> Tensor:
     out = []
     for b in range(x.shape[0]):
         xb = x[b : b + 1]
+        fb = _bind(fn, None if context is None else context[b : b + 1])
 
         def single(v: Tensor) -> Tensor:
-            return fn(v.reshape(xb.shape))[0].reshape(-1)
+            return fb(v.reshape(xb.shape))[0].reshape(-1)
 
         jac = torch.autograd.functional.jacobian(single, xb.reshape(-1))
         out.append(torch.linalg.slogdet(jac)[1])
@@ -81,7 +97,8 @@ def brute_force_logabsdet(fn, x: Tensor) -> Tensor:
 
 
 def assert_logabsdet_matches_jacobian(
-    fn, x: Tensor, *, atol: float = 1e-7, rtol: float = 1e-6, direction: str = "forward"
+    fn, x: Tensor, *, atol: float = 1e-7, rtol: float = 1e-6, direction: str = "forward",
+    context: Tensor | None = None,
 ) -> None:
     """The layer's ``logabsdet`` equals ``slogdet`` of its brute-force Jacobian.
 
@@ -90,9 +107,10 @@ def assert_logabsdet_matches_jacobian(
         x: the batch (float64).
         atol, rtol: tolerances of the comparison.
         direction: ``"forward"`` or ``"inverse"``, for the message.
+        context: per-sample contexts of a conditional layer (see :func:`brute_force_logabsdet`).
     """
-    _, ld = _call(fn, x)
-    expected = brute_force_logabsdet(fn, x)
+    _, ld = _call(_bind(fn, context), x)
+    expected = brute_force_logabsdet(fn, x, context=context)
     if not torch.allclose(ld, expected, atol=atol, rtol=rtol):
         hint = ""
         if torch.allclose(ld, -expected, atol=atol, rtol=rtol):
@@ -111,16 +129,19 @@ def assert_logabsdet_matches_jacobian(
         )
 
 
-def assert_inverse_round_trip(layer, x: Tensor, *, atol: float = 1e-8, rtol: float = 1e-6) -> None:
+def assert_inverse_round_trip(
+    layer, x: Tensor, *, atol: float = 1e-8, rtol: float = 1e-6, context: Tensor | None = None
+) -> None:
     """``inverse(forward(x)) == x`` and ``logabsdet_f + logabsdet_g == 0``.
 
     Args:
         layer: the transform.
         x: the batch (float64).
         atol, rtol: tolerances of the round trip.
+        context: per-sample contexts of a conditional layer (the same in both directions).
     """
-    z, ld_f = _call(layer, x)
-    x_back, ld_g = _call(layer.inverse, z)
+    z, ld_f = _call(_bind(layer, context), x)
+    x_back, ld_g = _call(_bind(layer.inverse, context), z)
     if not torch.allclose(x_back, x, atol=atol, rtol=rtol):
         err = (x_back - x).abs().max().item()
         raise AssertionError(
@@ -136,20 +157,24 @@ def assert_inverse_round_trip(layer, x: Tensor, *, atol: float = 1e-8, rtol: flo
         )
 
 
-def assert_batch_independent(layer, x: Tensor, *, atol: float = 1e-10) -> None:
+def assert_batch_independent(
+    layer, x: Tensor, *, atol: float = 1e-10, context: Tensor | None = None
+) -> None:
     """Changing sample 0 of the batch changes no other sample's output or log-det.
 
     Args:
         layer: the transform.
         x: a batch of at least 2 samples.
         atol: how much the other samples may change (rounding only).
+        context: per-sample contexts of a conditional layer (kept while sample 0 changes).
     """
     if x.shape[0] < 2:
         raise ValueError("need a batch of at least 2 samples")
-    z1, ld1 = _call(layer, x)
+    fn = _bind(layer, context)
+    z1, ld1 = _call(fn, x)
     x2 = x.clone()
     x2[0] = x2[0] + 0.5 * torch.randn_like(x2[0])
-    z2, ld2 = _call(layer, x2)
+    z2, ld2 = _call(fn, x2)
     if not torch.allclose(z1[1:], z2[1:], atol=atol) or not torch.allclose(
         ld1[1:], ld2[1:], atol=atol
     ):
@@ -160,7 +185,12 @@ def assert_batch_independent(layer, x: Tensor, *, atol: float = 1e-10) -> None:
 
 
 def check_transform(
-    layer, x: Tensor, *, atol: float = 1e-7, check_inverse_jacobian: bool = True
+    layer,
+    x: Tensor,
+    *,
+    atol: float = 1e-7,
+    check_inverse_jacobian: bool = True,
+    context: Tensor | None = None,
 ) -> None:
     """Run every contract check on ``layer`` at ``x`` (use float64 and a small batch).
 
@@ -172,18 +202,31 @@ def check_transform(
         x: a batch in the layer's domain, shape ``(batch, *event_shape)``.
         atol: tolerance of the log-determinant comparisons.
         check_inverse_jacobian: also compare ``inverse``'s log-determinant with its Jacobian.
+        context: for a conditional layer, one context per sample, ``(batch, ...)``; every
+            check holds each sample's context fixed.
 
     Example:
         >>> import torch
         >>> from flowlab.transforms import AffineCoupling
         >>> layer = AffineCoupling(torch.tensor([True, False, True]), hidden=(8,)).double()
         >>> check_transform(layer, torch.randn(4, 3, dtype=torch.float64))   # passes silently
+        >>> conditional = AffineCoupling(torch.tensor([True, False, True]), hidden=(8,),
+        ...                              context_features=2).double()
+        >>> check_transform(conditional, torch.randn(4, 3, dtype=torch.float64),
+        ...                 context=torch.randn(4, 2, dtype=torch.float64))
     """
-    assert_logabsdet_matches_jacobian(layer, x, atol=atol)
-    assert_inverse_round_trip(layer, x)
+    if context is not None and context.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"check_transform: give one context per sample, shape ({x.shape[0]}, ...), got "
+            f"{tuple(context.shape)}"
+        )
+    assert_logabsdet_matches_jacobian(layer, x, atol=atol, context=context)
+    assert_inverse_round_trip(layer, x, context=context)
     if x.shape[0] > 1:
-        assert_batch_independent(layer, x)
+        assert_batch_independent(layer, x, context=context)
     if check_inverse_jacobian:
         with torch.no_grad():
-            z, _ = layer(x)
-        assert_logabsdet_matches_jacobian(layer.inverse, z, atol=atol, direction="inverse")
+            z, _ = _bind(layer, context)(x)
+        assert_logabsdet_matches_jacobian(
+            layer.inverse, z, atol=atol, direction="inverse", context=context
+        )

@@ -172,3 +172,140 @@ def test_flatten():
     x = torch.randn(4, 2, 3)
     z, ld = f(x)
     assert z.shape == (4, 6) and torch.equal(f.inverse(z)[0], x) and bool((ld == 0).all())
+
+
+# ------------------------------------------------------------ issue 29: context everywhere
+from flowlab.models.realnvp import nsf, realnvp  # noqa: E402
+from flowlab.models.tarflow import TarFlowBlock  # noqa: E402
+from flowlab.testing import assert_logabsdet_matches_jacobian  # noqa: E402
+from flowlab.transforms import (  # noqa: E402
+    ActNorm,
+    AdditiveCoupling,
+    LULinear,
+    RQSplineCoupling,
+    Squeeze,
+)
+from flowlab.transforms.autoregressive import (  # noqa: E402
+    InverseAffineAutoregressive,
+    MaskedRQSplineAutoregressive,
+)
+from flowlab.transforms.base import Transform  # noqa: E402
+
+
+def conditional_layers():
+    """Every public conditional layer, with a context of 2 features (or 2 channels)."""
+    return {
+        "AffineCoupling": (AffineCoupling(HalfMask(4), hidden=(16,), context_features=2), (4,)),
+        "AdditiveCoupling": (AdditiveCoupling(HalfMask(4), hidden=(16,), context_features=2),
+                             (4,)),
+        "RQSplineCoupling": (RQSplineCoupling(HalfMask(4), bins=4, hidden=(16,),
+                                              context_features=2), (4,)),
+        "MaskedAffineAutoregressive": (MaskedAffineAutoregressive(4, (16,), 2), (4,)),
+        "InverseAffineAutoregressive": (InverseAffineAutoregressive(4, (16,), 2), (4,)),
+        "MaskedRQSplineAutoregressive": (MaskedRQSplineAutoregressive(4, (16,), 2, bins=4),
+                                         (4,)),
+        "TarFlowBlock": (TarFlowBlock(2, 3, 8, 1, 2, context_features=2), (3, 2)),
+    }
+
+
+@pytest.mark.parametrize("name", list(conditional_layers()))
+def test_every_conditional_layer_passes_the_contract_with_per_row_contexts(name, perturb):
+    layer, shape = conditional_layers()[name]
+    layer = perturb(layer.double(), scale=0.2)
+    assert layer.conditional
+    x = torch.randn(5, *shape, dtype=torch.float64)
+    c = torch.randn(5, 2, dtype=torch.float64)
+    if "Spline" in name:
+        x = x.clamp(-2.5, 2.5)
+    check_transform(layer, x, context=c)
+    # the context changes the map
+    assert not torch.allclose(layer(x, context=c)[0], layer(x, context=c.flip(0))[0])
+
+
+def test_check_transform_catches_a_layer_that_mixes_up_the_contexts():
+    class Swapped(Transform):
+        """Shifts sample b by the context of another sample: wrong, and not visible without
+        per-row contexts."""
+
+        conditional = True
+
+        def forward(self, x, context=None):
+            s = context.flip(0).sum(1, keepdim=True)
+            return x * torch.exp(s), x.shape[1] * s.squeeze(1)
+
+        def inverse(self, z, context=None):
+            s = context.flip(0).sum(1, keepdim=True)
+            return z * torch.exp(-s), -z.shape[1] * s.squeeze(1)
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    c = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.raises(AssertionError, match="log\\|det\\|"):
+        check_transform(Swapped(), x, context=c)
+    with pytest.raises(ValueError, match="one context per sample"):
+        check_transform(Swapped(), x, context=c[:2])
+
+
+def test_unconditional_layers_accept_and_ignore_a_context(perturb):
+    c = torch.randn(4, 3)
+    for layer, x in [
+        (Reverse(4), torch.randn(4, 4)),
+        (LULinear(4), torch.randn(4, 4)),
+        (AffineCoupling(HalfMask(4), hidden=(8,)), torch.randn(4, 4)),
+        (MaskedAffineAutoregressive(4, hidden=(8,)), torch.randn(4, 4)),
+        (ActNorm(2), torch.randn(4, 2, 4, 4)),
+        (Squeeze(), torch.randn(4, 1, 4, 4)),
+    ]:
+        layer = perturb(layer, scale=0.1)
+        assert not layer.conditional
+        z, ld = layer(x)
+        zc, ldc = layer(x, context=c)
+        assert torch.equal(z, zc) and torch.equal(ld, ldc), type(layer).__name__
+        assert torch.equal(layer.inverse(z)[0], layer.inverse(z, context=c)[0])
+
+
+def test_compose_is_one_loop_without_signature_inspection():
+    import inspect
+
+    from flowlab.transforms import base
+
+    source = inspect.getsource(base)
+    assert "signature" not in source and "inspect" not in source
+    forward = inspect.getsource(Compose.forward)
+    assert forward.count("for ") == 1 and "context is" not in forward
+
+    class Plain(Transform):  # the plain contract of a course notebook: no context argument
+        def forward(self, x):
+            return x + 1, x.new_zeros(x.shape[0])
+
+        def inverse(self, z):
+            return z - 1, z.new_zeros(z.shape[0])
+
+    flow = Flow(StandardNormal(2), [Plain(), AffineCoupling(HalfMask(2), hidden=(4,))])
+    assert flow.log_prob(torch.zeros(3, 2)).shape == (3,) and flow.sample(2).shape == (2, 2)
+
+
+@pytest.mark.parametrize("builder", [realnvp, nsf])
+def test_conditional_coupling_builders_are_exact_and_the_context_changes_the_density(
+    builder, perturb
+):
+    flow = perturb(builder(3, couplings=3, hidden=(16,), context_features=2).double(), scale=0.2)
+    assert flow.conditional and flow.context_shape == (2,)
+    x = torch.randn(6, 3, dtype=torch.float64).clamp(-2.5, 2.5)
+    c = torch.randn(6, 2, dtype=torch.float64)
+    check_transform(flow.transform, x, context=c)
+    lp = flow.log_prob(x, context=c)
+    assert lp.shape == (6,) and not torch.allclose(lp, flow.log_prob(x, context=c + 1.0))
+    xs, lps = flow.sample_with_log_prob(5, context=c[:5])
+    assert torch.allclose(lps, flow.log_prob(xs, context=c[:5]), atol=1e-8)
+    with pytest.raises(ValueError, match=r"context_features=2"):
+        flow.log_prob(x)  # the conditional couplings ask for their context
+    with pytest.raises(ValueError, match="context_features must be a non-negative integer"):
+        builder(3, context_features=-1)
+
+
+def test_the_whole_flow_jacobian_at_a_fixed_context_matches_log_prob(perturb):
+    """log p(x | c) = log N(f(x; c)) + log|det D_x f(x; c)|, with D_x by autograd."""
+    flow = perturb(nsf(2, couplings=2, hidden=(8,), context_features=1).double(), scale=0.3)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    c = torch.randn(4, 1, dtype=torch.float64)
+    assert_logabsdet_matches_jacobian(flow.transform, x, context=c)

@@ -14,6 +14,10 @@ name                   shape                                                    
 ``rings``              four concentric noisy circles                               —
 =====================  =========================================================  =========
 
+:func:`toy_dataset_with_labels` gives the same points with the integer component each was
+drawn from (which moon, Gaussian, square, spiral arm or ring; :data:`TOY_CLASSES` of them): the
+context of a conditional flow :math:`p(x \mid y)`.
+
 :func:`toy_log_prob` gives the exact log-density of the sets marked *analytic*, for measuring
 a trained flow's test NLL against the true one (the NLL of the truth,
 :math:`-\mathbb{E}[\log p(x)]`, is the best any model can reach).
@@ -33,6 +37,9 @@ __all__ = [
     "eight_gaussians",
     "rings",
     "toy_dataset",
+    "toy_dataset_with_labels",
+    "TOY_CLASSES",
+    "RINGS_RADII",
     "toy_log_prob",
     "two_moons",
     "two_spirals",
@@ -43,6 +50,8 @@ EIGHT_GAUSSIANS_RADIUS = 2.5
 EIGHT_GAUSSIANS_STD = 0.25
 #: Checkerboard: the board covers [-CHECKERBOARD_HALF_WIDTH, CHECKERBOARD_HALF_WIDTH]^2.
 CHECKERBOARD_HALF_WIDTH = 3.0
+#: Rings: the radii of the four circles.
+RINGS_RADII = (0.75, 1.5, 2.25, 3.0)
 
 
 def _generator(seed: int | None) -> torch.Generator:
@@ -74,6 +83,10 @@ def two_moons(
     :math:`\mathcal{N}(0, \text{noise}^2 I)`, then centre and scale by 2 (the set fills about
     :math:`[-3, 3] \times [-1.7, 1.7]`).
     """
+    return _two_moons(n, seed, noise)[0].to(_dtype(dtype))
+
+
+def _two_moons(n: int, seed: int | None, noise: float = 0.1) -> tuple[Tensor, Tensor]:
     n = _n(n)
     gen = _generator(seed)
     t = math.pi * torch.rand(n, generator=gen, dtype=torch.float64)
@@ -83,7 +96,7 @@ def two_moons(
     pts = torch.stack([x, y], dim=1)
     pts = pts + noise * torch.randn(n, 2, generator=gen, dtype=torch.float64)
     pts = 2.0 * (pts - torch.tensor([0.5, 0.25], dtype=torch.float64))
-    return pts.to(_dtype(dtype))
+    return pts, (~upper).long()
 
 
 def _eight_centres(dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
@@ -99,12 +112,16 @@ def eight_gaussians(n: int, seed: int | None = 0, dtype: torch.dtype | None = No
         p(x) = \frac18 \sum_{k=0}^{7} \mathcal{N}(x;\, c_k, \sigma^2 I), \qquad
         c_k = r(\cos\tfrac{k\pi}{4}, \sin\tfrac{k\pi}{4}),\ r = 2.5,\ \sigma = 0.25 .
     """
+    return _eight_gaussians(n, seed)[0].to(_dtype(dtype))
+
+
+def _eight_gaussians(n: int, seed: int | None) -> tuple[Tensor, Tensor]:
     n = _n(n)
     gen = _generator(seed)
     k = torch.randint(0, 8, (n,), generator=gen)
     eps = torch.randn(n, 2, generator=gen, dtype=torch.float64)
     pts = _eight_centres(torch.float64)[k] + EIGHT_GAUSSIANS_STD * eps
-    return pts.to(_dtype(dtype))
+    return pts, k
 
 
 def checkerboard(n: int, seed: int | None = 0, dtype: torch.dtype | None = None) -> Tensor:
@@ -114,6 +131,10 @@ def checkerboard(n: int, seed: int | None = 0, dtype: torch.dtype | None = None)
     :math:`j = \lfloor (x_2 + 3)/a \rfloor`, the black squares are those with :math:`i + j`
     even; there are 8 of them, so :math:`p(x) = 1/(8a^2)` on them and 0 elsewhere.
     """
+    return _checkerboard(n, seed)[0].to(_dtype(dtype))
+
+
+def _checkerboard(n: int, seed: int | None) -> tuple[Tensor, Tensor]:
     n = _n(n)
     gen = _generator(seed)
     side = 2 * CHECKERBOARD_HALF_WIDTH / 4
@@ -123,7 +144,7 @@ def checkerboard(n: int, seed: int | None = 0, dtype: torch.dtype | None = None)
     u = torch.rand(n, 2, generator=gen, dtype=torch.float64)
     cell = torch.stack([i, j], dim=1).to(torch.float64)
     pts = (cell + u) * side - CHECKERBOARD_HALF_WIDTH
-    return pts.to(_dtype(dtype))
+    return pts, 2 * i + j_half
 
 
 def two_spirals(
@@ -138,13 +159,17 @@ def two_spirals(
 
     (the square root puts more points on the longer, outer turns).
     """
+    return _two_spirals(n, seed, noise)[0].to(_dtype(dtype))
+
+
+def _two_spirals(n: int, seed: int | None, noise: float = 0.1) -> tuple[Tensor, Tensor]:
     n = _n(n)
     gen = _generator(seed)
     t = 3 * math.pi * torch.sqrt(torch.rand(n, generator=gen, dtype=torch.float64))
     sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
     arm = torch.stack([t * torch.cos(t), -t * torch.sin(t)], dim=1) / math.pi
     pts = sign.unsqueeze(1) * arm + noise * torch.randn(n, 2, generator=gen, dtype=torch.float64)
-    return pts.to(_dtype(dtype))
+    return pts, (sign > 0).long()
 
 
 def rings(
@@ -153,9 +178,13 @@ def rings(
     r"""Four concentric circles of radii 0.75, 1.5, 2.25, 3 with Gaussian noise; each point
     picks a ring with probability proportional to its circumference (uniform along the
     total length)."""
+    return _rings(n, seed, noise)[0].to(_dtype(dtype))
+
+
+def _rings(n: int, seed: int | None, noise: float = 0.08) -> tuple[Tensor, Tensor]:
     n = _n(n)
     gen = _generator(seed)
-    radii = torch.tensor([0.75, 1.5, 2.25, 3.0], dtype=torch.float64)
+    radii = torch.tensor(RINGS_RADII, dtype=torch.float64)
     cumulative = torch.cumsum(radii / radii.sum(), 0)
     u = torch.rand(n, generator=gen, dtype=torch.float64)
     ring = torch.searchsorted(cumulative, u, right=True).clamp_max(3)
@@ -163,7 +192,7 @@ def rings(
     r = radii[ring].unsqueeze(1)
     pts = r * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
     pts = pts + noise * torch.randn(n, 2, generator=gen, dtype=torch.float64)
-    return pts.to(_dtype(dtype))
+    return pts, ring
 
 
 TOY_DATASETS: dict[str, Callable[..., Tensor]] = {
@@ -182,6 +211,38 @@ def toy_dataset(
     if name not in TOY_DATASETS:
         raise ValueError(f"unknown toy data set {name!r}; choose one of {sorted(TOY_DATASETS)}")
     return TOY_DATASETS[name](n, seed=seed, dtype=dtype)
+
+
+_WITH_LABELS: dict[str, Callable[[int, int | None], tuple[Tensor, Tensor]]] = {
+    "two_moons": _two_moons,
+    "eight_gaussians": _eight_gaussians,
+    "checkerboard": _checkerboard,
+    "two_spirals": _two_spirals,
+    "rings": _rings,
+}
+
+#: How many components (labels ``0..k-1``) each toy set is drawn from.
+TOY_CLASSES = {"two_moons": 2, "eight_gaussians": 8, "checkerboard": 8, "two_spirals": 2,
+               "rings": 4}
+
+
+def toy_dataset_with_labels(
+    name: str, n: int, seed: int | None = 0, dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
+    """The points of :func:`toy_dataset` (identical for the same seed) and the component each
+    was drawn from, ``int64`` in ``0..TOY_CLASSES[name]-1``: the moon (0 upper, 1 lower), the
+    Gaussian, the black square, the spiral arm, or the ring (0 innermost; radius
+    ``RINGS_RADII[label]``).
+
+    Example:
+        >>> x, y = toy_dataset_with_labels("two_moons", 8, seed=0)
+        >>> torch.equal(x, toy_dataset("two_moons", 8, seed=0)), y.tolist()
+        (True, [1, 1, 0, 0, 1, 1, 0, 1])
+    """
+    if name not in _WITH_LABELS:
+        raise ValueError(f"unknown toy data set {name!r}; choose one of {sorted(_WITH_LABELS)}")
+    pts, labels = _WITH_LABELS[name](n, seed)
+    return pts.to(_dtype(dtype)), labels.long()
 
 
 def _eight_gaussians_log_prob(x: Tensor) -> Tensor:

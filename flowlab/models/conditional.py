@@ -49,10 +49,10 @@ class Flatten(Transform):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z.reshape(z.shape[0], *self.shape), z.new_zeros(z.shape[0])
 
     def extra_repr(self) -> str:

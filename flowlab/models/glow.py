@@ -151,7 +151,7 @@ class GlowTransform(Transform):
         mean, log_std = self.prior(h).chunk(2, dim=1)
         return mean, log_std
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x, _ = self.squeeze(self._check(x, "x"))
         x, logdet = self.steps(x)
         if not self.last:
@@ -164,7 +164,7 @@ class GlowTransform(Transform):
         z, _ = self.squeeze.inverse(x)
         return z, logdet
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z, _ = self.squeeze(self._check(z, "z"))
         logdet = z.new_zeros(z.shape[0])
         if not self.last:

@@ -88,12 +88,12 @@ class FactorOut(Transform):
         self.factored = int(factored)
         self.inner = inner
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z_out, h = x[:, : self.factored], x[:, self.factored :]
         h, logdet = self.inner(h)
         return torch.cat([z_out, h], dim=1), logdet
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z_out, h = z[:, : self.factored], z[:, self.factored :]
         h, logdet = self.inner.inverse(h)
         return torch.cat([z_out, h], dim=1), logdet
@@ -187,11 +187,11 @@ class MultiScaleTransform(Compose):
             )
         return x
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return super().forward(self._check(x, "x"))
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return super().forward(self._check(x, "x"), context)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return super().inverse(self._check(z, "z"))
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return super().inverse(self._check(z, "z"), context)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, scales={self.scales}"

@@ -9,6 +9,11 @@ Consecutive couplings use complementary masks (first half / second half, or even
 coordinates), so every coordinate is transformed, conditioned on the others, every second
 layer.  Optionally a mixing layer between couplings (a reverse, a random permutation or a
 learnable LU-parameterised matrix) changes which coordinates meet in a coupling.
+
+**Conditional flows** :math:`p(x \mid c)`: with ``context_features=k`` every coupling's
+conditioner reads :math:`[x_A, c]`, so :math:`\theta = \theta(x_A, c)`; the Jacobian in
+:math:`x` keeps its block-triangular form and :math:`\log|\det Df(x; c)|` is computed
+exactly as before.  Call ``log_prob(x, context=c)`` and ``sample(n, context=c)``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ..transforms.linear import DiagonalLinear, LULinear, RandomPermutation, Rev
 from ..transforms.masks import AlternatingMask, HalfMask, Mask
 from ..transforms.splines import RQSplineCoupling
 
-__all__ = ["realnvp"]
+__all__ = ["realnvp", "nsf"]
 
 Kind = Literal["affine", "additive", "spline"]
 MaskKind = Literal["half", "alternating"]
@@ -52,6 +57,7 @@ def realnvp(
     bound: float | None = None,
     seed: int | None = 0,
     validate: bool = True,
+    context_features: int = 0,
 ) -> Flow:
     r"""A RealNVP-style :class:`~flowlab.flow.Flow` on vectors of size ``features``
     (Dinh et al. 2016, `arXiv:1605.08803 <https://arxiv.org/abs/1605.08803>`_).
@@ -78,12 +84,19 @@ def realnvp(
             default :math:`B = 4` for 2-D data, 3 otherwise).
         seed: seed of the random permutations (``mixing="permutation"`` or ``"lu"``).
         validate: let the flow check inputs for NaN/inf (switch off for benchmarks).
+        context_features: size :math:`k` of a context vector :math:`c` (0: unconditional);
+            every coupling's conditioner then reads :math:`[x_A, c]`.
 
     Example:
         >>> import torch
         >>> flow = realnvp(2, kind="spline")
         >>> flow.log_prob(torch.randn(5, 2)).shape
         torch.Size([5])
+        >>> conditional = realnvp(2, couplings=2, hidden=(16,), context_features=3)
+        >>> conditional.log_prob(torch.randn(5, 2), context=torch.randn(5, 3)).shape
+        torch.Size([5])
+        >>> conditional.sample(4, context=torch.randn(3)).shape   # one context for all 4
+        torch.Size([4, 2])
     """
     if int(features) != features or features < 2:
         raise ValueError(f"a coupling flow needs at least 2 features, got {features!r}")
@@ -93,7 +106,12 @@ def realnvp(
         raise ValueError(f"kind must be 'affine', 'additive' or 'spline', got {kind!r}")
     if mixing not in (None, "reverse", "permutation", "lu"):
         raise ValueError(f"mixing must be None, 'reverse', 'permutation' or 'lu', got {mixing!r}")
-    features = int(features)
+    if int(context_features) != context_features or context_features < 0:
+        raise ValueError(
+            f"context_features must be a non-negative integer (0: unconditional), got "
+            f"{context_features!r}"
+        )
+    features, k = int(features), int(context_features)
     if hidden is None:
         hidden = (64, 64) if features == 2 else (256, 256)
     if bound is None:
@@ -103,11 +121,13 @@ def realnvp(
     for i in range(int(couplings)):
         m = even if i % 2 == 0 else odd
         if kind == "affine":
-            layers.append(AffineCoupling(m, hidden=hidden, scale_bound=scale_bound))
+            layers.append(AffineCoupling(m, hidden=hidden, scale_bound=scale_bound,
+                                         context_features=k))
         elif kind == "additive":
-            layers.append(AdditiveCoupling(m, hidden=hidden))
+            layers.append(AdditiveCoupling(m, hidden=hidden, context_features=k))
         else:
-            layers.append(RQSplineCoupling(m, bins=bins, bound=bound, hidden=hidden))
+            layers.append(RQSplineCoupling(m, bins=bins, bound=bound, hidden=hidden,
+                                           context_features=k))
         if mixing is not None and i < couplings - 1:
             layer_seed = None if seed is None else seed + i
             if mixing == "reverse":
@@ -118,5 +138,44 @@ def realnvp(
                 layers.append(LULinear(features, seed=layer_seed))
     if kind == "additive":
         layers.append(DiagonalLinear(features, bias=False))
-    return Flow(base if base is not None else StandardNormal(features), layers, validate=validate)
+    return Flow(base if base is not None else StandardNormal(features), layers, validate=validate,
+                context_shape=(k,) if k else None)
+
+
+def nsf(
+    features: int,
+    couplings: int = 8,
+    hidden: Sequence[int] | None = None,
+    bins: int = 8,
+    bound: float | None = None,
+    mask: MaskKind = "half",
+    mixing: Mixing = None,
+    context_features: int = 0,
+    base: BaseDistribution | None = None,
+    seed: int | None = 0,
+    validate: bool = True,
+) -> Flow:
+    r"""A coupling neural spline flow (Durkan et al. 2019, `arXiv:1906.04032
+    <https://arxiv.org/abs/1906.04032>`_): :func:`realnvp` with ``kind="spline"``, every
+    coupling a rational-quadratic spline
+    (:class:`~flowlab.transforms.splines.RQSplineCoupling`) of :math:`x_B` whose
+    :math:`3K - 1` parameters per coordinate come from :math:`\theta(x_A)` (or
+    :math:`\theta(x_A, c)` with ``context_features``).
+
+    Args:
+        features, couplings, hidden, mask, mixing, base, seed, validate: as for
+            :func:`realnvp`.
+        bins, bound: :math:`K` bins on :math:`[-B, B]` (default :math:`B = 4` for 2-D data,
+            3 otherwise); the identity outside.
+        context_features: size of a context vector (0: unconditional).
+
+    Example:
+        >>> import torch
+        >>> flow = nsf(2, couplings=2, hidden=(16,), context_features=1)
+        >>> flow.log_prob(torch.randn(3, 2), context=torch.randn(3, 1)).shape
+        torch.Size([3])
+    """
+    return realnvp(features, couplings, hidden, kind="spline", mask=mask, mixing=mixing,
+                   base=base, bins=bins, bound=bound, seed=seed, validate=validate,
+                   context_features=context_features)
 

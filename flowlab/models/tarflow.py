@@ -160,8 +160,6 @@ class CausalTransformer(nn.Module):
                     f"pass context=<tensor of shape (batch, {self.context_features})>"
                 )
             h = h + self.context_embed(context).unsqueeze(1)
-        elif context is not None:
-            raise ValueError("this TarFlow takes no context (context_features=0)")
         for layer in self.layers:
             h = layer(h)
         return self.proj_out(self.norm(h))
@@ -216,6 +214,11 @@ class TarFlowBlock(Transform):
             x, name=name, layer="TarFlowBlock", event_shape=(self.seq_len, self.features),
             like=self._ref,
         )
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the layer reads a context (built with ``context_features > 0``)."""
+        return self.context_features > 0
 
     def _params(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """:math:`(\\mu_t, \\alpha_t)` for every :math:`t` from :math:`x_{<t}` (shifted by one)."""
@@ -305,6 +308,11 @@ class TarFlowTransform(Transform):
             for i in range(int(blocks))
         )
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the blocks read a context (built with ``context_features > 0``)."""
+        return self.context_features > 0
+
     def _check(self, x: Tensor, name: str) -> Tensor:
         x = check_image(x, name=name, layer="TarFlowTransform", channels=self.shape[0])
         if tuple(x.shape[1:]) != self.shape:
@@ -353,12 +361,12 @@ class NoiseAugmentation(Transform):
             raise ValueError(f"the noise std must be >= 0, got {std!r}")
         self.std = float(std)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.training and self.std > 0:
             x = x + self.std * torch.randn_like(x)
         return x, x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z, z.new_zeros(z.shape[0])
 
     def extra_repr(self) -> str:

@@ -205,11 +205,6 @@ class MADE(nn.Module):
                     f"({x.shape[0]}, {self.context_features}), got {tuple(context.shape)}"
                 )
             x = torch.cat([x, context], dim=1)
-        elif context is not None:
-            raise ValueError(
-                "this MADE takes no context (context_features=0); build it with "
-                "context_features=c to condition on a context"
-            )
         return self.net(x)
 
     def extra_repr(self) -> str:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .. import metrics
 from .distributed import DistInfo, all_reduce_sum
 
-__all__ = ["nll_to_bits_per_dim", "evaluate_nll", "first_tensor"]
+__all__ = ["nll_to_bits_per_dim", "evaluate_nll", "first_tensor", "inputs_of"]
 
 
 def nll_to_bits_per_dim(nll: float, dims: int) -> float:
@@ -47,10 +47,34 @@ def first_tensor(batch: object) -> Tensor:
     return batch
 
 
+def inputs_of(data: Tensor | torch.utils.data.Dataset) -> Tensor:
+    """The samples :math:`x` of ``data``: the tensor itself, or the first tensor of a
+    :class:`~torch.utils.data.TensorDataset` of ``(x, c)`` pairs."""
+    if isinstance(data, torch.utils.data.TensorDataset):
+        return data.tensors[0]
+    if isinstance(data, Tensor):
+        return data
+    return torch.stack([first_tensor(data[i]) for i in range(len(data))])
+
+
 def _shard(data: Tensor | torch.utils.data.Dataset, indices: Tensor) -> Tensor:
     if isinstance(data, Tensor):
         return data[indices]
+    if isinstance(data, torch.utils.data.TensorDataset):
+        return data.tensors[0][indices]
     return torch.stack([first_tensor(data[int(i)]) for i in indices])
+
+
+def _context_shard(data: Tensor | torch.utils.data.Dataset, indices: Tensor) -> Tensor:
+    """The contexts of ``(x, c)`` pairs (a conditional model's data)."""
+    if isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) >= 2:
+        return data.tensors[1][indices]
+    if isinstance(data, Tensor) or not isinstance(data[0], (tuple, list)) or len(data[0]) < 2:
+        raise TypeError(
+            "the model is conditional (its layers read a context): evaluate it on data that "
+            "yield (x, context) pairs, e.g. torch.utils.data.TensorDataset(x, c)"
+        )
+    return torch.stack([torch.as_tensor(data[int(i)][1]) for i in indices])
 
 
 @torch.no_grad()
@@ -67,9 +91,10 @@ def evaluate_nll(
 ) -> dict[str, float]:
     """Mean NLL (nats per sample) and bits/dim of ``model`` on ``data``.
 
-    ``model`` needs a ``log_prob(x) -> (batch,)``.  Under ``torch.distributed`` (``info``) each
-    process evaluates every ``world_size``-th sample and the totals are summed, so every
-    process gets the same exact figure.  ``importance_samples`` is passed to
+    ``model`` needs a ``log_prob(x) -> (batch,)``; a conditional model (``model.conditional``)
+    is scored as ``log_prob(x, c)`` on data of ``(x, c)`` pairs.  Under ``torch.distributed``
+    (``info``) each process evaluates every ``world_size``-th sample and the totals are summed,
+    so every process gets the same exact figure.  ``importance_samples`` is passed to
     :func:`flowlab.metrics.dataset_bits_per_dim` (importance-weighted dequantization bound).
 
     Raises:
@@ -91,9 +116,11 @@ def evaluate_nll(
     try:
         if len(indices):
             x = _shard(data, indices)
+            context = (_context_shard(data, indices)
+                       if getattr(model, "conditional", False) else None)
             bpd = metrics.dataset_bits_per_dim(
                 model.log_prob, x, batch_size=batch_size, dtype=dtype, device=device,
-                importance_samples=importance_samples,
+                importance_samples=importance_samples, context=context,
             )
             total[0] += bpd * dims * math.log(2.0) * len(indices)
             total[1] += len(indices)

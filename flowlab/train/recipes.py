@@ -16,7 +16,19 @@ them, and a setting that is neither is an error, never silently ignored.
 ``fashion_mnist``, downloaded)
 ``cifar10``
 ``moons``, ...     toy 2-D points                  ``realnvp`` (``realnvp(2)``)
+``moons-labels``,  a toy set or an image set with  ``realnvp`` (toys), ``class-conditional``
+``digits-labels``, a context: the one-hot          (images); every model whose registry entry
+...                component/class of each         takes a context (realnvp, nsf, maf, iaf,
+                   sample                          tarflow, class-conditional) trains on it
+``rings-radius``   the rings with each point's     as above
+                   ring radius (a continuous
+                   context)
 =================  ==============================  ==========================================
+
+The models are those of the registry, :mod:`flowlab.models.registry` (``--model`` takes any of
+its names); ``--model-args`` are checked against the builder's signature.  Data with a context
+give a conditional model :math:`p(x \\mid c)` whose context size is set from the data; the
+trainer then receives ``(x, c)`` pairs (:attr:`DataBundle.train_set`).
 
 Image models start with :class:`~flowlab.transforms.dequantize.UniformDequantization`, so
 their ``log_prob`` is already on the scale of the pixel levels and bits/dim is
@@ -35,19 +47,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 
+from ..models.registry import check_model_args, create, get_model, model_names
 from .config import RECIPE_FIELDS, TrainConfig
 
 __all__ = [
     "TOY_NAMES", "IMAGE_NAMES", "Recipe", "DataBundle", "build_data", "build_model",
-    "split_settings", "choose_threads", "check_model_args",
+    "split_settings", "choose_threads", "check_model_args", "CONTEXT_SUFFIXES", "model_name",
 ]  # fmt: skip
 
 #: Command-line names of the toy 2-D sets -> names in :mod:`flowlab.data.toy2d`.
@@ -63,16 +76,22 @@ TOY_NAMES = {
 }
 EMBEDDED_IMAGES = ("digits", "mnist5k")
 IMAGE_NAMES = EMBEDDED_IMAGES + ("mnist", "fashion_mnist", "cifar10")
+#: ``--data NAME-SUFFIX``: a data set with a context (``labels``: the one-hot class or
+#: component of every sample, any set; ``radius``: the ring radius, ``rings`` only).
+CONTEXT_SUFFIXES = ("labels", "radius")
 
 #: Below this many multiply-adds per sample a step runs fastest on one thread
 #: (see :func:`choose_threads`).
 SMALL_STEP_MACS = 16_000_000
 
 
-def _f(default: Any, help: str) -> Any:
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -83,7 +102,9 @@ class Recipe:
         data: a data set name (see the module table).
         data_root: folder of a torchvision data set (nothing is downloaded).
         n_train: number of points drawn for a toy 2-D set.
-        model: ``"auto"``, ``"realnvp"``, ``"multiscale"`` or ``"glow"``.
+        model: ``"auto"`` or a name of :mod:`flowlab.models.registry` (``"realnvp"``,
+            ``"nsf"``, ``"maf"``, ``"iaf"``, ``"multiscale"``, ``"glow"``, ``"tarflow"``,
+            ``"class-conditional"``).
         model_args: keyword arguments of the model builder; unknown keys and wrong types
             raise a ``ValueError`` naming the key and the expected type.
         threads: torch threads for the run (0 = choose from the model's size, see
@@ -94,7 +115,9 @@ class Recipe:
         "digits",
         "dataset: 'digits' (embedded 8x8 digits), 'mnist5k', a toy 2-D set ('moons', "
         "'8gaussians', 'checkerboard', 'spirals', 'rings') or a torchvision name "
-        "('mnist', 'fashion_mnist', 'cifar10') read from --data-root",
+        "('mnist', 'fashion_mnist', 'cifar10') read from --data-root; add '-labels' for the "
+        "one-hot class of every sample as a context (e.g. 'moons-labels', 'digits-labels': "
+        "a conditional model), or use 'rings-radius' (the ring radius as context)",
     )
     data_root: str | None = _f(
         None, "folder holding torchvision datasets (nothing is downloaded; it must exist)"
@@ -102,9 +125,12 @@ class Recipe:
     n_train: int = _f(20_000, "number of points drawn for the toy 2-D sets")
     model: str = _f(
         "auto",
-        "model: 'realnvp' (MLP couplings, for vectors such as the 2-D sets), 'multiscale' "
-        "(convolutional multi-scale RealNVP), 'glow', or 'auto' (realnvp for 2-D sets, "
-        "multiscale for digits, glow for other images)",
+        "model: for vectors such as the 2-D sets 'realnvp' (affine couplings), 'nsf' (spline "
+        "couplings), 'maf', 'iaf'; for images 'multiscale' (convolutional RealNVP), 'glow', "
+        "'tarflow', 'class-conditional' (needs '-labels' data); or 'auto' (realnvp for "
+        "vectors, class-conditional for images with labels, multiscale for digits, glow for "
+        "other images).  All but multiscale and glow also train on data with a context",
+        choices=("auto", *model_names()),
     )
     model_args: dict = _f(
         {},
@@ -134,6 +160,8 @@ class Recipe:
             )
         if not isinstance(self.data, str) or not isinstance(self.model, str):
             raise ValueError("data and model must be names (strings)")
+        if self.model != "auto":
+            get_model(self.model)  # an unknown name fails here, with the list
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,10 +213,57 @@ class DataBundle:
     event_shape: tuple[int, ...]
     num_levels: int | None = None  # pixel levels K for image data
     train_labels: Tensor | None = None  # for a stratified validation split
+    train_context: Tensor | None = None  # (N, k) contexts of a conditional data set
+    test_context: Tensor | None = None
+    context_kind: str | None = None  # "labels" (one-hot) or "radius"
 
     @property
     def is_image(self) -> bool:
         return self.num_levels is not None
+
+    @property
+    def context_features(self) -> int:
+        """Size :math:`k` of the context (0: no context)."""
+        return 0 if self.train_context is None else int(self.train_context.shape[1])
+
+    @property
+    def train_set(self) -> Tensor | TensorDataset:
+        """What the trainer gets: the tensor, or ``(x, c)`` pairs when there is a context."""
+        return _pairs(self.train, self.train_context)
+
+    @property
+    def test_set(self) -> Tensor | TensorDataset:
+        """The test tensor, or test ``(x, c)`` pairs when there is a context."""
+        return _pairs(self.test, self.test_context)
+
+    def sample_context(self, n: int) -> Tensor | None:
+        """Contexts for ``n`` samples of a conditional model (``None`` without a context):
+        the classes in turn (0, 1, ..., k-1, 0, ...) for one-hot labels, else the test
+        contexts in order."""
+        if self.test_context is None:
+            return None
+        if self.context_kind == "labels":
+            k = self.context_features
+            return torch.nn.functional.one_hot(torch.arange(n) % k, k).to(self.test_context)
+        return self.test_context[torch.arange(n) % len(self.test_context)]
+
+
+def _pairs(x: Tensor, context: Tensor | None) -> Tensor | TensorDataset:
+    return x if context is None else TensorDataset(x, context)
+
+
+def _split_name(data: str) -> tuple[str, str | None]:
+    """``"moons-labels"`` -> ``("moons", "labels")``; a name without a context suffix -> (name,
+    None)."""
+    name = data.lower().replace("-", "_")
+    for suffix in CONTEXT_SUFFIXES:
+        if name.endswith("_" + suffix):
+            return name[: -len(suffix) - 1], suffix
+    return name, None
+
+
+def _one_hot(labels: Tensor, classes: int) -> Tensor:
+    return torch.nn.functional.one_hot(labels.long(), classes).to(torch.float32)
 
 
 def build_data(recipe: Recipe, seed: int = 0) -> DataBundle:
@@ -198,14 +273,28 @@ def build_data(recipe: Recipe, seed: int = 0) -> DataBundle:
         ValueError: unknown name.
         FileNotFoundError: a torchvision data set without an existing ``data_root``.
     """
-    name = recipe.data.lower().replace("-", "_")
+    name, context = _split_name(recipe.data)
+    if context == "radius" and name != "rings":
+        raise ValueError(
+            f"--data {recipe.data}: only 'rings-radius' has a radius; use '{name}-labels' for "
+            "the one-hot component of every point"
+        )
     if name in TOY_NAMES:
-        from ..data.toy2d import toy_dataset
+        from ..data.toy2d import RINGS_RADII, TOY_CLASSES, toy_dataset_with_labels
 
         key = TOY_NAMES[name]
-        train = toy_dataset(key, recipe.n_train, seed=seed)
-        test = toy_dataset(key, max(recipe.n_train // 4, 1000), seed=seed + 1)
-        return DataBundle(name, train.float(), test.float(), (2,))
+        train, y_train = toy_dataset_with_labels(key, recipe.n_train, seed=seed)
+        test, y_test = toy_dataset_with_labels(key, max(recipe.n_train // 4, 1000), seed=seed + 1)
+        if context is None:
+            return DataBundle(name, train.float(), test.float(), (2,))
+        if context == "labels":
+            c_train, c_test = (_one_hot(y, TOY_CLASSES[key]) for y in (y_train, y_test))
+        else:
+            radii = torch.tensor(RINGS_RADII, dtype=torch.float32)
+            c_train, c_test = radii[y_train].unsqueeze(1), radii[y_test].unsqueeze(1)
+        return DataBundle(recipe.data, train.float(), test.float(), (2,),
+                          train_labels=y_train, train_context=c_train, test_context=c_test,
+                          context_kind=context)
     if name in IMAGE_NAMES:
         from ..data import images
 
@@ -220,149 +309,47 @@ def build_data(recipe: Recipe, seed: int = 0) -> DataBundle:
                 )
             train = images.load_torchvision(name, recipe.data_root, "train")
             test = images.load_torchvision(name, recipe.data_root, "test")
-        return DataBundle(
+        bundle = DataBundle(
             name, train.float(torch.float32), test.float(torch.float32), train.shape,
             train.num_levels, train.labels,
         )
+        if context is not None:
+            classes = int(max(int(train.labels.max()), int(test.labels.max()))) + 1
+            bundle.name = recipe.data
+            bundle.train_context = _one_hot(train.labels, classes)
+            bundle.test_context = _one_hot(test.labels, classes)
+            bundle.context_kind = context
+        return bundle
     known = sorted(set(TOY_NAMES) | set(IMAGE_NAMES))
-    raise ValueError(f"unknown data set {recipe.data!r}; choose one of {', '.join(known)}")
+    raise ValueError(
+        f"unknown data set {recipe.data!r}; choose one of {', '.join(known)} (add '-labels' "
+        "for a context: e.g. moons-labels, digits-labels; or rings-radius)"
+    )
 
 
-def _first(module: Any, *names: str) -> Callable[..., nn.Module]:
-    """The first of ``names`` that ``module`` defines (the model zoo's current name first)."""
-    for name in names:
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise ImportError(f"{module.__name__} defines none of {names}")  # pragma: no cover
-
-
-def _builder(recipe: Recipe, data: DataBundle) -> tuple[str, Callable[..., nn.Module], tuple]:
-    kind = recipe.model
-    if kind == "auto":
-        kind = "realnvp" if not data.is_image else (
-            "multiscale" if data.name == "digits" else "glow"
-        )
-    if kind == "realnvp":
-        if data.is_image or len(data.event_shape) != 1:
-            raise ValueError(
-                "--model realnvp works on vectors (the 2-D sets); for images use "
-                "--model multiscale or --model glow"
-            )
-        from ..models.realnvp import realnvp
-
-        return kind, realnvp, (data.event_shape[0],)
-    if kind in ("multiscale", "glow"):
-        if not data.is_image:
-            raise ValueError(f"--model {kind} needs image data (e.g. --data digits)")
-        import importlib
-
-        if kind == "multiscale":
-            module = importlib.import_module("flowlab.models.multiscale")
-            build = _first(module, "MultiScaleFlow", "multiscale_realnvp")
-        else:
-            module = importlib.import_module("flowlab.models.glow")
-            build = _first(module, "Glow", "glow")
-        return kind, build, (data.event_shape, data.num_levels)
-    raise ValueError(f"unknown model {recipe.model!r}; choose auto, realnvp, multiscale or glow")
+def model_name(recipe: Recipe, data: DataBundle) -> str:
+    """The registry name that ``recipe.model`` means for ``data`` (``"auto"`` resolved)."""
+    if recipe.model != "auto":
+        return recipe.model
+    if not data.is_image:
+        return "realnvp"
+    if data.context_features:
+        return "class-conditional"
+    return "multiscale" if data.name == "digits" else "glow"
 
 
 def build_model(recipe: Recipe, data: DataBundle) -> nn.Module:
-    """The flow named by ``recipe.model`` for ``data`` (``recipe.model_args`` go to its builder).
+    """The flow named by ``recipe.model`` for ``data`` (``recipe.model_args`` go to its builder;
+    a context's size to its context keyword), through :func:`flowlab.models.registry.create`.
 
     Raises:
-        ValueError: an unknown model, or ``model_args`` with an unknown key or a value of the
-            wrong type (the message names the key, the expected type and the accepted keys).
+        ValueError: an unknown model, a model for other data (vectors vs images, a context it
+            cannot take), or ``model_args`` with an unknown key or a value of the wrong type
+            (the message names the key, the expected type and the accepted keys).
     """
-    kind, builder, positional = _builder(recipe, data)
-    args = check_model_args(builder, recipe.model_args, skip=len(positional), model=kind)
-    try:
-        return builder(*positional, **args)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"--model-args for --model {kind} ({_name(builder)}): {err}") from err
-
-
-def _name(builder: Callable[..., Any]) -> str:
-    return getattr(builder, "__name__", type(builder).__name__)
-
-
-_TYPE_WORDS = {"int": int, "float": (int, float), "bool": bool, "str": str}
-
-
-def _annotation_type(word: str) -> Any:
-    """The runtime type(s) of a simple annotation word, or ``None`` if not simple."""
-    if word in _TYPE_WORDS:
-        return _TYPE_WORDS[word]
-    if word.split("[")[0] in ("Sequence", "tuple", "list", "Tuple", "List"):
-        return (tuple, list)
-    return None
-
-
-def _annotation_types(annotation: Any) -> tuple[type, ...] | None:
-    """The runtime types of an annotation of simple words (``"int | Sequence[int]"``), or
-    ``None`` if any word is not simple; ``None`` itself is left out."""
-    if not isinstance(annotation, str):
-        return None
-    words = [w.strip() for w in annotation.split("|") if w.strip() != "None"]
-    kinds = [_annotation_type(w) for w in words]
-    if not kinds or any(k is None for k in kinds):
-        return None
-    flat: list[type] = []
-    for k in kinds:
-        flat.extend(k if isinstance(k, tuple) else (k,))
-    return tuple(flat)
-
-
-def check_model_args(
-    builder: Callable[..., Any], args: Mapping[str, Any], *, skip: int = 0, model: str = "model"
-) -> dict[str, Any]:
-    """Check ``args`` against ``builder``'s keyword parameters (after the first ``skip``).
-
-    A key the builder does not take, or a value whose type differs from the parameter's
-    simple annotation (``int``, ``float | None``, ``int | Sequence[int]``; else its default's
-    type), raises ``ValueError`` naming the key and the expected type.  Lists are accepted
-    where a sequence is (YAML has no tuples) and turned into tuples.
-    """
-    params = list(inspect.signature(builder).parameters.values())[skip:]
-    accepted = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    clean: dict[str, Any] = {}
-    for key, value in args.items():
-        if key not in accepted:
-            close = difflib.get_close_matches(str(key), list(accepted), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"--model-args: --model {model} ({_name(builder)}) has no argument {key!r}."
-                f"{hint} It accepts: {', '.join(accepted)}."
-            )
-        p = accepted[key]
-        default = p.default
-        # The annotation when it is made of simple words (it can say "int | Sequence[int]"),
-        # else the default's type.
-        expected: Any = _annotation_types(p.annotation)
-        if expected is None and default is not inspect.Parameter.empty and default is not None:
-            if isinstance(default, bool):
-                expected = bool
-            elif isinstance(default, (tuple, list)):
-                expected = (tuple, list)
-            elif isinstance(default, (int, float, str)):
-                expected = _TYPE_WORDS[type(default).__name__]
-        if expected is not None and value is not None:
-            wanted = expected if isinstance(expected, tuple) else (expected,)
-            bad = not isinstance(value, wanted) or (
-                isinstance(value, bool) and bool not in wanted
-            )
-            if bad:
-                names = " or ".join(dict.fromkeys(
-                    "float" if t is float else "sequence" if t in (tuple, list) else t.__name__
-                    for t in wanted if not (t is int and float in wanted)
-                ))
-                shown = f" (default {default!r})" if default is not inspect.Parameter.empty else ""
-                raise ValueError(
-                    f"--model-args: {key!r} must be {names}{shown}, got "
-                    f"{type(value).__name__} {value!r}"
-                )
-        as_tuple = isinstance(value, list) and isinstance(expected, tuple) and list in expected
-        clean[key] = tuple(value) if as_tuple else value
-    return clean
+    name = model_name(recipe, data)
+    return create(name, data.event_shape, data.num_levels, data.context_features,
+                  **recipe.model_args)
 
 
 def choose_threads(

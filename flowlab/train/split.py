@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 __all__ = ["ValidationSplit", "find_labels"]
 
@@ -87,6 +87,9 @@ class ValidationSplit:
         train = self.train_indices
         if isinstance(data, Tensor):
             return data[train], data[val]
+        if isinstance(data, TensorDataset):  # (x, context) pairs stay tensors: fast batches
+            return (TensorDataset(*(t[train] for t in data.tensors)),
+                    TensorDataset(*(t[val] for t in data.tensors)))
         return Subset(data, train.tolist()), Subset(data, val.tolist())
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from ..checks import check_finite
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -118,8 +118,8 @@ class NegativeLogLikelihood(nn.Module):
             )
         self.model = model
 
-    def forward(self, x: Tensor) -> Tensor:
-        log_prob = self.model.log_prob(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        log_prob = self.model.log_prob(x) if context is None else self.model.log_prob(x, context)
         return -log_prob.to(torch.promote_types(log_prob.dtype, torch.float32))
 
 
@@ -128,8 +128,14 @@ class Trainer:
 
     Args:
         model: anything with ``log_prob(x) -> (batch,)``; sampling needs ``sample(n)`` too.
+            A conditional model (``model.conditional`` is true, e.g. a
+            :class:`~flowlab.flow.Flow` with conditional layers) is trained on
+            :math:`\\log p(x \\mid c)`: ``log_prob(x, c)`` and ``sample(n, context=c)``.
         train_data: a tensor of shape ``(N, *event_shape)`` (fastest) or a
-            :class:`~torch.utils.data.Dataset` yielding tensors or ``(tensor, label)`` pairs.
+            :class:`~torch.utils.data.Dataset` yielding tensors or ``(tensor, label)`` pairs;
+            for a conditional model, ``(x, c)`` pairs (a
+            :class:`~torch.utils.data.TensorDataset` ``(x, c)`` is as fast as a tensor), whose
+            second item is then the context, not a label.
             Unless ``val_data`` is given, ``config.val_fraction`` of it is held out for
             validation (seeded, stratified by ``labels``).
         test_data: the same kinds; evaluated once, at the end of training, on the selected
@@ -177,6 +183,8 @@ class Trainer:
         self.device = self.info.device
         self.model = model.to(self.device)
         self.loss_module = NegativeLogLikelihood(self.model)
+        #: Whether the batches are (x, context) pairs: the model reads a context.
+        self.conditional = bool(getattr(model, "conditional", False))
         ref = next((p for p in self.model.parameters() if p.is_floating_point()), None)
         if ref is None:
             raise ValueError("the model has no floating-point parameters to train")
@@ -288,7 +296,8 @@ class Trainer:
                     for x in self._batches(epoch, first):
                         lr = self.optimizer.param_groups[0]["lr"]
                         loss, gnorm, ok = self._train_step(x)
-                        window.add(loss, gnorm, ok, x.shape[0] * self.info.world_size)
+                        n = first_tensor(x).shape[0]
+                        window.add(loss, gnorm, ok, n * self.info.world_size)
                         bar.update(1)
                         self._after_step(end, epoch, lr, window, bar)
                         if self._interrupt:
@@ -338,15 +347,25 @@ class Trainer:
         """The model used for evaluation and sampling: the EMA copy if there is one."""
         return self.ema.module if self.ema is not None else self.model
 
-    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Tensor:
-        """``n`` samples of the (EMA) model; with ``seed`` the same noise every call."""
+    def sample(
+        self, n: int, temperature: float = 1.0, seed: int | None = None,
+        context: Tensor | None = None,
+    ) -> Tensor:
+        """``n`` samples of the (EMA) model; with ``seed`` the same noise every call.
+
+        A conditional model samples at ``context`` (one per sample or one for all); by
+        default at the contexts of the first ``n`` training samples (cycled)."""
         model = self.eval_model
         was_training = model.training
         model.eval()
         ctx = self._isolated_rng(seed) if seed is not None else contextlib.nullcontext()
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if temperature != 1.0 or _accepts(model.sample, "temperature"):
             kwargs["temperature"] = temperature
+        if context is None and self.conditional:
+            context = self._training_contexts(n)
+        if context is not None:
+            kwargs["context"] = context.to(device=self.device, dtype=self.dtype)
         try:
             with ctx, torch.no_grad():
                 return model.sample(n, **kwargs)
@@ -484,7 +503,7 @@ class Trainer:
         # copies rank 0's parameters and buffers to every process.  On resume the checkpoint
         # overwrites whatever it set.
         with self._isolated_rng(), torch.no_grad():
-            self.loss_module(next(self._batches(0, 0)))
+            self.loss_module(*_as_args(next(self._batches(0, 0))))
         if self.ema is not None:
             self.ema = make_ema(self.model, cfg.ema_decay)
         if checkpoint is not None:
@@ -509,13 +528,14 @@ class Trainer:
         self._start_time = time.perf_counter()
         self._prepared = True
 
-    def _batches(self, epoch: int, first: int) -> Iterator[Tensor]:
-        """The batches ``first, first+1, ...`` of ``epoch`` for this process."""
+    def _batches(self, epoch: int, first: int) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        """The batches ``first, first+1, ...`` of ``epoch`` for this process: tensors, or
+        ``(x, context)`` pairs for a conditional model."""
         self.sampler.set_epoch(epoch)
         order = torch.tensor(list(self.sampler), dtype=torch.long)
         b = self.local_batch
         chunks = [order[k * b : (k + 1) * b] for k in range(first, self.steps_per_epoch)]
-        if isinstance(self.train_data, Tensor):
+        if isinstance(self.train_data, (Tensor, TensorDataset)):
             batches: Any = (self.train_data[idx] for idx in chunks)
         else:
             # A private generator: creating the loader's iterator then leaves the global
@@ -533,7 +553,19 @@ class Trainer:
                     f"{self.step + 1}: a Dataset must yield one sample per index"
                 )
             dtype = self.dtype if x.is_floating_point() else None
-            yield x.to(device=self.device, dtype=dtype, non_blocking=True)
+            x = x.to(device=self.device, dtype=dtype, non_blocking=True)
+            if not self.conditional:
+                yield x
+                continue
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise TypeError(
+                    f"{type(self.model).__name__} is conditional (its layers read a context): "
+                    "give data that yield (x, context) pairs, e.g. "
+                    "torch.utils.data.TensorDataset(x, c)"
+                )
+            c = torch.as_tensor(batch[1])
+            c_dtype = self.dtype if c.is_floating_point() else None
+            yield x, c.to(device=self.device, dtype=c_dtype, non_blocking=True)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.config.bf16:
@@ -548,7 +580,7 @@ class Trainer:
         if not self.model.training:
             self.model.train()
         with self._autocast():
-            nll = self._net(x)
+            nll = self._net(*_as_args(x))
         loss = nll.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -581,7 +613,7 @@ class Trainer:
             if self.bad_steps >= cfg.max_bad_steps:
                 raise TrainingDiverged(divergence_message(
                     self.step, self.bad_steps, loss_value, lr=cfg.lr, grad_clip=cfg.grad_clip,
-                    batch=x, checkpoint=self.folder.last if self.folder else None,
+                    batch=first_tensor(x), checkpoint=self.folder.last if self.folder else None,
                 ))
         return loss_value, gnorm_value, ok
 
@@ -801,6 +833,14 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def _training_contexts(self, n: int) -> Tensor:
+        """The contexts of training samples ``0, 1, ..., n-1`` (cycled)."""
+        data = self.full_train_data
+        idx = torch.arange(n) % len(data)
+        if isinstance(data, TensorDataset):
+            return data.tensors[1][idx]
+        return torch.stack([torch.as_tensor(data[int(i)][1]) for i in idx])
+
     def _write_samples(self) -> None:
         if not self.info.is_main or self.run_dir is None or not hasattr(self.eval_model, "sample"):
             return
@@ -901,6 +941,15 @@ def _check_finite_data(data: Tensor | Dataset, name: str) -> None:
     steps (datasets are checked batch by batch through the loss)."""
     if isinstance(data, Tensor) and data.is_floating_point():
         check_finite(data, name=f"the {name} data", layer="Trainer")
+    elif isinstance(data, TensorDataset):
+        for what, t in zip(("data", "contexts"), data.tensors):
+            if t.is_floating_point():
+                check_finite(t, name=f"the {name} {what}", layer="Trainer")
+
+
+def _as_args(batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
+    """The loss's arguments: ``(x,)`` or ``(x, context)``."""
+    return (batch,) if isinstance(batch, Tensor) else tuple(batch)
 
 
 def _accepts(fn: Callable, name: str) -> bool:

@@ -121,6 +121,11 @@ class MaskedAutoregressive(Transform):
     ) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the layer reads a context (built with ``context_features > 0``)."""
+        return self.context_features > 0
+
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
         return self.made(x, context).view(x.shape[0], self.params_per_feature, self.features)
 

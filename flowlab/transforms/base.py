@@ -10,19 +10,23 @@ direction).  By the change-of-variables formula
 
 Every layer is an :class:`torch.nn.Module` with two methods:
 
-* ``forward(x) -> (z, logabsdet)`` computes :math:`z = f(x)` and
+* ``forward(x, context=None) -> (z, logabsdet)`` computes :math:`z = f(x)` and
   :math:`\log|\det Df(x)|`, one number per sample;
-* ``inverse(z) -> (x, logabsdet)`` computes :math:`x = g(z)` and
+* ``inverse(z, context=None) -> (x, logabsdet)`` computes :math:`x = g(z)` and
   :math:`\log|\det Dg(z)| = -\log|\det Df(x)|`.
 
-``logabsdet`` always has shape ``(batch,)``.  Composition sums the log-determinants
+``logabsdet`` always has shape ``(batch,)``.  ``context`` is the :math:`c` of a conditional
+layer :math:`f(\cdot \mid c)` (a conditional flow :math:`p(x \mid c)`): one row per sample,
+``(batch, ...)``.  Every flowlab layer accepts it; a layer that does not read it (a
+permutation, ActNorm, an unconditional coupling) ignores it, and a conditional layer (built
+with ``context_features=k > 0``) says so through :attr:`Transform.conditional` and asks for it
+when it is missing.  Composition sums the log-determinants
 (:class:`Compose`), because the determinant of a product of Jacobians is the product of the
 determinants.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Iterable
 
 import torch
@@ -35,21 +39,40 @@ class Transform(nn.Module):
     r"""Base class of an invertible layer :math:`f` with a tractable :math:`\log|\det Df|`.
 
     Subclasses implement :meth:`forward` and :meth:`inverse`.  Both take a batch whose first
-    axis indexes samples and return the transformed batch together with the log absolute
-    Jacobian determinant of the map they applied, of shape ``(batch,)``.
+    axis indexes samples (and an optional ``context``, one row per sample) and return the
+    transformed batch together with the log absolute Jacobian determinant of the map they
+    applied, of shape ``(batch,)``.
+
+    A conditional subclass overrides :attr:`conditional` (e.g. ``return
+    self.context_features > 0``); the other layers inherit ``False`` and ignore a context.
     """
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
-        """Normalizing direction: ``z = f(x)`` and ``log|det Df(x)|``."""
+    def forward(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        """Normalizing direction: ``z = f(x | context)`` and ``log|det Df(x)|``."""
         raise NotImplementedError
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
-        """Generative direction: ``x = g(z) = f^{-1}(z)`` and ``log|det Dg(z)|``."""
+    def inverse(
+        self, z: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        """Generative direction: ``x = g(z | context) = f^{-1}(z)`` and ``log|det Dg(z)|``."""
         raise NotImplementedError
+
+    @property
+    def conditional(self) -> bool:
+        """Whether this layer reads a context (``False``: a context is accepted and ignored)."""
+        return False
 
     def inv(self) -> "Transform":
         """This layer with its two directions swapped (shares parameters)."""
         return Inverse(self)
+
+
+def _context_kwargs(context: Tensor | None) -> dict[str, Tensor]:
+    # Without a context, layers are called as f(x): a layer written against the plain
+    # contract ``forward(self, x)`` (a course notebook, user code) still composes.
+    return {} if context is None else {"context": context}
 
 
 class Compose(Transform):
@@ -66,9 +89,14 @@ class Compose(Transform):
     :math:`g = f_1^{-1} \circ \dots \circ f_N^{-1}`.
 
     **Context.**  ``forward(x, context=c)`` and ``inverse(z, context=c)`` hand ``c`` to every
-    layer whose ``forward`` takes a ``context`` argument (a conditional layer
-    :math:`f_i(\cdot \mid c)`); the other layers are called as usual.  Without a context
-    nothing changes.
+    layer, :math:`f_i(\cdot \mid c)`; the layers that are not conditional ignore it.  Without a
+    context every layer is called as ``f_i(x)``.
+
+    Example:
+        >>> from flowlab.transforms import AffineCoupling, HalfMask, Reverse
+        >>> f = Compose(AffineCoupling(HalfMask(2), hidden=(8,), context_features=1), Reverse(2))
+        >>> f.conditional, f(torch.randn(3, 2), context=torch.randn(3, 1))[1].shape
+        (True, torch.Size([3]))
     """
 
     def __init__(self, *transforms: Transform | Iterable[Transform]) -> None:
@@ -86,26 +114,11 @@ class Compose(Transform):
                     "wrap plain modules in a Transform that returns (output, logabsdet)."
                 )
         self.transforms = nn.ModuleList(flat)
-        self._takes_context = [accepts_context(t) for t in flat]
 
     @property
-    def takes_context(self) -> bool:
-        """Whether any layer is conditional (takes a ``context``)."""
-        return any(self._takes_context)
-
-    def _with_context(self, context: Tensor) -> list[tuple[Transform, dict]]:
-        if len(self._takes_context) != len(self.transforms):  # the list was edited
-            self._takes_context = [accepts_context(t) for t in self.transforms]
-        if not any(self._takes_context):
-            raise ValueError(
-                "a context was given but no layer of this flow takes one: build conditional "
-                "layers (e.g. MaskedAffineAutoregressive(..., context_features=c)) or drop "
-                "the context"
-            )
-        return [
-            (t, {"context": context} if takes else {})
-            for t, takes in zip(self.transforms, self._takes_context)
-        ]
+    def conditional(self) -> bool:
+        """Whether any layer is conditional (reads a ``context``)."""
+        return any(t.conditional for t in self.transforms)
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -119,34 +132,24 @@ class Compose(Transform):
         return x.new_zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = self._zeros(x)
-        if context is not None:
-            for t, kw in self._with_context(context):
-                x, ld = t(x, **kw)
-                total = total + ld
-            return x, total
+        total, kw = self._zeros(x), _context_kwargs(context)
         for t in self.transforms:
-            x, ld = t(x)
+            x, ld = t(x, **kw)
             total = total + ld
         return x, total
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = self._zeros(z)
-        if context is not None:
-            for t, kw in reversed(self._with_context(context)):
-                z, ld = t.inverse(z, **kw)
-                total = total + ld
-            return z, total
+        total, kw = self._zeros(z), _context_kwargs(context)
         for t in reversed(self.transforms):
-            z, ld = t.inverse(z)
+            z, ld = t.inverse(z, **kw)
             total = total + ld
         return z, total
 
-    def trajectory(self, x: Tensor) -> list[Tensor]:
+    def trajectory(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
         """All intermediate values ``[x, f_1(x), f_2(f_1(x)), ..., f(x)]`` (for plots)."""
-        out = [x]
+        out, kw = [x], _context_kwargs(context)
         for t in self.transforms:
-            x, _ = t(x)
+            x, _ = t(x, **kw)
             out.append(x)
         return out
 
@@ -158,34 +161,24 @@ class Inverse(Transform):
         super().__init__()
         self.transform = transform
 
+    @property
+    def conditional(self) -> bool:
+        return bool(getattr(self.transform, "conditional", False))
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if context is None:
-            return self.transform.inverse(x)
-        return self.transform.inverse(x, context=context)
+        return self.transform.inverse(x, **_context_kwargs(context))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if context is None:
-            return self.transform(z)
-        return self.transform(z, context=context)
+        return self.transform(z, **_context_kwargs(context))
 
     def inv(self) -> Transform:
         return self.transform
 
 
 def accepts_context(layer: nn.Module) -> bool:
-    """Whether ``layer`` is conditional: its ``forward`` takes a ``context`` argument
-    (for :class:`Compose` and :class:`Inverse`: whether a layer inside does)."""
-    if isinstance(layer, Compose):
-        return layer.takes_context
-    if isinstance(layer, Inverse):
-        return accepts_context(layer.transform)
-    for size in ("context_features", "context_channels"):  # declared unconditional
-        if getattr(layer, size, None) == 0:
-            return False
-    try:
-        return "context" in inspect.signature(layer.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        return False
+    """Whether ``layer`` is conditional (reads a ``context``): its :attr:`Transform.conditional`
+    (for :class:`Compose` and :class:`Inverse`: whether a layer inside is)."""
+    return bool(getattr(layer, "conditional", False))
 
 
 def sum_except_batch(x: Tensor) -> Tensor:

@@ -131,6 +131,11 @@ class Coupling(Transform):
         ref = torch.zeros(()) if first is None else first.new_zeros(())
         self.register_buffer("_ref", ref, persistent=False)
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the layer reads a context (built with ``context_features > 0``)."""
+        return self.context_features > 0
+
     def transform_b(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         r""":math:`z_B = \hat f(x_B \mid \theta)` and :math:`\log|\det D\hat f|` (batch,)."""
         raise NotImplementedError  # pragma: no cover - abstract
@@ -149,10 +154,6 @@ class Coupling(Transform):
                     f"{None if context is None else tuple(context.shape)}"
                 )
             x_a = torch.cat([x_a, context], dim=1)
-        elif context is not None:
-            raise ValueError(
-                f"this {type(self).__name__} takes no context (context_features=0)"
-            )
         params = self.conditioner(x_a)
         if params.shape[-1] != self._n_params:
             raise ValueError(
@@ -199,6 +200,7 @@ class AdditiveCoupling(Coupling):
             builds a zero-initialised :class:`~flowlab.nets.mlp.MLP` (the layer starts as the
             identity).
         hidden: hidden sizes of that default MLP.
+        context_features: size of an optional context vector (see :class:`Coupling`).
 
     Example:
         >>> layer = AdditiveCoupling(torch.tensor([True, False, True, False]), hidden=(16,))
@@ -213,9 +215,11 @@ class AdditiveCoupling(Coupling):
         mask: MaskLike,
         conditioner: nn.Module | None = None,
         hidden: Sequence[int] = (256, 256),
+        context_features: int = 0,
     ) -> None:
         """Build the layer; the arguments are described in the class docstring."""
-        super().__init__(mask, conditioner, hidden, params_per_feature=1)
+        super().__init__(mask, conditioner, hidden, params_per_feature=1,
+                         context_features=context_features)
 
     def transform_b(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return x_b + params, x_b.new_zeros(x_b.shape[0])

@@ -119,14 +119,14 @@ class UniformDequantization(Transform):
         self.num_levels = _check_num_levels(num_levels)
         self.validate = bool(validate)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = check_input(x, name="x", layer="UniformDequantization")
         if self.validate:
             _check_levels(x, self.num_levels, "UniformDequantization")
         y = (x + torch.rand_like(x)) / self.num_levels
         return y, -_scaling_logdet(x, self.num_levels)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = check_input(z, name="z", layer="UniformDequantization (inverse)")
         return _quantize(z, self.num_levels), _scaling_logdet(z, self.num_levels)
 
@@ -224,7 +224,7 @@ class VariationalDequantization(Transform):
         log_normal = -0.5 * eps.square() - 0.5 * math.log(2 * math.pi)
         return u, sum_except_batch(log_normal) - logdet
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = check_image(x, layer="VariationalDequantization", channels=self.channels, like=self)
         if tuple(x.shape[2:]) != self.image_size:
             raise ValueError(
@@ -236,7 +236,7 @@ class VariationalDequantization(Transform):
         u, log_q = self.noise_with_log_prob(x)
         return (x + u) / self.num_levels, -_scaling_logdet(x, self.num_levels) - log_q
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = check_image(z, name="z", layer="VariationalDequantization (inverse)", like=self)
         return _quantize(z, self.num_levels), _scaling_logdet(z, self.num_levels)
 

@@ -91,7 +91,7 @@ class ActNorm(Transform):
         self.initialized.fill_(True)
         self._known_initialized = True
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = _check_channels(x, self, "x", self.channels)
         if not self._known_initialized:
             if bool(self.initialized):
@@ -102,7 +102,7 @@ class ActNorm(Transform):
         logdet = -_pixels(x) * self.log_scale.sum()
         return z, logdet.expand(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = _check_channels(z, self, "z", self.channels)
         x = z * torch.exp(_per_channel(self.log_scale, z)) + _per_channel(self.loc, z)
         logdet = _pixels(z) * self.log_scale.sum()
@@ -154,12 +154,12 @@ class InvertibleConv1x1(Transform):
         w = _initial_weight(channels, weight)
         self.weight = nn.Parameter(w.to(torch.get_default_dtype()))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = _check_channels(x, self, "x", self.channels)
         logdet = _pixels(x) * torch.linalg.slogdet(self.weight)[1]
         return _apply_channel_matrix(x, self.weight), logdet.expand(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = _check_channels(z, self, "z", self.channels)
         logdet = -_pixels(z) * torch.linalg.slogdet(self.weight)[1]
         return _apply_channel_matrix(z, torch.linalg.inv(self.weight)), logdet.expand(z.shape[0])
@@ -229,12 +229,12 @@ class LUInvertibleConv1x1(Transform):
         )
         return torch.linalg.solve_triangular(upper, a, upper=True)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = _check_channels(x, self, "x", self.channels)
         logdet = _pixels(x) * self.log_abs_diag.sum()
         return _apply_channel_matrix(x, self.weight), logdet.expand(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = _check_channels(z, self, "z", self.channels)
         logdet = -_pixels(z) * self.log_abs_diag.sum()
         return _apply_channel_matrix(z, self._inverse_weight()), logdet.expand(z.shape[0])
@@ -372,7 +372,7 @@ class GlowCoupling(Transform):
             log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)
         return shift, log_scale
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = _check_channels(x, self, "x", self.channels)
         if x.dim() != 4:
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(x.shape)}")
@@ -381,7 +381,7 @@ class GlowCoupling(Transform):
         z_b = (x_b + shift) * torch.exp(log_scale)  # shift, then scale (as Glow's code)
         return self._cat(x_a, z_b), sum_except_batch(log_scale)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = _check_channels(z, self, "z", self.channels)
         if z.dim() != 4:
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(z.shape)}")

@@ -61,7 +61,7 @@ class Squeeze(Transform):
     The inverse (depth-to-space) undoes the reshaping exactly.  ``H`` and ``W`` must be even.
     """
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = check_image(x, layer="Squeeze")
         b, c, h, w = x.shape
         if h % 2 or w % 2:
@@ -72,7 +72,7 @@ class Squeeze(Transform):
         z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
         return z.reshape(b, 4 * c, h // 2, w // 2), x.new_zeros(b)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = check_image(z, name="z", layer="Squeeze (inverse)")
         b, c4, h, w = z.shape
         if c4 % 4:
@@ -234,6 +234,11 @@ class MaskedAffineCoupling(Transform):
             channels + context_channels, 2 * channels, hidden_channels, blocks, dropout=dropout
         )
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the layer reads a context (built with ``context_channels > 0``)."""
+        return self.context_channels > 0
+
     def _shift_and_log_scale(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.context_channels:
             if context is None:
@@ -242,8 +247,6 @@ class MaskedAffineCoupling(Transform):
                     "call it with context=<tensor of shape (batch, context_channels, H, W)>"
                 )
             kept = torch.cat([kept, context], dim=1)
-        elif context is not None:
-            raise ValueError("this coupling takes no context (context_channels=0)")
         params = self.conditioner(kept)
         if params.shape[1] != 2 * self.channels:
             raise ValueError(

@@ -111,14 +111,14 @@ class LinearTransform(Transform):
             x, name=name, layer=type(self).__name__, event_shape=(self.features,), like=self
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x, "x")
         z = self._matmul(x)
         if self.bias is not None:
             z = z + self.bias
         return z, self.log_abs_det().expand(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z, "z")
         if self.bias is not None:
             z = z - self.bias
@@ -321,11 +321,11 @@ class Permutation(LinearTransform):
     def log_abs_det(self) -> Tensor:  # pragma: no cover - forward/inverse skip it
         return torch.zeros(())
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x, "x")
         return x[:, self.perm], x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z, "z")
         return z[:, self.inverse_perm], z.new_zeros(z.shape[0])
 
@@ -369,11 +369,11 @@ class Reverse(Permutation):
         features = _check_features(features, "Reverse")
         super().__init__(torch.arange(features - 1, -1, -1))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x, "x")
         return x.flip(1), x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z, "z")
         return z.flip(1), z.new_zeros(z.shape[0])
 

@@ -87,11 +87,11 @@ class Elementwise(Transform):
         ref = next(iter(self.parameters()), None)
         return check_input(x, name=name, layer=type(self).__name__, like=ref)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = self._check(x, "x")
         return self.h(x), sum_except_batch(self.log_abs_dh(x))
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = self._check(z, "z")
         x = self.h_inv(z)
         return x, sum_except_batch(self.log_abs_dh_inv(z, x))
@@ -257,7 +257,7 @@ class Logit(Elementwise):
     def log_abs_dh_inv(self, z: Tensor, x: Tensor) -> Tensor:
         return -F.softplus(-z) - F.softplus(z) - self._log_1m2a
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = self._check(x, "x")
         p = self.alpha + (1.0 - 2.0 * self.alpha) * x if self.alpha else x
         log_p, log_1mp = torch.log(p), torch.log1p(-p)

@@ -250,6 +250,9 @@ class RQSplineCoupling(Coupling):
         min_bin_width, min_bin_height, min_derivative: see :func:`rational_quadratic_spline`.
         param_scale: :math:`c` above; ``None`` is :math:`1/\sqrt{\texttt{hidden[-1]}}` for the
             default MLP and 1 for a custom conditioner.
+        context_features: size of an optional context vector :math:`c`: the conditioner reads
+            :math:`[x_A, c]` (see :class:`~flowlab.transforms.coupling.Coupling`); 0:
+            unconditional.
 
     Example:
         >>> layer = RQSplineCoupling(torch.tensor([True, False, True, False]), bins=8, bound=3.0,
@@ -273,13 +276,15 @@ class RQSplineCoupling(Coupling):
         min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3,
         param_scale: float | None = None,
+        context_features: int = 0,
     ) -> None:
         """Build the layer; the arguments are described in the class docstring."""
         if int(bins) != bins or bins < 2:
             raise ValueError(f"RQSplineCoupling needs at least 2 bins, got {bins!r}")
         if not bound > 0:
             raise ValueError(f"bound must be positive, got {bound}")
-        super().__init__(mask, conditioner, hidden, params_per_feature=3 * int(bins) - 1)
+        super().__init__(mask, conditioner, hidden, params_per_feature=3 * int(bins) - 1,
+                         context_features=context_features)
         self.bins = int(bins)
         self.bound = float(bound)
         self.min_bin_width = float(min_bin_width)

@@ -126,8 +126,11 @@ def test_bad_inputs():
         layer(torch.randn(3, 5))
     with pytest.raises(TypeError, match="float32 parameters"):
         layer(torch.randn(3, 4, dtype=torch.float64))
-    with pytest.raises(ValueError, match="takes no context"):
-        layer.made(torch.randn(3, 4), context=torch.randn(3, 1))
+    # An unconditional layer accepts a context and ignores it (a Compose hands the context to
+    # every layer); a Flow without conditional layers rejects one (tests/test_conditional.py).
+    x = torch.randn(3, 4)
+    assert torch.equal(layer(x, context=torch.randn(3, 1))[0], layer(x)[0])
+    assert torch.equal(layer.made(x, context=torch.randn(3, 1)), layer.made(x))
     with pytest.raises(ValueError, match="hidden layer"):
         MADE(3, hidden=())
     with pytest.raises(ValueError, match="scale_bound"):
