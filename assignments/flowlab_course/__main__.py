@@ -7,6 +7,7 @@ Run from the course directory (the one with ``nbgrader_config.py``) or pass ``--
         --scheduler tcp://login-node:8786                                      # a Dask cluster
     python -m flowlab_course export --to grades/ [--roster roster.csv]         # Canvas, Moodle
     python -m flowlab_course report 01_change_of_variables                     # HTML report
+    python -m flowlab_course preflight 01_change_of_variables                  # make autograde
     python -m flowlab_course cluster-recipes                                   # Slurm, Kubernetes
     python -m flowlab_course sandbox-check
 """
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("assignments", nargs="+")
     report.add_argument("--course", default=".")
     report.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
+    check = sub.add_parser("preflight", help="stage submissions for `nbgrader autograde`: "
+                                             "repair what nbgrader cannot read, zero and flag "
+                                             "what cannot be repaired (make autograde)")
+    check.add_argument("assignments", nargs="+")
+    check.add_argument("--course", default=".")
     sub.add_parser("cluster-recipes", help="how to grade on Slurm/PBS or Kubernetes")
     sub.add_parser("sandbox-check", help="say whether the grading sandbox works here")
     args = parser.parse_args(argv)
@@ -62,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         ok, why = bwrap_available()
         print("sandbox: available" if ok else f"sandbox: NOT available: {why}")
         return 0 if ok else 1
+    if args.command == "preflight":
+        from .repair import STAGED_DIR, preflight
+
+        for name in args.assignments:
+            checks = preflight(args.course, name)
+            found = [(s, c) for s, cs in checks.items() for c in cs if c.status != "ok"]
+            print(f"{name}: {len(checks)} submissions staged in {STAGED_DIR}/, "
+                  f"{sum(c.status == 'repaired' for _, c in found)} notebooks repaired, "
+                  f"{sum(c.status == 'unreadable' for _, c in found)} unreadable (graded zero)")
+            for student, c in found:
+                print(f"  {c.status.upper()} {student}/{c.name}: {'; '.join(c.defects)}",
+                      file=sys.stderr)
+        return 0
     if args.command == "cluster-recipes":
         from .distributed import RECIPES
 

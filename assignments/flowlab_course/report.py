@@ -18,8 +18,10 @@ Flags come from the grader (``autograded/<student>/<assignment>/flowlab-flags.js
 ``{"part", "kind", "message"}`` with kind ``delegation``, ``undecidable``, ``timeout``,
 ``kernel_died`` or ``note``; or the same list in the executed notebook's
 ``metadata.flowlab.flags``), from the autograded notebooks themselves (a cell that timed out or
-whose kernel died), and from the parallel grader (a submission that was submitted but could not
-be graded: kind ``not_graded``).
+whose kernel died), from the preflight (:mod:`flowlab_course.repair`: a notebook nbgrader could
+not grade as submitted, kind ``repaired``, or could not read at all, kind ``unreadable``, graded
+zero), and from the parallel grader (a submission that was submitted but could not be graded:
+kind ``not_graded``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ _ERROR_KINDS = {"CellTimeoutError": "timeout", "TimeoutError": "timeout",
                 "DeadKernelError": "kernel_died", "KernelError": "kernel_died",
                 "GradingWorkerDied": "kernel_died", "DelegationError": "delegation",
                 "HeldForReview": "undecidable"}
-_KIND_ORDER = ["kernel_died", "timeout", "delegation", "undecidable", "not_graded", "note"]
+_KIND_ORDER = ["unreadable", "kernel_died", "timeout", "delegation", "undecidable", "not_graded",
+               "repaired", "note"]
 
 
 @dataclass
@@ -60,10 +63,12 @@ def read_flags(course_root: str, assignment: str, student: str) -> list[dict]:
     """The review flags of one student's autograded submission (see the module docstring)."""
     import nbformat
 
+    from .repair import read_preflight
+
     folder = os.path.join(course_root, "autograded", student, assignment)
+    flags: list[dict] = list(read_preflight(course_root, assignment).get(student, []))
     if not os.path.isdir(folder):
-        return []
-    flags: list[dict] = []
+        return _unique(flags)
     path = os.path.join(folder, FLAGS_FILE)
     if os.path.exists(path):
         with open(path) as handle:
@@ -85,6 +90,10 @@ def read_flags(course_root: str, assignment: str, student: str) -> list[dict]:
                     part = cell.metadata.get("nbgrader", {}).get("grade_id")
                     flags.append({"part": part, "kind": kind,
                                   "message": f"{out['ename']}: {out.get('evalue', '')}"[:300]})
+    return _unique(flags)
+
+
+def _unique(flags: list[dict]) -> list[dict]:
     seen, unique = set(), []
     for flag in flags:
         key = (flag.get("part"), flag.get("kind"))
@@ -246,9 +255,10 @@ def class_report(course_root: str, assignment: str, out_dir: str | None = None, 
             f"{fail_rows}</table>"
             f"<p>All {len(ranked)} messages: <code>failures.csv</code>.</p>"
             "<h2>Flagged for review</h2>"
-            "<p>Timeouts, kernel deaths, suspected delegation to flowlab, constructs the grader "
-            "cannot decide (<code>exec</code> of a built string ...), and submissions that "
-            "could not be graded.</p>"
+            "<p>Unreadable notebooks (graded zero), timeouts, kernel deaths, suspected "
+            "delegation to flowlab, constructs the grader cannot decide (<code>exec</code> of "
+            "a built string ...), submissions that could not be graded, and notebooks whose "
+            "structure was repaired from the release before grading.</p>"
             "<table><tr><th>student</th><th>part</th><th>kind</th><th>message</th></tr>"
             f"{flag_rows}</table></html>")
     return ClassReport(dict(scores), ranked, flags, html_path)
