@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--allowed-failures", type=int, default=3,
                        help="workers one submission may kill before it is graded zero "
                             "(local cluster; default 3)")
+    grade.add_argument("--dashboard", default=None, metavar="[HOST]:PORT",
+                       help="serve the local cluster's Dask dashboard (on 127.0.0.1 unless a "
+                            "host is named, e.g. :8787); default: none")
     grade.add_argument("--student", action="append", help="only these students (repeatable)")
     grade.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -114,14 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         results = autograde_parallel(args.course, name, students=args.student,
                                      workers=args.workers, scheduler=args.scheduler,
                                      force=args.force, progress=not args.no_progress,
-                                     allowed_failures=args.allowed_failures)
+                                     allowed_failures=args.allowed_failures,
+                                     dashboard=args.dashboard)
         done = [r for r in results if r.status == "graded"]
         skipped = [r for r in results if r.skipped]
-        bad = [r for r in results if not r.ok]
-        print(f"{name}: {len(done)} graded, {len(skipped)} unchanged, {len(bad)} failed")
-        for r in bad:
-            label = "ZEROED" if r.status == "zeroed" else "FAILED"
-            print(f"  {label} {r.student}: {r.error.strip().splitlines()[0] if r.error else ''}",
+        zeroed = [r for r in results if r.status == "zeroed"]
+        bad = [r for r in results if r.status == "failed"]
+        repaired = [r for r in done if r.flags]
+        print(f"{name}: {len(done)} graded ({len(repaired)} repaired), {len(skipped)} "
+              f"unchanged, {len(zeroed)} zeroed and flagged, {len(bad)} failed")
+        for r in repaired + zeroed + bad:
+            label = {"graded": "REPAIRED", "zeroed": "ZEROED"}.get(r.status, "FAILED")
+            text = r.error or "; ".join(f["message"] for f in r.flags)
+            print(f"  {label} {r.student}: {text.strip().splitlines()[0] if text else ''}",
                   file=sys.stderr)
         failed += len(bad)
     return 1 if failed else 0
