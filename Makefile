@@ -24,7 +24,7 @@ help:
 	@echo "make test-quick  unit tests only (a few minutes)"
 	@echo "make book        build the site only;  make book-quick: fewer training steps"
 	@echo "make release     nbgrader: generate the student release of every assignment"
-	@echo "make autograde   nbgrader: autograde every collected submission"
+	@echo "make autograde   nbgrader: autograde every collected submission (repaired or zeroed and flagged if nbgrader cannot read it)"
 	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
 	@echo "make autograde-parallel  sandboxed parallel autograde (Dask LocalCluster);  make grading-report: class report"
 	@echo "make autograde-cluster SCHEDULER=tcp://host:8786   the same on a Dask cluster"

@@ -47,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from grading_class import _course, _env, _run, _scores  # noqa: E402 - after the path
+from grading_class import _course, _run, _scores
 
 
 def _machine() -> tuple[str, str]:
@@ -82,8 +82,15 @@ def _client_at_scale(base: str, graded: str, assignment: str, sample: list[str],
                      batch: int) -> dict:
     """Prepare and write ``n`` results into a fresh copy of the course, as the client does."""
     from flowlab_course.parallel import (
-        GradingJob, _digest, _gradebook_path, _pack, _read_rows, _skeleton_gradebook, _Writer,
-        load_config)
+        GradingJob,
+        _digest,
+        _gradebook_path,
+        _pack,
+        _read_rows,
+        _skeleton_gradebook,
+        _Writer,
+        load_config,
+    )
 
     course = shutil.copytree(base, base + "-client")
     db_path = _gradebook_path(course, load_config(course))

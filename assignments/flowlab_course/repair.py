@@ -362,7 +362,8 @@ def zero_submission(db_url: str, assignment: str, student: str,
     """Grade ``student``'s submission zero on every test (nbgrader's way for a missing notebook)."""
     from nbgrader.api import Gradebook
 
-    with Gradebook(db_url) as gb:
+    with Gradebook(db_url) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # SQLAlchemy's session warnings inside nbgrader
         gb.update_or_create_student(student)
         extra = {"timestamp": timestamp} if timestamp else {}
         submission = gb.update_or_create_submission(assignment, student, **extra)
@@ -442,7 +443,10 @@ def preflight(course_root: str, assignment: str, *, students: list[str] | None =
         if checks and not readable:   # nothing nbgrader could open: zero, and say why
             shutil.rmtree(staged, ignore_errors=True)   # nbgrader must not see this student
             stamp = os.path.join(submitted, "timestamp.txt")
-            timestamp = open(stamp).read().strip() if os.path.exists(stamp) else None
+            timestamp = None
+            if os.path.exists(stamp):
+                with open(stamp) as handle:
+                    timestamp = handle.read().strip()
             from nbgrader.utils import parse_utc
 
             zero_submission(db_url, assignment, student,

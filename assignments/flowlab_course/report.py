@@ -306,13 +306,10 @@ def _similarity_html(rows: list, parts: dict[str, list[str]], similar: float, mi
         out.append("<table><tr><th>student</th><th>tokens written</th><th>to the reference"
                    "</th><th>to the closest student</th></tr>")
         for r in mine[:top]:
-            def cell_text(value: float, name: str) -> str:
-                text = html.escape(f"{value:.0%} ({name})" if name else f"{value:.0%}")
-                strong = value >= similar and r.tokens >= min_tokens
-                return f"<strong>{text}</strong>" if strong else text
+            long = r.tokens >= min_tokens
             out.append(f"<tr><td>{html.escape(r.student)}</td><td>{r.tokens}</td>"
-                       f"<td>{cell_text(r.reference, r.reference_name)}</td>"
-                       f"<td>{cell_text(r.peer, r.peer_name)}</td></tr>")
+                       f"<td>{_percent(r.reference, r.reference_name, long, similar)}</td>"
+                       f"<td>{_percent(r.peer, r.peer_name, long, similar)}</td></tr>")
         out.append("</table>")
     return "".join(out)
 
@@ -334,3 +331,8 @@ def _write_csvs(out_dir: str, parts: list[str], scores: dict, ranked: list,
         writer.writerow(["student", "part", "kind", "message"])
         for f in flags:
             writer.writerow([f["student"], f["part"] or "", f["kind"], f["message"]])
+
+
+def _percent(value: float, name: str, long: bool, similar: float) -> str:
+    text = html.escape(f"{value:.0%} ({name})" if name else f"{value:.0%}")
+    return f"<strong>{text}</strong>" if long and value >= similar else text

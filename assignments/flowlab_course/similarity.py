@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import io
 import keyword
 import os
@@ -141,6 +142,11 @@ def _defined(source: str) -> set[str]:
             if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
+def _as_text(tokens: list[str], vocabulary: dict[str, str]) -> str:
+    """One character per token (a fast pairwise LCS on strings)."""
+    return "".join(vocabulary.setdefault(t, chr(0x4E00 + len(vocabulary))) for t in tokens)
+
+
 @dataclass
 class CellSimilarity:
     """One student's solution cell against the reference and the class."""
@@ -181,11 +187,7 @@ def class_similarity(cells: dict[str, dict[str, str]], released: dict[str, str],
         if not written:
             continue
         vocabulary: dict[str, str] = {}
-
-        def text(tokens: list[str]) -> str:   # one character per token: fast pairwise LCS
-            return "".join(vocabulary.setdefault(t, chr(0x4E00 + len(vocabulary)))
-                           for t in tokens)
-
+        text = functools.partial(_as_text, vocabulary=vocabulary)
         students = list(written)
         strings = [text(written[s]) for s in students]
         peers = cdist(strings, strings, scorer=Indel.normalized_similarity, workers=1)

@@ -20,7 +20,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import course as synthetic
-
 from flowlab_course.repair import inspect_notebook, release_view
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))

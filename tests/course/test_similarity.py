@@ -9,7 +9,6 @@ import nbformat
 
 sys.path.insert(0, os.path.dirname(__file__))
 import course as synthetic
-
 from flowlab_course.repair import release_view
 from flowlab_course.similarity import (
     assignment_similarity,
