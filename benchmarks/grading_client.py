@@ -52,9 +52,9 @@ from grading_class import _course, _run, _scores
 
 def _machine() -> tuple[str, str]:
     model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
         if line.startswith("Model name")), "unknown")
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     return model, uptime
 
 
@@ -135,6 +135,68 @@ def _client_at_scale(base: str, graded: str, assignment: str, sample: list[str],
             "client_cpu_s": (prepare_cpu + write_cpu) / n}
 
 
+def _render(data: dict) -> str:
+    """The result file's text from the measured ``data`` (see :func:`main`)."""
+    journal, client, n = data["journal"], data["client"], data["students"]
+    worker_wall = [e["seconds"] for e in journal]
+    worker_cpu = [e["cpu_seconds"] for e in journal]
+    record = [e["record_seconds"] for e in journal]
+    startup = 5.0   # a LocalCluster's start and close here (grading_class.json: 4.6 s)
+    cpu = statistics.fmean(worker_cpu)
+    two = startup + n * (cpu + client["client_cpu_s"]) / 2
+    waves = math.ceil(n / 160)
+    many = startup + max(waves * max(worker_cpu), n * client["client_s"])
+    many_wall = startup + max(waves * max(worker_wall), n * client["client_s"])
+    data["projected_wall_s"] = {"2": round(two, 1), "160": round(many, 1),
+                                "160_from_loaded_wall": round(many_wall, 1)}
+    rows = [
+        ("students graded for real (sample)", f"{len(journal)} of {data['assignment']}"),
+        ("scores identical to sequential `nbgrader autograde`", str(data["identical"])),
+        ("sample: distributed wall (s)", f"{data['sample_wall_s']:.1f} on "
+         f"{data['workers']} workers"),
+        ("sample: sequential nbgrader wall (s)", f"{data['sequential_wall_s']:.1f}"),
+        ("worker wall s / submission (mean, max)",
+         f"{statistics.fmean(worker_wall):.2f}, {max(worker_wall):.2f}"),
+        ("worker CPU s / submission (mean, max)", f"{cpu:.2f}, {max(worker_cpu):.2f}"),
+        ("client s / submission in the sample run (journal; results one or two at a time)",
+         f"{statistics.fmean(record):.4f}"),
+        (f"client s / submission at {n} students: prepare",
+         f"{client['prepare_s']:.4f} (CPU {client['prepare_cpu_s']:.4f})"),
+        (f"client s / submission at {n} students: write",
+         f"{client['write_s']:.4f} (CPU {client['write_cpu_s']:.4f})"),
+        (f"**client s / submission at {n} students (target <= 0.05)**",
+         f"**{client['client_s']:.4f}** (CPU {client['client_cpu_s']:.4f})"),
+        (f"projected wall, {n} students, 2 cores",
+         f"{two:.0f} s = {two / 60:.1f} min (CPU-bound: {n} x ({cpu:.2f} + "
+         f"{client['client_cpu_s']:.3f}) / 2 + {startup:.0f})"),
+        (f"projected wall, {n} students, 160 cores",
+         f"{many:.0f} s = {many / 60:.1f} min ({waves} waves x {max(worker_cpu):.1f} CPU s, "
+         f"the slowest submission; client floor {n * client['client_s']:.1f} s, client busy "
+         f"{100 * n * client['client_s'] / many:.0f} %)"),
+        ("same, 160 cores, with this machine's loaded wall seconds (pessimistic)",
+         f"{many_wall:.0f} s = {many_wall / 60:.1f} min ({waves} waves x "
+         f"{max(worker_wall):.1f} s)"),
+    ]
+    load_before, load_after = data["load"]
+    return "\n".join([
+        "# Grading client: seconds per submission and a 300-student projection", "",
+        f"- command: `{data['command'].strip()}`",
+        f"- machine: {data['machine']} ({data['cores']} cores)",
+        f"- date: {data['date']}",
+        f"- load (uptime) before: `{load_before}`",
+        f"- load (uptime) after: `{load_after}`", "",
+        "| measure | value |", "| --- | --- |",
+        *[f"| {a} | {b} |" for a, b in rows], "",
+        "Before this change the client replayed each submission through nbgrader's pipeline: "
+        + data.get("before", "see grading_class.json (record_s_per_submission)"), "",
+        "Wall seconds are on a shared machine (load above); CPU seconds are what the "
+        "projection uses: the worker process and every process it starts (kernel, sandbox), "
+        "sampled every 0.1 s, and the client's process time.  The 160-core projection "
+        "assumes one-thread workers on idle cores, where a submission's wall time is close "
+        "to its CPU time; the pessimistic line uses the wall time measured here at a load "
+        "of about 12 on 2 cores.", ""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,9 +207,38 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="60 students written")
+    parser.add_argument("--before", default=None,
+                        help="a grading_class.py result of the replaying client, to quote")
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="only write the text of an earlier result (its .json)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     n = 60 if args.quick else args.students
+    out = args.out or os.path.join(HERE, "results", "grading_client" + (
+        "-quick" if args.quick else "") + ".md")
+    if args.render:
+        with open(args.render) as handle:
+            data = json.load(handle)
+    else:
+        data = _measure(args, n)
+    if args.before:
+        with open(args.before) as handle:
+            before = json.load(handle)
+        data["before"] = (
+            f"{before['record_s_per_submission']:.3f} s per submission "
+            f"(`{before['command']}` at commit ca6f58d, {before['students']} students of "
+            f"{before['assignment']}, the same machine, load 1 min "
+            f"{before.get('load_average_1min')}; its workers: "
+            f"{before['worker_s_per_submission']:.1f} s wall per submission).")
+    text = _render(data)
+    print(text)
+    with open(out, "w") as handle:
+        handle.write(text)
+    with open(out[:-3] + ".json", "w") as handle:
+        json.dump(data, handle, indent=1)
+
+
+def _measure(args, n: int) -> dict:
     model, load_before = _machine()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
@@ -173,64 +264,11 @@ def main() -> None:
         print(f"sequential: {sequential:.1f} s; the client at {n} students ...", flush=True)
         client = _client_at_scale(empty, dist_root, assignment, sorted(klass), n, args.batch)
     _, load_after = _machine()
-
-    worker_wall = [e["seconds"] for e in journal]
-    worker_cpu = [e["cpu_seconds"] for e in journal]
-    record = [e["record_seconds"] for e in journal]
-    startup = 5.0   # a LocalCluster's start and close here (grading_class.json: 4.6 s)
-    cpu = statistics.fmean(worker_cpu)
-    two = startup + n * (cpu + client["client_cpu_s"]) / 2
-    waves = math.ceil(n / 160)
-    many = startup + max(waves * max(worker_wall), n * client["client_s"])
-    rows = [
-        ("students graded for real (sample)", f"{len(journal)} of {assignment}"),
-        ("scores identical to sequential `nbgrader autograde`", str(identical)),
-        ("sample: distributed wall (s)", f"{wall:.1f} on {args.workers} workers"),
-        ("sample: sequential nbgrader wall (s)", f"{sequential:.1f}"),
-        ("worker wall s / submission (mean, max)",
-         f"{statistics.fmean(worker_wall):.2f}, {max(worker_wall):.2f}"),
-        ("worker CPU s / submission (mean, max)", f"{cpu:.2f}, {max(worker_cpu):.2f}"),
-        ("client s / submission in the sample run (journal)", f"{statistics.fmean(record):.4f}"),
-        (f"client s / submission at {n} students: prepare", f"{client['prepare_s']:.4f} "
-         f"(CPU {client['prepare_cpu_s']:.4f})"),
-        (f"client s / submission at {n} students: write", f"{client['write_s']:.4f} "
-         f"(CPU {client['write_cpu_s']:.4f})"),
-        (f"**client s / submission at {n} students (target <= 0.05)**",
-         f"**{client['client_s']:.4f}** (CPU {client['client_cpu_s']:.4f})"),
-        (f"projected wall, {n} students, 2 cores",
-         f"{two:.0f} s = {two / 60:.1f} min (CPU-bound: {n} x ({cpu:.2f} + "
-         f"{client['client_cpu_s']:.3f}) / 2 + {startup:.0f})"),
-        (f"projected wall, {n} students, 160 cores",
-         f"{many:.0f} s = {many / 60:.1f} min ({waves} waves x {max(worker_wall):.1f} s; "
-         f"client floor {n * client['client_s']:.1f} s, client busy "
-         f"{100 * n * client['client_s'] / many:.1f} %)"),
-    ]
-    command = "python benchmarks/grading_client.py " + " ".join(sys.argv[1:])
-    text = "\n".join([
-        "# Grading client: seconds per submission and a 300-student projection", "",
-        f"- command: `{command.strip()}`",
-        f"- machine: {model} ({os.cpu_count()} cores)",
-        f"- date: {date}",
-        f"- load (uptime) before: `{load_before}`",
-        f"- load (uptime) after: `{load_after}`", "",
-        "| measure | value |", "| --- | --- |",
-        *[f"| {a} | {b} |" for a, b in rows], "",
-        "Before this change the client replayed each submission through nbgrader's pipeline: "
-        "`record_s_per_submission` 3.476 s in `grading_class.json` (24 students of "
-        "01_change_of_variables, 2 cores, `python benchmarks/grading_class.py --students 24`).",
-        "", "Wall seconds are on a shared machine; CPU seconds (getrusage of the worker and "
-        "its kernels; process time of the client) are what the projection uses.", ""])
-    print(text)
-    out = args.out or os.path.join(HERE, "results", "grading_client" + (
-        "-quick" if args.quick else "") + ".md")
-    with open(out, "w") as handle:
-        handle.write(text)
-    with open(out[:-3] + ".json", "w") as handle:
-        json.dump({"command": command, "machine": model, "date": date, "load": [load_before,
-                   load_after], "journal": journal, "client": client, "identical": identical,
-                   "sample_wall_s": wall, "sequential_wall_s": sequential,
-                   "projected_wall_s": {"2": round(two, 1), "160": round(many, 1)}}, handle,
-                  indent=1)
+    return {"command": "python benchmarks/grading_client.py " + " ".join(sys.argv[1:]),
+            "machine": model, "cores": os.cpu_count(), "date": date,
+            "load": [load_before, load_after], "assignment": assignment, "students": n,
+            "workers": args.workers, "journal": journal, "client": client,
+            "identical": identical, "sample_wall_s": wall, "sequential_wall_s": sequential}
 
 
 if __name__ == "__main__":

@@ -348,11 +348,53 @@ def write_rows(db: sqlite3.Connection, rows: dict[str, list[dict]]) -> None:
 
 
 # --------------------------------------------------------------------------- the worker side
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and of its finished children (the kernels)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+class _TreeCPU:
+    """CPU seconds of this process and of every process it starts while in the ``with`` block.
+
+    A sandboxed kernel is killed at the end of a notebook (``shutdown_kernel = "immediate"``),
+    so its CPU never reaches ``getrusage(RUSAGE_CHILDREN)``: a thread samples the user and
+    system time of every descendant (launcher, bubblewrap, kernel, the grader's helpers) every
+    ``interval`` seconds and keeps each one's last value.  What a process uses after its last
+    sample is missed (at most ``interval`` seconds of it).
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import threading
+
+        self.interval, self.seen = interval, {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        try:
+            children = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            try:
+                times = child.cpu_times()
+                self.seen[(child.pid, child.create_time())] = times.user + times.system
+            except psutil.Error:
+                continue
+
+    def _watch(self) -> None:
+        while not self.stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> _TreeCPU:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        self.start = own.ru_utime + own.ru_stime
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sample()
+        self.stop.set()
+        self.thread.join()
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        self.seconds = own.ru_utime + own.ru_stime - self.start + sum(self.seen.values())
 
 
 def _zero_in(scratch: str, job: GradingJob, release: dict, why: str, kind: str,
@@ -408,10 +450,17 @@ def grade_submission(job: GradingJob) -> dict[str, Any]:
     preflight's), "seconds", "cpu_seconds" (this process and its kernels), "worker"
     ("host:pid")}``.  Raises if nbgrader cannot grade the submission.
     """
+    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
+    start = time.perf_counter()
+    with _TreeCPU() as cpu:
+        outcome = _grade_in_scratch(job)
+    return dict(outcome, seconds=time.perf_counter() - start, cpu_seconds=cpu.seconds,
+                worker=f"{socket.gethostname()}:{os.getpid()}")
+
+
+def _grade_in_scratch(job: GradingJob) -> dict[str, Any]:
     from .repair import stage_submission
 
-    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
-    start, cpu = time.perf_counter(), _cpu_seconds()
     root = _scratch_root()
     clean_stale_scratch(root)
     scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_process_tag()}-{job.student}-",
@@ -438,9 +487,7 @@ def grade_submission(job: GradingJob) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"student": job.student, "rows": rows, "files": files, "status": status,
-            "flags": flags, "seconds": time.perf_counter() - start,
-            "cpu_seconds": _cpu_seconds() - cpu,
-            "worker": f"{socket.gethostname()}:{os.getpid()}"}
+            "flags": flags}
 
 
 def zero_outcome(job: GradingJob, why: str) -> dict[str, Any]:
