@@ -135,10 +135,13 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
             client.close()
         return
     with dask.config.set({"distributed.scheduler.allowed-failures": int(allowed_failures)}):
+        # the scheduler serves HTTP (health checks) even without a dashboard: on the loopback,
+        # on a free port (Dask's default 8787 may be taken by another cluster)
+        quiet = {} if dashboard else {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                processes=True, host="127.0.0.1",
                                dashboard_address=loopback_address(dashboard),
-                               silence_logs=logging.ERROR)
+                               scheduler_kwargs=quiet, silence_logs=logging.ERROR)
         client = Client(cluster)
         try:
             yield client
