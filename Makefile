@@ -24,7 +24,7 @@ help:
 	@echo "make test-quick  unit tests only (a few minutes)"
 	@echo "make book        build the site only;  make book-quick: fewer training steps"
 	@echo "make release     nbgrader: generate the student release of every assignment"
-	@echo "make autograde   nbgrader: autograde every collected submission"
+	@echo "make autograde   nbgrader: autograde every collected submission (repaired or zeroed and flagged if nbgrader cannot read it)"
 	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
 	@echo "make autograde-parallel  sandboxed parallel autograde (Dask LocalCluster);  make grading-report: class report"
 	@echo "make autograde-cluster SCHEDULER=tcp://host:8786   the same on a Dask cluster"
@@ -72,39 +72,55 @@ release: venv
 	for a in $$ids; do ( $(NBGRADER) generate_assignment "$$a" --force ) || exit 1; done; \
 	echo "student release written to assignments/release/"
 
+# Every grading target works on the course folder GRADING_COURSE (default: assignments/).
+# `make autograde` first stages each submission (python -m flowlab_course preflight): the
+# student's files are copied unchanged into .flowlab-grading/submitted/, a notebook nbgrader
+# cannot read (old/new metadata schema, copied or missing grade ids, changed cell types, deleted
+# or moved cells) is repaired there from the release, an unreadable one is graded zero and
+# flagged; nbgrader then grades the staged copy, so one bad notebook never stops the class.
+GRADING_COURSE ?= assignments
+GRADING_BIN     = $(abspath $(VENV))/bin
+GRADING_ENV     = export PATH="$(GRADING_BIN):$$PATH"; cd "$(GRADING_COURSE)"
+STAGED          = .flowlab-grading/submitted
+
 autograde: venv
-	@$(GRADING_PATH); \
-	ids=$$(ls -d assignments/submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
-	if [ -z "$$ids" ]; then echo "nothing to grade: collect submissions into assignments/submitted/<student>/<assignment>/"; exit 0; fi; \
-	for a in $$ids; do ( $(NBGRADER) autograde "$$a" ) || exit 1; done
+	@$(GRADING_ENV); \
+	ids=$$(ls -d submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	if [ -z "$$ids" ]; then echo "nothing to grade: collect submissions into $(GRADING_COURSE)/submitted/<student>/<assignment>/"; exit 0; fi; \
+	failed=0; for a in $$ids; do \
+	  "$(GRADING_BIN)/python" -m flowlab_course preflight "$$a" && \
+	  "$(GRADING_BIN)/nbgrader" autograde "$$a" --CourseDirectory.submitted_directory=$(STAGED) \
+	  || { failed=1; echo "autograde $$a: some submissions were not graded (see above); the class report lists them"; }; \
+	done; exit $$failed
 
 feedback: venv
-	@$(GRADING_PATH); \
-	ids=$$(ls -d assignments/autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	@$(GRADING_ENV); \
+	ids=$$(ls -d autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
 	if [ -z "$$ids" ]; then echo "nothing autograded yet: run make autograde first"; exit 0; fi; \
-	for a in $$ids; do ( $(NBGRADER) generate_feedback "$$a" ) || exit 1; done; \
-	echo "feedback pages in assignments/feedback/<student>/<assignment>/"
+	failed=0; for a in $$ids; do "$(GRADING_BIN)/nbgrader" generate_feedback "$$a" || failed=1; done; \
+	echo "feedback pages in $(GRADING_COURSE)/feedback/<student>/<assignment>/"; exit $$failed
 
 # Sandboxed, parallel autograde of every collected assignment (experimental; book/sandbox.md),
-# and the class report (score distributions, most frequent failures) in assignments/reports/.
+# and the class report (score distributions, most frequent failures, flags, similarity) in
+# $(GRADING_COURSE)/reports/.
 autograde-parallel: venv
-	@$(GRADING_PATH); \
-	ids=$$(ls -d assignments/submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
-	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab_course autograde "$$a" -j $(JOBS) ) || exit 1; done
+	@$(GRADING_ENV); \
+	ids=$$(ls -d submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	failed=0; for a in $$ids; do "$(GRADING_BIN)/python" -m flowlab_course autograde "$$a" -j $(JOBS) || failed=1; done; exit $$failed
 
 grading-report: venv
-	@$(GRADING_PATH); \
-	ids=$$(ls -d assignments/autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
-	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab_course report "$$a" ) || exit 1; done
+	@$(GRADING_ENV); \
+	ids=$$(ls -d autograded/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	for a in $$ids; do "$(GRADING_BIN)/python" -m flowlab_course report "$$a" || exit 1; done
 
 # The same grading on a Dask cluster (SCHEDULER=tcp://host:8786; see book/sandbox.md), and the
 # grades for an LMS (Canvas, Moodle, nbgrader and per-part CSVs in assignments/grades/).
 SCHEDULER ?=
 autograde-cluster: venv
 	@test -n "$(SCHEDULER)" || { echo "make autograde-cluster needs SCHEDULER=tcp://HOST:8786"; exit 2; }
-	@$(GRADING_PATH); \
-	ids=$$(ls -d assignments/submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
-	for a in $$ids; do ( cd assignments && ../$(PY) -m flowlab_course autograde "$$a" --scheduler $(SCHEDULER) ) || exit 1; done
+	@$(GRADING_ENV); \
+	ids=$$(ls -d submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
+	failed=0; for a in $$ids; do "$(GRADING_BIN)/python" -m flowlab_course autograde "$$a" --scheduler $(SCHEDULER) || failed=1; done; exit $$failed
 
 export-lms: venv
 	@$(GRADING_PATH); cd assignments && ../$(PY) -m flowlab_course export --to grades $(if $(ROSTER),--roster $(ROSTER))

@@ -14,7 +14,9 @@ Measured:
 * ``worker_s_per_submission`` — mean seconds a worker spends on one submission (scratch course,
   nbgrader's sanitize + execute in the sandbox, packing the result), from the run's journal;
 * ``record_s_per_submission`` — mean seconds the client spends writing one into the gradebook
-  (nbgrader's autograde with the execute step replayed); serial, overlapped with the workers;
+  (since the workers run the whole pipeline: the rows a worker returned, a batch per
+  transaction; before, nbgrader's autograde with the execute step replayed); serial,
+  overlapped with the workers (``grading_client.py`` measures it at class size);
 * ``scheduler_overhead_s_per_submission`` — wall time per task of the same number of no-op
   tasks carrying the same payloads through a fresh scheduler and W workers: what Dask adds to
   each submission (target <= 0.2 s);

@@ -10,11 +10,19 @@ The rooms, one idea each:
 * :mod:`flowlab_course.plugins` — the nbgrader preprocessors (trusted execution, output limits,
   feedback without hidden tests);
 * :mod:`flowlab_course.sandbox` — bubblewrap around every grading kernel;
+* :mod:`flowlab_course.repair` — the preflight every grading path shares: a notebook nbgrader
+  cannot grade (old/new metadata schema, copied or missing grade ids, changed cell types,
+  deleted or moved cells) is repaired from the release in a staged copy, an unreadable one is
+  graded zero and flagged; the student's file is never changed;
 * :mod:`flowlab_course.parallel`, :mod:`flowlab_course.distributed` — grading many submissions
-  on a Dask cluster (a ``LocalCluster`` here, Slurm/PBS/Kubernetes elsewhere); the gradebook is
-  written by one process only;
+  on a Dask cluster (a ``LocalCluster`` here, Slurm/PBS/Kubernetes elsewhere): each worker runs
+  nbgrader's whole autograde of a submission and returns its gradebook rows; the gradebook is
+  written by one process only, in batches;
 * :mod:`flowlab_course.export` — Canvas, Moodle, nbgrader and per-part CSVs;
-* :mod:`flowlab_course.report` — the instructor's class report (distributions, failures, flags);
+* :mod:`flowlab_course.report` — the instructor's class report (distributions, failures, flags,
+  code similarity);
+* :mod:`flowlab_course.similarity` — how similar each submission's code is to flowlab's source
+  and to the other submissions (normalised tokens; never a penalty);
 * :mod:`flowlab_course.synthetic` — synthetic classes for the grading benchmarks.
 
 ``python -m flowlab_course --help`` lists the commands.  Importing this package imports nothing

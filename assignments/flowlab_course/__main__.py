@@ -7,6 +7,7 @@ Run from the course directory (the one with ``nbgrader_config.py``) or pass ``--
         --scheduler tcp://login-node:8786                                      # a Dask cluster
     python -m flowlab_course export --to grades/ [--roster roster.csv]         # Canvas, Moodle
     python -m flowlab_course report 01_change_of_variables                     # HTML report
+    python -m flowlab_course preflight 01_change_of_variables                  # make autograde
     python -m flowlab_course cluster-recipes                                   # Slurm, Kubernetes
     python -m flowlab_course sandbox-check
 """
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--allowed-failures", type=int, default=3,
                        help="workers one submission may kill before it is graded zero "
                             "(local cluster; default 3)")
+    grade.add_argument("--dashboard", default=None, metavar="[HOST]:PORT",
+                       help="serve the local cluster's Dask dashboard (on 127.0.0.1 unless a "
+                            "host is named, e.g. :8787); default: none")
     grade.add_argument("--student", action="append", help="only these students (repeatable)")
     grade.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("assignments", nargs="+")
     report.add_argument("--course", default=".")
     report.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
+    check = sub.add_parser("preflight", help="stage submissions for `nbgrader autograde`: "
+                                             "repair what nbgrader cannot read, zero and flag "
+                                             "what cannot be repaired (make autograde)")
+    check.add_argument("assignments", nargs="+")
+    check.add_argument("--course", default=".")
     sub.add_parser("cluster-recipes", help="how to grade on Slurm/PBS or Kubernetes")
     sub.add_parser("sandbox-check", help="say whether the grading sandbox works here")
     args = parser.parse_args(argv)
@@ -71,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         ok, why = bwrap_available()
         print("sandbox: available" if ok else f"sandbox: NOT available: {why}")
         return 0 if ok else 1
+    if args.command == "preflight":
+        from .repair import STAGED_DIR, preflight
+
+        for name in args.assignments:
+            checks = preflight(args.course, name)
+            found = [(s, c) for s, cs in checks.items() for c in cs if c.status != "ok"]
+            print(f"{name}: {len(checks)} submissions staged in {STAGED_DIR}/, "
+                  f"{sum(c.status == 'repaired' for _, c in found)} notebooks repaired, "
+                  f"{sum(c.status == 'unreadable' for _, c in found)} unreadable (graded zero)")
+            for student, c in found:
+                print(f"  {c.status.upper()} {student}/{c.name}: {'; '.join(c.defects)}",
+                      file=sys.stderr)
+        return 0
     if args.command == "cluster-recipes":
         from .distributed import RECIPES
 
@@ -112,14 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         results = autograde_parallel(args.course, name, students=args.student,
                                      workers=args.workers, scheduler=args.scheduler,
                                      force=args.force, progress=not args.no_progress,
-                                     allowed_failures=args.allowed_failures)
+                                     allowed_failures=args.allowed_failures,
+                                     dashboard=args.dashboard)
         done = [r for r in results if r.status == "graded"]
         skipped = [r for r in results if r.skipped]
-        bad = [r for r in results if not r.ok]
-        print(f"{name}: {len(done)} graded, {len(skipped)} unchanged, {len(bad)} failed")
-        for r in bad:
-            label = "ZEROED" if r.status == "zeroed" else "FAILED"
-            print(f"  {label} {r.student}: {r.error.strip().splitlines()[0] if r.error else ''}",
+        zeroed = [r for r in results if r.status == "zeroed"]
+        bad = [r for r in results if r.status == "failed"]
+        repaired = [r for r in done if r.flags]
+        print(f"{name}: {len(done)} graded ({len(repaired)} repaired), {len(skipped)} "
+              f"unchanged, {len(zeroed)} zeroed and flagged, {len(bad)} failed")
+        for r in repaired + zeroed + bad:
+            label = {"graded": "REPAIRED", "zeroed": "ZEROED"}.get(r.status, "FAILED")
+            text = r.error or "; ".join(f["message"] for f in r.flags)
+            print(f"  {label} {r.student}: {text.strip().splitlines()[0] if text else ''}",
                   file=sys.stderr)
         failed += len(bad)
     return 1 if failed else 0

@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["RECIPES", "WorkerDied", "dask_client", "run_on_dask"]
+__all__ = ["RECIPES", "WorkerDied", "dask_client", "loopback_address", "run_on_dask"]
 
 #: How to get a scheduler address on a cluster (documentation; nothing here installs them).
 RECIPES = r"""
@@ -37,7 +37,9 @@ Slurm or PBS (pip install dask-jobqueue), on the login node, in the course folde
 
     from dask_jobqueue import SLURMCluster          # or PBSCluster, SGECluster, LSFCluster
     cluster = SLURMCluster(cores=1, processes=1, memory="8GB", walltime="01:00:00",
-                           job_script_prologue=["source /path/to/course/.venv/bin/activate"])
+                           job_script_prologue=["source /path/to/course/.venv/bin/activate"],
+                           scheduler_options={"dashboard_address": "127.0.0.1:8787"})
+    # the dashboard listens on the login node's loopback only: ssh -L 8787:127.0.0.1:8787 login
     cluster.scale(jobs=40)                          # 40 workers, one submission each at a time
     print(cluster.scheduler_address)                # tcp://10.0.0.5:8786
     # keep this session open (the cluster lives as long as it does); in another shell, in the
@@ -51,13 +53,23 @@ Kubernetes (pip install dask-kubernetes; the image holds the course environment)
     from dask_kubernetes.operator import KubeCluster
     cluster = KubeCluster(name="grading", image="registry.example.org/flowlab-course:2026",
                           n_workers=40, resources={"requests": {"cpu": "1", "memory": "8Gi"}},
-                          worker_command="dask worker --nthreads 1")
+                          worker_command="dask worker --nthreads 1 --no-dashboard",
+                          scheduler_service_type="ClusterIP")   # not exposed outside the cluster
     print(cluster.scheduler_address)
+    # the dashboard: kubectl port-forward service/grading-scheduler 8787 (on your loopback)
 
 By hand (any machines that reach each other):
 
-    dask scheduler --port 8786                                   # on one machine
-    dask worker tcp://SCHEDULER:8786 --nworkers 8 --nthreads 1   # on each grading machine
+    dask scheduler --port 8786 --dashboard-address 127.0.0.1:8787     # on one machine
+    dask worker tcp://SCHEDULER:8786 --nworkers 8 --nthreads 1 \\
+        --no-dashboard                                                # on each grading machine
+
+The dashboard shows task keys (student names) and can run profiling: keep it on the loopback
+(as above; Dask's default listens on every interface) and reach it through an ssh tunnel.
+The local cluster of `python -m flowlab_course autograde` has no dashboard unless asked for
+(`--dashboard :8787`, on 127.0.0.1).  Workers grade in scratch folders under $FLOWLAB_SCRATCH
+(default: the temporary folder); a killed worker's folder is removed by the next submission
+graded on that machine and at the end of every run.
 
 Workers need `bwrap` for the sandbox (flowlab_course.sandbox); Kubernetes pods need the
 privileges bubblewrap asks for (user namespaces), or the sandbox is off with a warning.  A
@@ -74,9 +86,27 @@ class WorkerDied(RuntimeError):
     """A task given up by Dask: every worker that ran it died (``KilledWorker``)."""
 
 
+def loopback_address(address: str | None) -> str | None:
+    """A dashboard address bound to the loopback unless it names a host.
+
+    ``None`` (no dashboard) stays ``None``; ``"8787"`` or ``":8787"`` becomes
+    ``"127.0.0.1:8787"``; ``"0.0.0.0:8787"`` (every interface) only when asked for so.
+
+        >>> loopback_address(":0"), loopback_address("8787"), loopback_address("10.0.0.5:8787")
+        ('127.0.0.1:0', '127.0.0.1:8787', '10.0.0.5:8787')
+    """
+    if address is None:
+        return None
+    address = str(address).strip()
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        host, port = "", address
+    return f"{host or '127.0.0.1'}:{port or 0}"
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None,
-                allowed_failures: int = 3) -> Iterator[Any]:
+                allowed_failures: int = 3, dashboard: str | None = None) -> Iterator[Any]:
     """A ``distributed.Client``: of a running scheduler, or of a new local cluster.
 
     Args:
@@ -86,6 +116,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
         workers: processes of the local cluster (default: the number of cores).
         allowed_failures: worker deaths a task may cause before Dask gives it up (the local
             cluster's scheduler setting; a running scheduler keeps its own).
+        dashboard: the local cluster's dashboard (``":8787"``; see :func:`loopback_address`:
+            on the loopback unless the address names another host); default: no dashboard.
 
     Example::
 
@@ -103,9 +135,13 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
             client.close()
         return
     with dask.config.set({"distributed.scheduler.allowed-failures": int(allowed_failures)}):
+        # the scheduler serves HTTP (health checks) even without a dashboard: on the loopback,
+        # on a free port (Dask's default 8787 may be taken by another cluster)
+        quiet = {} if dashboard else {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, host="127.0.0.1", dashboard_address=None,
-                               silence_logs=logging.ERROR)
+                               processes=True, host="127.0.0.1",
+                               dashboard_address=loopback_address(dashboard),
+                               scheduler_kwargs=quiet, silence_logs=logging.ERROR)
         client = Client(cluster)
         try:
             yield client
@@ -122,17 +158,20 @@ def run_on_dask(
     scheduler: str | None = None,
     workers: int | None = None,
     allowed_failures: int = 3,
+    dashboard: str | None = None,
+    finally_run: Callable[[], Any] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Run ``function(job)`` for every job on Dask; yield ``(name, result)`` as each finishes.
 
     ``result`` is what ``function`` returned, the exception it raised, or a
     :class:`WorkerDied` when the task killed ``allowed_failures + 1`` workers.  Each name is
-    yielded exactly once.  ``keys`` gives every task a unique Dask key.
+    yielded exactly once.  ``keys`` gives every task a unique Dask key.  ``finally_run`` is
+    run once on every worker at the end (cleaning up after workers that were killed).
     """
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    with dask_client(scheduler, workers, allowed_failures) as client:
+    with dask_client(scheduler, workers, allowed_failures, dashboard) as client:
         futures = {client.submit(function, job, key=keys[name], pure=False, retries=0): name
                    for name, job in jobs.items()}
         for future in as_completed(futures):
@@ -146,3 +185,6 @@ def run_on_dask(
             finally:
                 future.release()
             yield name, outcome
+        if finally_run is not None:
+            with contextlib.suppress(Exception):   # a worker that is gone has nothing to clean
+                client.run(finally_run)

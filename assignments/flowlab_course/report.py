@@ -12,14 +12,19 @@ assignment and writes into ``out_dir``:
   message is what the test cell raised (``GradingFailure: log|det| has the wrong sign ...``) or
   the partial-credit line it printed, i.e. the class's typical mistakes;
 * ``flags.csv`` — the submissions flagged for review (``student, part, kind, message``);
+* ``similarity.csv`` — per solution cell and student, how similar the code they wrote is to
+  flowlab's reference source and to the closest other student's
+  (:mod:`flowlab_course.similarity`: normalised tokens; no effect on grades);
 * ``scores.png``, ``totals.png`` — the figures of the page.
 
 Flags come from the grader (``autograded/<student>/<assignment>/flowlab-flags.json``: a list of
 ``{"part", "kind", "message"}`` with kind ``delegation``, ``undecidable``, ``timeout``,
 ``kernel_died`` or ``note``; or the same list in the executed notebook's
 ``metadata.flowlab.flags``), from the autograded notebooks themselves (a cell that timed out or
-whose kernel died), and from the parallel grader (a submission that was submitted but could not
-be graded: kind ``not_graded``).
+whose kernel died), from the preflight (:mod:`flowlab_course.repair`: a notebook nbgrader could
+not grade as submitted, kind ``repaired``, or could not read at all, kind ``unreadable``, graded
+zero), and from the parallel grader (a submission that was submitted but could not be graded:
+kind ``not_graded``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import json
 import os
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .parallel import FLAGS_FILE, submissions
 
@@ -43,7 +48,8 @@ _ERROR_KINDS = {"CellTimeoutError": "timeout", "TimeoutError": "timeout",
                 "DeadKernelError": "kernel_died", "KernelError": "kernel_died",
                 "GradingWorkerDied": "kernel_died", "DelegationError": "delegation",
                 "HeldForReview": "undecidable"}
-_KIND_ORDER = ["kernel_died", "timeout", "delegation", "undecidable", "not_graded", "note"]
+_KIND_ORDER = ["unreadable", "kernel_died", "timeout", "delegation", "undecidable", "not_graded",
+               "repaired", "note"]
 
 
 @dataclass
@@ -54,16 +60,19 @@ class ClassReport:
     failures: list[tuple[str, str, int]]                  # (part, message, students)
     flags: list[dict]                                     # student, part, kind, message
     html_path: str
+    similarity: list = field(default_factory=list)       # similarity.CellSimilarity
 
 
 def read_flags(course_root: str, assignment: str, student: str) -> list[dict]:
     """The review flags of one student's autograded submission (see the module docstring)."""
     import nbformat
 
+    from .repair import read_preflight
+
     folder = os.path.join(course_root, "autograded", student, assignment)
+    flags: list[dict] = list(read_preflight(course_root, assignment).get(student, []))
     if not os.path.isdir(folder):
-        return []
-    flags: list[dict] = []
+        return _unique(flags)
     path = os.path.join(folder, FLAGS_FILE)
     if os.path.exists(path):
         with open(path) as handle:
@@ -85,6 +94,10 @@ def read_flags(course_root: str, assignment: str, student: str) -> list[dict]:
                     part = cell.metadata.get("nbgrader", {}).get("grade_id")
                     flags.append({"part": part, "kind": kind,
                                   "message": f"{out['ename']}: {out.get('evalue', '')}"[:300]})
+    return _unique(flags)
+
+
+def _unique(flags: list[dict]) -> list[dict]:
     seen, unique = set(), []
     for flag in flags:
         key = (flag.get("part"), flag.get("kind"))
@@ -102,7 +115,7 @@ def _png(fig) -> str:
 
 
 def class_report(course_root: str, assignment: str, out_dir: str | None = None, *,
-                 top: int = 15) -> ClassReport:
+                 top: int = 15, similar: float = 0.8, min_tokens: int = 15) -> ClassReport:
     """Write the class report of ``assignment`` (see the module docstring); return it.
 
     Args:
@@ -110,6 +123,8 @@ def class_report(course_root: str, assignment: str, out_dir: str | None = None, 
         assignment: the assignment's name.
         out_dir: where to write (default ``<course>/reports/<assignment>``).
         top: how many failure messages the page lists (the CSV has all).
+        similar: similarity from which the page highlights a submission's code (0 to 1).
+        min_tokens: code shorter than this many written tokens is never highlighted.
     """
     import matplotlib
 
@@ -151,6 +166,18 @@ def class_report(course_root: str, assignment: str, out_dir: str | None = None, 
     parts = list(scores)  # notebook order (read_grades keeps it)
     ranked = [(part, msg, n) for (part, msg), n in failures.most_common()]
     _write_csvs(out_dir, parts, scores, ranked, flags)
+    from .similarity import assignment_similarity, parts_of_cells
+
+    similar_rows = assignment_similarity(course_root, assignment)
+    with open(os.path.join(out_dir, "similarity.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["cell", "student", "tokens", "reference", "reference_source", "peer",
+                         "peer_student"])
+        for r in similar_rows:
+            writer.writerow([r.cell, r.student, r.tokens, f"{r.reference:.3f}",
+                             r.reference_name, f"{r.peer:.3f}", r.peer_name])
+    similarity_html = _similarity_html(similar_rows, parts_of_cells(course_root, assignment),
+                                       similar, min_tokens, top)
 
     # ---- figures
     cols = min(4, len(parts))
@@ -246,12 +273,45 @@ def class_report(course_root: str, assignment: str, out_dir: str | None = None, 
             f"{fail_rows}</table>"
             f"<p>All {len(ranked)} messages: <code>failures.csv</code>.</p>"
             "<h2>Flagged for review</h2>"
-            "<p>Timeouts, kernel deaths, suspected delegation to flowlab, constructs the grader "
-            "cannot decide (<code>exec</code> of a built string ...), and submissions that "
-            "could not be graded.</p>"
+            "<p>Unreadable notebooks (graded zero), timeouts, kernel deaths, suspected "
+            "delegation to flowlab, constructs the grader cannot decide (<code>exec</code> of "
+            "a built string ...), submissions that could not be graded, and notebooks whose "
+            "structure was repaired from the release before grading.</p>"
             "<table><tr><th>student</th><th>part</th><th>kind</th><th>message</th></tr>"
-            f"{flag_rows}</table></html>")
-    return ClassReport(dict(scores), ranked, flags, html_path)
+            f"{flag_rows}</table>" + similarity_html + "</html>")
+    return ClassReport(dict(scores), ranked, flags, html_path, similar_rows)
+
+
+def _similarity_html(rows: list, parts: dict[str, list[str]], similar: float, min_tokens: int,
+                     top: int) -> str:
+    """The page's section on copied code: per solution cell, the most similar submissions."""
+    out = ["<h2>Similarity of the code</h2>",
+           "<p>For each solution cell: how similar the code a student wrote (what the release "
+           "gave removed; names, numbers, strings, comments and layout ignored) is to the "
+           "reference source (the assignment's solution and flowlab's definition of the same "
+           "name) and to the closest other student's; 100 % is the same code up to names. "
+           f"Marked <strong>bold</strong>: {similar:.0%} or more with at least {min_tokens} "
+           "tokens written. Nothing here changes a grade: read the code before deciding. All "
+           "rows: <code>similarity.csv</code>.</p>"]
+    cells = list(dict.fromkeys(r.cell for r in rows))
+    if not cells:
+        return "".join(out) + "<p>No solution code to compare.</p>"
+    for cell in cells:
+        mine = [r for r in rows if r.cell == cell]
+        marked = [r for r in mine if max(r.reference, r.peer) >= similar
+                  and r.tokens >= min_tokens]
+        label = f"{cell} (parts: {', '.join(parts.get(cell, [])) or '—'})"
+        out.append(f"<h3>{html.escape(label)}</h3><p>{len(mine)} submissions with code of "
+                   f"their own; {len(marked)} at {similar:.0%} or more.</p>")
+        out.append("<table><tr><th>student</th><th>tokens written</th><th>to the reference"
+                   "</th><th>to the closest student</th></tr>")
+        for r in mine[:top]:
+            long = r.tokens >= min_tokens
+            out.append(f"<tr><td>{html.escape(r.student)}</td><td>{r.tokens}</td>"
+                       f"<td>{_percent(r.reference, r.reference_name, long, similar)}</td>"
+                       f"<td>{_percent(r.peer, r.peer_name, long, similar)}</td></tr>")
+        out.append("</table>")
+    return "".join(out)
 
 
 def _write_csvs(out_dir: str, parts: list[str], scores: dict, ranked: list,
@@ -271,3 +331,8 @@ def _write_csvs(out_dir: str, parts: list[str], scores: dict, ranked: list,
         writer.writerow(["student", "part", "kind", "message"])
         for f in flags:
             writer.writerow([f["student"], f["part"] or "", f["kind"], f["message"]])
+
+
+def _percent(value: float, name: str, long: bool, similar: float) -> str:
+    text = html.escape(f"{value:.0%} ({name})" if name else f"{value:.0%}")
+    return f"<strong>{text}</strong>" if long and value >= similar else text

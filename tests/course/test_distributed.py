@@ -108,7 +108,7 @@ def test_a_worker_killed_mid_run_is_regraded_once_and_the_gradebook_is_intact(tm
                 with contextlib.suppress(psutil.NoSuchProcess):
                     process.kill()
         assert command.returncode == 0, output
-        assert "5 graded, 0 unchanged, 0 failed" in output
+        assert "5 graded (0 repaired), 0 unchanged, 0 zeroed and flagged, 0 failed" in output
         client.wait_for_workers(2, timeout=120)               # the nanny restarted it
         assert pid not in client.run(os.getpid).values()
     finally:
@@ -130,15 +130,21 @@ def test_a_worker_killed_mid_run_is_regraded_once_and_the_gradebook_is_intact(tm
     assert len(read_journal(graded, synthetic.ASSIGNMENT)) == len(STUDENTS)
 
 
-def test_a_submission_that_kills_its_worker_is_zeroed_and_the_rest_graded(tmp_path):
+def test_a_submission_that_kills_its_worker_is_zeroed_and_the_rest_graded(tmp_path,
+                                                                        monkeypatch):
     students = {"ada": synthetic.CORRECT, "bob": synthetic.MISTAKEN, "killer": KILLER}
     root = _class(str(tmp_path / "course"), students, sandbox="False")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("FLOWLAB_SCRATCH", str(scratch))   # the workers' scratch folders
     results = {r.student: r for r in autograde_parallel(
         root, synthetic.ASSIGNMENT, workers=2, progress=False, allowed_failures=1)}
     assert results["ada"].status == "graded" and results["bob"].status == "graded"
     killer = results["killer"]
     assert killer.status == "zeroed" and not killer.ok
     assert "killed the grading worker" in killer.error
+    # the killed workers' scratch folders did not outlive the run
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("flowlab-grade-")]
     scores = synthetic.scores(root)
     assert scores["ada"] == {"test_visible": 1.0, "test_hidden": 2.0}
     assert scores["bob"] == {"test_visible": 1.0, "test_hidden": 0.0}
@@ -161,26 +167,73 @@ def test_a_submission_that_kills_its_worker_is_zeroed_and_the_rest_graded(tmp_pa
             if e["student"] == "killer"] == ["zeroed", "graded"]
 
 
-def test_the_graders_flags_in_the_executed_notebook_reach_the_report(tmp_path):
-    """``metadata.flowlab.flags`` of a worker's notebook becomes ``flowlab-flags.json``."""
-    import json
-
+def test_the_graders_flags_in_the_autograded_notebook_reach_the_report(tmp_path):
+    """``metadata.flowlab.flags`` kept in an autograded notebook (the course's
+    ``ClearMetadataPreprocessor`` mask keeps them) are read by the report."""
     import nbformat
 
-    from flowlab_course.parallel import FLAGS_FILE, _keep_extra_files
     from flowlab_course.report import read_flags
 
-    returned, target = tmp_path / "returned", tmp_path / "autograded" / "ada" / "ps1"
-    returned.mkdir()
+    target = tmp_path / "autograded" / "ada" / "ps1"
     target.mkdir(parents=True)
     nb = nbformat.v4.new_notebook()
     nb.metadata["flowlab"] = {"flags": [{"part": "test_hidden", "kind": "undecidable",
                                          "message": "exec of a built string"}]}
-    nbformat.write(nb, returned / "ps1.ipynb")
-    nbformat.write(nbformat.v4.new_notebook(), target / "ps1.ipynb")   # metadata cleared
-    _keep_extra_files(str(returned), ["ps1.ipynb"], str(target))
-    saved = json.loads((target / FLAGS_FILE).read_text())
-    assert saved == [{"part": "test_hidden", "kind": "undecidable",
-                      "message": "exec of a built string", "notebook": "ps1"}]
+    nbformat.write(nb, target / "ps1.ipynb")
     assert read_flags(str(tmp_path), "ps1", "ada") == [
         {"part": "test_hidden", "kind": "undecidable", "message": "exec of a built string"}]
+
+
+def test_stale_scratch_of_dead_processes_is_removed(tmp_path):
+    from flowlab_course.parallel import SCRATCH_PREFIX, _process_tag, clean_stale_scratch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    tag = _process_tag(dead.pid)
+    dead.wait()
+    mine = tmp_path / f"{SCRATCH_PREFIX}{_process_tag()}-ada-x1"
+    gone = tmp_path / f"{SCRATCH_PREFIX}{tag}-bob-x2"
+    reused = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-12345-cy-x3"   # pid reused since
+    other = tmp_path / "someone-elses-folder"
+    for folder in (mine, gone, reused, other):
+        (folder / "sub").mkdir(parents=True)
+    removed = clean_stale_scratch(str(tmp_path))
+    assert sorted(removed) == sorted([gone.name, reused.name])
+    assert mine.exists() and other.exists() and not gone.exists() and not reused.exists()
+
+
+def _listening(pid: int, port: int) -> list[str]:
+    return [c.laddr.ip for c in psutil.Process(pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+def _status_page(port: int) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=30) as reply:
+            return reply.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_the_local_dashboard_is_off_by_default_and_on_the_loopback_when_asked():
+    """The scheduler's HTTP server (health checks) and, when asked, the dashboard listen on
+    127.0.0.1 only: never on every interface, which Dask's ``:8787`` would mean."""
+    from urllib.parse import urlparse
+
+    from flowlab_course.distributed import RECIPES, dask_client
+
+    with dask_client(workers=1) as client:
+        port = client.scheduler_info()["services"]["dashboard"]
+        assert _listening(os.getpid(), port) == ["127.0.0.1"]
+        assert _status_page(port) == 404                          # no dashboard
+    with dask_client(workers=1, dashboard=":0") as client:
+        port = client.scheduler_info()["services"]["dashboard"]
+        assert urlparse(client.dashboard_link).hostname == "127.0.0.1"
+        assert _listening(os.getpid(), port) == ["127.0.0.1"]   # not 0.0.0.0, not ::
+        assert _status_page(port) == 200                          # the dashboard, asked for
+    # every recipe keeps its dashboard on the loopback (or off)
+    assert "--dashboard-address 127.0.0.1:8787" in RECIPES
+    assert '"dashboard_address": "127.0.0.1:8787"' in RECIPES
+    assert RECIPES.count("--no-dashboard") == 2

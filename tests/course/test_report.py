@@ -92,3 +92,18 @@ def test_flagged_submissions_are_listed_for_review(report):
         assert len(list(csv.reader(handle))) == 1 + len(flags)
     with open(os.path.join(folder, "scores.csv"), newline="") as handle:
         assert len(list(csv.reader(handle))) == 1 + 3 * len(STUDENTS)
+
+
+def test_similarity_section_and_csv(report):
+    """ada and fay hand in the same code: 100 % to each other; the section names the parts."""
+    rows = {r.student: r for r in report.similarity}
+    assert rows["ada"].peer == 1.0 and rows["ada"].peer_name == "fay"
+    assert rows["ada"].reference_name == "assignment's solution"
+    text = "".join(_page(report).text)
+    assert "Similarity of the code" in text and "square (parts: test_visible" in text
+    folder = os.path.dirname(report.html_path)
+    with open(os.path.join(folder, "similarity.csv"), newline="") as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["cell", "student", "tokens", "reference", "reference_source", "peer",
+                        "peer_student"]
+    assert {row[1] for row in table[1:]} >= {"ada", "bob", "fay"}
