@@ -54,6 +54,7 @@ GRADED = Graded("assignment 2", {
     f"{_C}.AdditiveCoupling": "the additive coupling layer",
     f"{_C}.AffineCoupling": "the affine coupling layer",
     f"{_C}.Coupling": "the coupling layers",
+    "flowlab.transforms.glow.GlowCoupling": "the affine coupling layer",
     "flowlab.transforms.splines": "the coupling layers",
     "flowlab.transforms.image": "the coupling layers",
     "flowlab.models": "the RealNVP stack",

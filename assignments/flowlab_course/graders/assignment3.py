@@ -58,6 +58,7 @@ MULTISCALE = ("flowlab.models.multiscale", "flowlab.models.image_flow", "flowlab
 GRADED = Graded("assignment 3", {
     "flowlab.transforms.image": "squeeze, the image masks and the masked coupling",
     "flowlab.transforms.coupling": "the masked affine coupling",
+    "flowlab.transforms.glow.GlowCoupling": "the masked affine coupling",
     "flowlab.transforms.dequantize": "dequantization",
     "flowlab.metrics": "bits per dimension",
     "flowlab.models.multiscale": "the multi-scale architecture",

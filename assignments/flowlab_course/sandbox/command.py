@@ -82,8 +82,10 @@ def _read_only_binds(
                 continue
             if any(_is_within(g, variant) for g in guarded):
                 continue  # an ancestor of the course: never mount it
-            if any(_is_within(r, variant) and r != variant and not _is_site_packages(
-                    os.path.dirname(r)) for r in replaced):
+            if any(_is_within(variant, r) for r in replaced):
+                continue  # the replaced package itself: its replacement is mounted there
+            if any(_is_within(r, variant) and not _is_site_packages(os.path.dirname(r))
+                   for r in replaced):
                 continue  # a folder that holds the real source of a replaced package (a checkout)
             if any(_is_within(variant, s) for s in SYSTEM_DIRS if os.path.isdir(s)):
                 continue  # already visible
