@@ -230,3 +230,21 @@ def test_every_part_reference_is_declared_at_the_assignment_level() -> None:
                 assert any(ref == k or ref.startswith(k + ".") for k in keys), (p.key, ref)
             for other in p.reveals:
                 assert f"assignment{i}.{other}" in REGISTRY, (p.key, other)
+
+
+def test_a_decorated_graded_function_is_probed_with_the_graders_pieces() -> None:
+    """``@torch.no_grad()`` around causal_attention: a wrong causal_mask costs causal_mask only."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "assignments"))
+    from local_grading import grade, namespace, source
+    from nbgrader_course import patch
+
+    nb = patch(source("05_autoregressive"),
+               "def causal_attention(", "@torch.no_grad()\ndef causal_attention(")
+    nb = patch(nb, "return j < i if strict else j <= i", "return i < j if strict else i <= j")
+    ns = namespace(nb)
+    assert grade("assignment5", ns, "causal_mask") is not None
+    assert grade("assignment5", ns, "causal_attention") is None
+    assert ns["causal_mask"](2).tolist() == [[True, True], [False, True]]  # their own, put back
