@@ -202,3 +202,14 @@ def test_no_source_text_of_a_graded_object_is_in_the_copy(copies, n) -> None:
                 lines = {ln.strip() for ln in open(os.path.join(top, f), encoding="utf-8")}
                 seen += sorted(lines & distinctive)
     assert seen == []
+
+
+def test_the_books_list_of_stubs_is_generated_from_the_declarations() -> None:
+    from pathlib import Path
+
+    book = (Path(__file__).resolve().parents[2] / "book" / "sandbox.md").read_text()
+    start = book.index("<!-- graded-pieces")
+    block = book[book.index("\n", start) + 1: book.index("<!-- /graded-pieces -->")].strip()
+    assert block == redaction.markdown_table([_graded(n) for n in range(1, 6)]), (
+        "book/sandbox.md is out of date: paste flowlab_course.trusted.redaction.markdown_table() "
+        "of the five GRADED declarations between the graded-pieces markers")

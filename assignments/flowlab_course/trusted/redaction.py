@@ -477,4 +477,16 @@ def describe(graded: Iterable[Graded]) -> list[tuple[str, list[str]]]:
     return [(g.assignment, sorted(g.objects)) for g in graded]
 
 
-__all__ += ["manifest", "describe"]
+def markdown_table(graded: Iterable[Graded]) -> str:
+    """The book's table of what is a stub while each assignment is graded (``book/sandbox.md``)."""
+    rows = ["| Assignment | Stubs while graded (the student writes these) |", "|---|---|"]
+    for g in graded:
+        by_words: dict[str, list[str]] = {}
+        for path, words in sorted(g.objects.items()):
+            by_words.setdefault(words, []).append(f"`{path.removeprefix('flowlab.')}`")
+        cells = "; ".join(f"{words}: {', '.join(paths)}" for words, paths in by_words.items())
+        rows.append(f"| {g.assignment} | {cells} |")
+    return "\n".join(rows)
+
+
+__all__ += ["manifest", "describe", "markdown_table"]
