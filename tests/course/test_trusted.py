@@ -248,3 +248,16 @@ def test_a_decorated_graded_function_is_probed_with_the_graders_pieces() -> None
     assert grade("assignment5", ns, "causal_mask") is not None
     assert grade("assignment5", ns, "causal_attention") is None
     assert ns["causal_mask"](2).tolist() == [[True, True], [False, True]]  # their own, put back
+
+
+def test_strings_and_type_names_of_an_answer_carry_no_data() -> None:
+    """A type name or string the kernel chose reaches a grader's message only if made of names."""
+    import base64 as b64
+
+    secret = b64.b64encode(b"_flowlab_probe('...')").decode()
+    ns = {"secret": secret}
+    exec("class Odd:\n    pass\nOdd.__name__ = secret\n", ns)
+    got = LocalBridge(ns, student_source=["class Odd:\n    pass"]).call(
+        "result = [Odd(), secret, 'StandardNormal', type([]).__name__, Odd.__name__ + '1']")
+    assert got[0] == wire.Opaque("an object") and got[1] == "?" and got[4] == "?"
+    assert got[2:4] == ["StandardNormal", "list"]

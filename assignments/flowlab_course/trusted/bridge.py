@@ -44,6 +44,31 @@ _KNOWN_ERRORS = frozenset(
 ) | {"ReferenceUnavailable", "LinAlgError", "OutOfMemoryError", "CellTimeoutError"}
 
 
+def _safe_words() -> frozenset:
+    """Names of Python, torch and flowlab: type names an answer may legitimately carry."""
+    global _SAFE
+    if _SAFE is None:
+        import torch
+
+        words = set(dir(builtins)) | set(dir(torch)) | set(dir(torch.nn)) | {
+            "NoneType", "function", "method", "module", "generator", "a", "an", "object",
+            "tensor", "strided", "sparse_coo", "nested", "too", "deeply", "builtin_function_or_method"}
+        try:
+            import flowlab
+            import flowlab.distributions
+            import flowlab.transforms
+
+            for m in (flowlab, flowlab.distributions, flowlab.transforms):
+                words |= set(dir(m))
+        except ImportError:  # pragma: no cover - flowlab is installed with the course
+            pass
+        _SAFE = frozenset(words)
+    return _SAFE
+
+
+_SAFE: frozenset | None = None
+
+
 class StudentError(Exception):
     """The student's code raised while the grader called it."""
 
@@ -142,7 +167,7 @@ class KernelBridge:
         if not answer.get("ok"):
             raise StudentError(*self._student_error(answer))
         try:
-            return wire.decode(answer.get("result"))
+            return self._scrub(wire.decode(answer.get("result")))
         except wire.WireError as err:
             raise NoAnswer(f"the answer was not a plain value: {err}") from None
 
@@ -172,6 +197,34 @@ class KernelBridge:
         else:
             where = None
         return error, message, where
+
+    def _known(self, text: str) -> bool:
+        """Is ``text`` made only of names the grader knows (not data the kernel chose)?"""
+        if len(text) > 80:
+            return False
+        words = _IDENTIFIER.findall(text)
+        if "".join(words) != re.sub(r"[^A-Za-z0-9_]", "", text):
+            return False   # digits glued to nothing, or characters outside names
+        return all(w in self._words or w in _safe_words() or re.search(rf"\b{w}\b", self._secret)
+                   for w in words)
+
+    def _scrub(self, value: Any) -> Any:
+        """Strings of an answer (type names, labels) are passed on only if made of known names.
+
+        Graders quote them in messages ("got NoneType"); an arbitrary string could carry the
+        probe request or hidden inputs into the notebook in any encoding.
+        """
+        if isinstance(value, str):
+            return value if self._known(value) else "?"
+        if isinstance(value, wire.Opaque):
+            return value if self._known(value.what) else wire.Opaque("an object")
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._scrub(v) for v in value)
+        if isinstance(value, dict):
+            return {(k if self._known(k) else "?"): self._scrub(v) for k, v in value.items()}
+        return value
 
     def clean(self, text: str, limit: int = 300) -> str:
         """``text`` without decimals (hidden inputs) and without anything quoting grader code."""
@@ -206,22 +259,29 @@ class LocalBridge(KernelBridge):
     Args:
         namespace: the "student's" globals (e.g. ``runpy``/``exec`` of a solution's source).
         student_source, stub_messages: as for :class:`KernelBridge`.
+        modules: the redacted flowlab's modules (:func:`.redaction.load`): ``sys.modules``
+            holds them while a probe runs, as the grading kernel would (build ``namespace``
+            inside :class:`.redaction.swapped` too).
     """
 
     def __init__(self, namespace: dict, student_source: Sequence[str] = (),
-                 stub_messages: Iterable[str] = ()) -> None:
+                 stub_messages: Iterable[str] = (), modules: dict | None = None) -> None:
         super().__init__(client=None, student_source=student_source, stub_messages=stub_messages)
         self.namespace = namespace
+        self.modules = modules
 
     def _execute(self, source: str) -> list:
         import contextlib
         import io
         import types
 
+        from .redaction import swapped
+
         shell = types.SimpleNamespace(user_ns=self.namespace)
         self.namespace.setdefault("get_ipython", lambda: shell)
         buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
+        modules = swapped(self.modules) if self.modules else contextlib.nullcontext()
+        with contextlib.redirect_stdout(buffer), modules:
             try:
                 exec(compile(source, "<grader-request>", "exec"), self.namespace)
             except Exception as err:  # noqa: BLE001 - like a kernel: an error output

@@ -489,4 +489,63 @@ def markdown_table(graded: Iterable[Graded]) -> str:
     return "\n".join(rows)
 
 
-__all__ += ["manifest", "describe", "markdown_table"]
+def load(redacted: str, name: str = "flowlab") -> dict:
+    """The redacted package's modules, imported in *this* process under their real names.
+
+    For tests that grade in process (:class:`~.bridge.LocalBridge`): :func:`swapped` puts them in
+    ``sys.modules`` while the "student's" code runs, so it sees the stubs, while the trusted
+    grader around it keeps the real flowlab.
+    """
+    import importlib
+    import pkgutil
+    import sys
+
+    mine = {k: v for k, v in sys.modules.items() if k == name or k.startswith(name + ".")}
+    for k in mine:
+        del sys.modules[k]
+    sys.path.insert(0, os.path.dirname(redacted))
+    importlib.invalidate_caches()
+    try:
+        package = importlib.import_module(name)
+        if os.path.dirname(package.__file__) != redacted:
+            raise RuntimeError(f"{name} came from {package.__file__}, not from {redacted}")
+        for info in pkgutil.walk_packages(package.__path__, name + "."):
+            try:
+                importlib.import_module(info.name)
+            except Exception:  # noqa: BLE001 - a module that needs an optional dependency
+                pass
+        loaded = {k: v for k, v in sys.modules.items() if k == name or k.startswith(name + ".")}
+    finally:
+        for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[k]
+        sys.path.remove(os.path.dirname(redacted))
+        sys.modules.update(mine)
+        importlib.invalidate_caches()
+    return loaded
+
+
+class swapped:
+    """``with swapped(modules):`` — ``sys.modules`` holds ``modules`` (from :func:`load`) inside."""
+
+    def __init__(self, modules: dict) -> None:
+        self.modules, self.saved = modules, {}
+
+    def __enter__(self) -> "swapped":
+        import sys
+
+        names = {k.split(".")[0] for k in self.modules}
+        self.saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in names}
+        for k in self.saved:
+            del sys.modules[k]
+        sys.modules.update(self.modules)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import sys
+
+        for k in [k for k in sys.modules if k.split(".")[0] in {n.split(".")[0] for n in self.modules}]:
+            del sys.modules[k]
+        sys.modules.update(self.saved)
+
+
+__all__ += ["manifest", "describe", "markdown_table", "load", "swapped"]
