@@ -69,6 +69,22 @@ def _safe_words() -> frozenset:
 _SAFE: frozenset | None = None
 
 
+def _strings(value: Any, depth: int = 0) -> set:
+    """Identifiers in the str keys and values of the grader's own inputs."""
+    out: set = set()
+    if depth > 20:
+        return out
+    if isinstance(value, str):
+        out.update(_IDENTIFIER.findall(value))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            out |= _strings(k, depth + 1) | _strings(v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            out |= _strings(v, depth + 1)
+    return out
+
+
 class StudentError(Exception):
     """The student's code raised while the grader called it."""
 
@@ -141,6 +157,7 @@ class KernelBridge:
             self.start()
         payload = json.dumps(wire.encode(inputs))
         self._secret += "\n" + code
+        self._words.update(_strings(inputs))   # names the grader sent (attribute names, keys)
         request = f"_flowlab_probe({code!r}, {payload!r})"
         outputs = self._execute(request)
         reply = None
