@@ -266,3 +266,23 @@ def test_kernel_sees_only_the_redacted_flowlab(tmp_path):
     assert out[1].strip() == "False False", out
     assert out[2].strip() == "HITS []", out
     assert out[3].strip() == "[]", out   # no class with a coupling's forward anywhere
+
+
+def test_without_the_sandbox_the_copy_comes_first_but_is_flagged(tmp_path):
+    """Sandbox off: best effort only (the copy first on PYTHONPATH); the notebook is flagged."""
+    from flowlab_course.plugins import GradingExecute
+
+    copy = _redacted(tmp_path)
+    plain = GradingExecute()
+    plain._redacted = copy
+    assert not plain._sandboxed()
+    env = plain._kernel_env()["env"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == os.path.dirname(copy)
+    boxed = GradingExecute(kernel_manager_class=manager.SandboxKernelManager)
+    boxed._redacted = copy
+    assert boxed._sandboxed() and boxed._kernel_env() == {}
+    boxed.nb = nbformat.v4.new_notebook()
+    boxed.nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}
+    km = boxed.create_kernel_manager()
+    assert km.replace_packages == {"flowlab": copy}
