@@ -62,8 +62,9 @@ def test_a_stub_raises_with_the_lecture_message(copies) -> None:
     for name in ("init", "new", "subclass"):
         assert got[name] == ["ReferenceUnavailable",
                              "In assignment 2 you write the affine coupling layer yourself: "
-                             "flowlab's AffineCoupling is not available while your notebook is "
-                             "graded. Write it with torch operations."]
+                             "flowlab's AffineCoupling, the reference implementation, is not "
+                             "available while your notebook is graded. Write it with torch "
+                             "operations."]
     assert got["realnvp"][0] == "ReferenceUnavailable" and "RealNVP stack" in got["realnvp"][1]
     assert got["attrs"] == []   # no forward, no inverse, nothing to call
 

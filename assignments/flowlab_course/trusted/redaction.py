@@ -17,8 +17,9 @@ in which, through the :mod:`ast` module,
   ``ast.unparse``\ d); no ``__pycache__`` of the original is copied.
 
 The stub's error says, in the lecture's terms, that the student writes this part themself
-("In assignment 2 you write the affine coupling layer yourself: flowlab's AffineCoupling is not
-available while your notebook is graded. Write it with torch operations.").
+("In assignment 2 you write the affine coupling layer yourself: flowlab's AffineCoupling, the
+reference implementation, is not available while your notebook is graded. Write it with torch
+operations.").
 
 The copy is deterministic and cached under a content hash of flowlab's files, this builder and
 the declaration (:func:`cache_dir`: outside any course directory).  The sandbox
@@ -202,8 +203,9 @@ class Redaction:
 def _message(graded: Graded, words: str, name: str, via: str | None = None) -> str:
     short = name
     extra = f" (it builds on {via})" if via else ""
-    return (f"In {graded.assignment} you write {words} yourself: flowlab's {short}{extra} is not "
-            "available while your notebook is graded. Write it with torch operations.")
+    return (f"In {graded.assignment} you write {words} yourself: flowlab's {short}{extra}, the "
+            "reference implementation, is not available while your notebook is graded. Write it "
+            "with torch operations.")
 
 
 def plan(graded: Graded, package: _Package) -> Redaction:
