@@ -25,6 +25,9 @@
 # yourself with torch operations: a part that hands the work to flowlab's own layer of the same
 # name gets no points.
 #
+# *flowlab while grading:* you may use `Transform` and anything of flowlab not listed here; its
+# leaky ReLU, triangular/LU/permutation layers are stubs while your notebook is graded.
+#
 # Total: 11 points.
 
 # %% [setup]

@@ -24,6 +24,9 @@
 #   `inverse(z) -> (x, log|det Dg(z)|)`, log-dets of shape `(batch,)`.
 #
 # Write the layers yourself with torch operations (no flowlab coupling layers or models).
+# *flowlab while grading:* you may use `Transform`, `Flow`, `StandardNormal`, masks and data; its
+# coupling layers (also `GlowCoupling`, splines, image couplings), `flowlab.models` and
+# `flowlab.train` are stubs while your notebook is graded.
 # Total: 15 points.
 
 # %% [setup]

@@ -7,6 +7,9 @@
 # the dimensions after each scale (*multi-scale* flows). Notation as in the lecture: $f$
 # normalizing, $g = f^{-1}$ generative, layers return `(output, log|det|)` with one log-det per
 # sample. Write everything yourself with torch operations (no flowlab image layers).
+# *flowlab while grading:* you may use `Transform`, `Flow` and the distributions; its image
+# layers and masks, couplings, dequantization, metrics and multi-scale models are stubs while
+# your notebook is graded.
 #
 # Total: 15 points.
 

@@ -4,7 +4,10 @@ The rooms, one idea each:
 
 * :mod:`flowlab_course.trusted` — the trust boundary: hidden tests run in the grader's own
   process and talk to the student's kernel only through plain values (:mod:`.trusted.bridge`);
-  the submitted source is read statically for delegation (:mod:`.trusted.static`);
+  the kernel imports a flowlab whose graded pieces are stubs (:mod:`.trusted.redaction`,
+  separation instead of detection); the submitted source is read for the instructor's notes
+  (:mod:`.trusted.static`);
+* :mod:`flowlab_course.pieces` — grader-written pieces a probe defines in the kernel;
 * :mod:`flowlab_course.graders` — one module of hidden tests per assignment, with the shared
   checks phrased in the lecture's terms;
 * :mod:`flowlab_course.plugins` — the nbgrader preprocessors (trusted execution, output limits,

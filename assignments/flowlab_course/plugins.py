@@ -50,8 +50,11 @@ class GradingExecute(Execute):
     """Execute a submission, then grade it from the trusted side; one broken cell costs only that cell.
 
     1. The hidden regions of the test cells are cut out (:func:`.trusted.runner.plan`): they
-       never reach the kernel.  The student's cells are read statically for delegation and for
-       constructs no grader can decide (:mod:`.trusted.static`).
+       never reach the kernel.  The grader modules' ``GRADED`` declarations give the redacted
+       flowlab (:mod:`.trusted.redaction`) that the sandbox mounts in flowlab's place: the
+       reference implementations of what is graded do not exist in the student's kernel.  The
+       student's cells are read statically for the instructor's notes (:mod:`.trusted.static`;
+       no points depend on them).
     2. The notebook runs in the (sandboxed) kernel as nbgrader would run it.  A cell that kills
        the kernel or times out gets an error, a fresh kernel replays the other cells and the run
        goes on.
@@ -61,6 +64,11 @@ class GradingExecute(Execute):
        part; a fresh kernel replays the notebook (outputs discarded) and grading continues.
     4. The verdicts become the test cells' deciding outputs (:func:`.trusted.runner.apply`);
        the instructor's flags go to ``nb.metadata.flowlab.flags``.
+
+    **Without the sandbox** (bubblewrap missing, ``FLOWLAB_SANDBOX=0``, ``configure(c,
+    enabled=False)``) there is no separation guarantee: the kernel is started with the redacted
+    copy first on ``PYTHONPATH`` (so ``import flowlab`` finds the stubs), but the original source
+    stays readable on disk.  Every notebook graded that way carries a ``separation_off`` flag.
     """
 
     memory_limit_mb = Integer(
@@ -71,6 +79,31 @@ class GradingExecute(Execute):
     max_kernel_restarts = Integer(
         3, help="How many kernel deaths/timeouts to survive per notebook before giving up."
     ).tag(config=True)
+
+    _redacted: str | None = None
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if self._redacted and km.has_trait("replace_packages"):
+            km.replace_packages = {"flowlab": self._redacted}
+        return km
+
+    def _sandboxed(self) -> bool:
+        from .sandbox.manager import SandboxKernelManager
+
+        cls = self.kernel_manager_class
+        return isinstance(cls, type) and issubclass(cls, SandboxKernelManager)
+
+    def _kernel_env(self) -> dict:
+        """Without the sandbox: the redacted copy first on the kernel's PYTHONPATH (best effort)."""
+        import os
+
+        if not self._redacted or self._sandboxed():
+            return {}
+        env = dict(os.environ)
+        parent = os.path.dirname(self._redacted)
+        env["PYTHONPATH"] = os.pathsep.join([parent, *filter(None, [env.get("PYTHONPATH")])])
+        return {"env": env}
 
     def _limit_memory(self) -> None:
         if self.memory_limit_mb <= 0:
@@ -111,8 +144,9 @@ class GradingExecute(Execute):
         return None
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None):
-        from .trusted import runner
+        from .trusted import redaction, runner
         from .trusted.bridge import KernelBridge
+        from .trusted.parts import declaration
         from .trusted.static import analyse
 
         NotebookClient.__init__(self, nb, km)
@@ -122,14 +156,24 @@ class GradingExecute(Execute):
         mine, locked = runner.student_cells(self.nb)
         parts = list(the_plan.parts.values())
         findings = analyse(mine, parts, locked)
-        watch = runner.watch_files(parts)
+        extra_flags = []
+        stub_messages: list[str] = []
+        self._redacted = None
+        if parts:
+            self._redacted = redaction.build(declaration(parts))
+            stub_messages = list(redaction.manifest(self._redacted)["stubs"].values())
+            if not self._sandboxed():
+                extra_flags.append({
+                    "part": None, "kind": "separation_off",
+                    "message": "graded without the sandbox: flowlab's reference code was readable "
+                               "on disk, so separation is not guaranteed (see book/sandbox.md)"})
         broken: dict[int, str] = {}  # cell index -> why it was taken out of the run
         verdicts: dict[int, Any] = {}
         executed = False  # the notebook's own run is complete: later kernels only replay it
         failures = 0
         while True:
             restart = False
-            with self.setup_kernel():
+            with self.setup_kernel(**self._kernel_env()):
                 assert self.kc is not None
                 info_msg = self.wait_for_reply(self.kc.kernel_info())
                 assert info_msg is not None
@@ -144,7 +188,7 @@ class GradingExecute(Execute):
                 elif the_plan.parts or the_plan.unknown:
                     executed = True
                     widgets = copy.deepcopy((self.widget_state, self.widget_buffers))
-                    bridge = KernelBridge(self, watch)
+                    bridge = KernelBridge(self, [source for _, source in mine], stub_messages)
                     try:
                         runner.grade(bridge, the_plan, findings, verdicts)
                     except DeadKernelError:
@@ -180,8 +224,8 @@ class GradingExecute(Execute):
         points = {i: runner.metadata_points(self.nb, i) for i in verdicts}
         runner.apply(self.nb, verdicts, points)
         runner.restore(self.nb, the_plan)
-        self.nb.metadata.setdefault("flowlab", {})["flags"] = runner.flags(the_plan, verdicts,
-                                                                          findings)
+        self.nb.metadata.setdefault("flowlab", {})["flags"] = runner.flags(
+            the_plan, verdicts, findings, extra_flags)
         self.set_widgets_metadata()
         return self.nb, self.resources
 

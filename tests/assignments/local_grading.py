@@ -59,3 +59,28 @@ def grade(module: str, ns: dict, part: str) -> GradingFailure | None:
         return err
     assert verdict is None, f"{part}: unexpected partial verdict {verdict}"
     return None
+
+
+def grade_separated(module: str, nb: nbformat.NotebookNode, part: str) -> GradingFailure | None:
+    """Like :func:`grade`, but the "student's" code sees the redacted flowlab of the grading kernel.
+
+    The namespace is built, and the probe runs, with ``sys.modules`` holding the redacted copy
+    (:func:`flowlab_course.trusted.redaction.load`); the grader around it keeps the real flowlab.
+    """
+    import importlib
+
+    from flowlab_course.trusted import redaction
+
+    graded = importlib.import_module(f"flowlab_course.graders.{module}").GRADED
+    copy = redaction.build(graded)
+    modules = redaction.load(copy)
+    with redaction.swapped(modules):
+        ns = namespace(nb)
+    bridge = LocalBridge(ns, stub_messages=redaction.manifest(copy)["stubs"].values(),
+                         modules=modules)
+    try:
+        verdict = lookup(f"{module}.{part}").grade(bridge)
+    except GradingFailure as err:
+        return err
+    assert verdict is None, f"{part}: unexpected partial verdict {verdict}"
+    return None

@@ -29,7 +29,6 @@ from nbgrader_course import patch
 
 matplotlib.use("Agg")
 
-from flowlab_course.graders.errors import DelegationError  # noqa: E402
 
 ASSIGNMENT, MODULE = "04_glow", "assignment4"
 REPEATS = int(os.environ.get("FLOWLAB_REPEATS", "20"))
@@ -145,15 +144,27 @@ def test_alternative_correct_style_passes(style):
 @pytest.mark.parametrize("body", [
     "    return flow.sample(n, temperature=temperature)",
     "    return Flow.sample(flow, n, temperature)",
-    "    x, _ = flow.inverse(StandardNormal(flow.event_shape).sample(n, temperature=temperature))\n"
-    "    return x",
     "    x, _ = flow.inverse(flow.base.sample(n, temperature))\n    return x",
 ])
-def test_flowlab_temperature_sampling_is_delegation(body):
+def test_flowlab_temperature_sampling_earns_nothing(body):
+    """Separation: Flow.sample is a stub in the grading kernel, the grader's base ignores T."""
+    from local_grading import grade_separated
+
     nb = patch(SOURCE, _TEMPERATURE, "    from flowlab.distributions import StandardNormal\n"
                "    from flowlab.flow import Flow\n" + body)
-    err = grade(MODULE, namespace(nb), "temperature")
-    assert isinstance(err, DelegationError), err
+    err = grade_separated(MODULE, nb, "temperature")
+    assert err is not None and err.part == "temperature", err
+
+
+def test_a_students_own_standard_normal_with_temperature_is_graded_on_its_values():
+    """Out of scope of separation (book/sandbox.md): flowlab's distributions stay available, so
+    sampling a StandardNormal of their own with ``temperature=T`` computes the right values."""
+    from local_grading import grade_separated
+
+    nb = patch(SOURCE, _TEMPERATURE, "    from flowlab.distributions import StandardNormal\n"
+               "    x, _ = flow.inverse(StandardNormal(flow.event_shape).sample(n, "
+               "temperature=temperature))\n    return x")
+    assert grade_separated(MODULE, nb, "temperature") is None
 
 
 def test_forward_that_ignores_initialized_is_named():

@@ -82,9 +82,9 @@ def _submissions(solution):
         "        return _R(self.negative_slope).forward(x)\n"
         "        a = self.negative_slope\n        z = torch.where(x >= 0, x, a * x)",
     )
-    # delegation is read from the source: it costs every part graded on the class that uses it
-    subs["r7_delegation"] = (delegating, {"triangular_forward", "triangular_inverse", "leaky_forward",
-                                          "leaky_inverse"})
+    # delegation: the reference is a stub in the grading kernel (separation, issue 27), so what
+    # calls it loses its part; the student's own leaky inverse is graded on its values
+    subs["r7_delegation"] = (delegating, {"triangular_forward", "triangular_inverse", "leaky_forward"})
     # monkeypatching torch and flowlab's own checks, with a wrong permutation inverse: the hidden
     # tests run in the grader's process, so this changes nothing (and is reported as a note)
     patched = patch(solution, "return z[:, torch.argsort(self.perm)]", "return z[:, self.perm]")

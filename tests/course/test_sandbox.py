@@ -193,3 +193,96 @@ def _run_fork_bomb_scenario(cells, workdir):
     assert [o.get("text", "").strip() for o in out[3]] == ["True"], out[3]
     assert [o.get("name") for o in out[4]] == ["stdout"] * len(out[4]), out[4]
     assert "".join(o["text"] for o in out[4]).split() == ["thread", "process"], out[4]
+
+
+# ------------------------------------------------------------------ separation: the redacted flowlab
+def _redacted(tmp_path):
+    from flowlab_course.graders.assignment2 import GRADED
+    from flowlab_course.trusted import redaction
+
+    return redaction.build(GRADED, cache=str(tmp_path / "cache"))
+
+
+def test_command_mounts_the_redacted_copy_where_flowlab_is_found(tmp_path):
+    import importlib.util
+
+    flowlab_dir = os.path.realpath(importlib.util.find_spec("flowlab").submodule_search_locations[0])
+    copy = _redacted(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    repo = os.path.dirname(flowlab_dir)   # a checkout: flowlab's real source beside other files
+    settings = SandboxSettings(replace_packages={"flowlab": copy}, extra_ro_paths=[repo])
+    cmd = sandbox_command([sys.executable], workdir=str(work), settings=settings)
+    pairs = [(cmd[i + 1], cmd[i + 2]) for i, a in enumerate(cmd) if a == "--ro-bind"]
+    assert (os.path.realpath(copy), flowlab_dir) in pairs
+    mounted_at = [dst for _, dst in pairs]
+    # the original is mounted nowhere: not at its own path, not through a folder above it
+    assert [src for src, dst in pairs if dst == flowlab_dir] == [os.path.realpath(copy)]
+    assert not any(flowlab_dir.startswith(dst.rstrip("/") + "/") for dst in mounted_at)
+    assert repo not in mounted_at   # the checkout holding the real source is refused
+    with pytest.raises(FileNotFoundError):
+        sandbox_command([sys.executable], workdir=str(work), settings=SandboxSettings(
+            replace_packages={"flowlab": str(tmp_path / "missing")}))
+
+
+@needs_bwrap
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_kernel_sees_only_the_redacted_flowlab(tmp_path):
+    """In a real sandboxed kernel the graded code is not there: not importable, not on disk."""
+    from nbclient import NotebookClient
+
+    copy = _redacted(tmp_path)
+    work = tmp_path / "autograded" / "alice" / "ps1"
+    work.mkdir(parents=True)
+    needle = "torch.tanh(raw * (1.0 / self.scale_bound)) * self.scale_bound"
+    with open(os.path.join(os.path.dirname(manager.__file__), "..", "..", "..", "flowlab",
+                           "transforms", "coupling.py")) as handle:
+        assert needle in handle.read()   # the original has it
+    cells = [
+        ("import flowlab, gc, sys, inspect\nfrom flowlab.transforms.coupling import AffineCoupling\n"
+         "try:\n    AffineCoupling(None)\nexcept Exception as e:\n    print(type(e).__name__)"),
+        ("import importlib\nm = importlib.import_module('flowlab.transforms.coupling')\n"
+         f"print({needle!r} in open(m.__file__).read(), {needle!r} in inspect.getsource(m))"),
+        ("import os\nhits = []\nfor top, dirs, files in os.walk('/'):\n"
+         "    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ('/proc', '/sys', '/dev', '/usr')]\n"
+         "    for f in files:\n        if f.endswith('.py'):\n            try:\n"
+         f"                if {needle!r} in open(os.path.join(top, f), errors='ignore').read():\n"
+         "                    hits.append(os.path.join(top, f))\n"
+         "            except OSError:\n                pass\nprint('HITS', hits)"),
+        ("print(sorted(o.__name__ for o in gc.get_objects() if isinstance(o, type) "
+         "and 'Coupling' in o.__name__ and hasattr(o, 'forward')))"),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    km = sandbox.SandboxKernelManager(kernel_name="python3")
+    km.replace_packages = {"flowlab": copy}
+    client = NotebookClient(nb, km=km, timeout=300, allow_errors=True,
+                            resources={"metadata": {"path": str(work)}})
+    client.execute()
+    out = ["".join(o.get("text", "") or o.get("evalue", "") for o in c.outputs
+                   if o.get("name") != "stderr") for c in nb.cells]
+    assert out[0].strip() == "ReferenceUnavailable", out
+    assert out[1].strip() == "False False", out
+    assert out[2].strip() == "HITS []", out
+    assert out[3].strip() == "[]", out   # no class with a coupling's forward anywhere
+
+
+def test_without_the_sandbox_the_copy_comes_first_but_is_flagged(tmp_path):
+    """Sandbox off: best effort only (the copy first on PYTHONPATH); the notebook is flagged."""
+    from flowlab_course.plugins import GradingExecute
+
+    copy = _redacted(tmp_path)
+    plain = GradingExecute()
+    plain._redacted = copy
+    assert not plain._sandboxed()
+    env = plain._kernel_env()["env"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == os.path.dirname(copy)
+    boxed = GradingExecute(kernel_manager_class=manager.SandboxKernelManager)
+    boxed._redacted = copy
+    assert boxed._sandboxed() and boxed._kernel_env() == {}
+    boxed.nb = nbformat.v4.new_notebook()
+    boxed.nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}
+    km = boxed.create_kernel_manager()
+    assert km.replace_packages == {"flowlab": copy}

@@ -1,4 +1,6 @@
-"""Unit tests of the trust boundary's pieces: the wire format, the static reader, message hygiene."""
+"""Unit tests of the trust boundary's pieces: the wire format, the static reader (notes only),
+message hygiene (an error reaches feedback as its type and the student's own line), the order
+in which parts run (grader pieces after the parts they implement)."""
 
 from __future__ import annotations
 
@@ -48,14 +50,41 @@ def test_objects_that_are_not_plain_values_arrive_as_opaque() -> None:
 
 
 # ---------------------------------------------------------------------------------- the bridge
-def test_student_errors_come_back_without_hidden_numbers_or_grader_code() -> None:
+def test_student_errors_come_back_as_type_and_own_line_only() -> None:
     ns = {}
     exec("def f(x):\n    raise ValueError('bad input ' + repr(x.tolist()))", ns)
     bridge = LocalBridge(ns)
     with pytest.raises(StudentError) as info:
         bridge.call("result = f(X)", X=torch.tensor([0.123456789, 2.5]))
-    assert "0.123456789" not in info.value.message and "2.5" not in info.value.message
-    assert info.value.error == "ValueError"
+    assert info.value.message == "" and info.value.error == "ValueError"
+    # integers, encodings, anything: no free text ever comes back
+    exec("def g(x):\n    raise ValueError(' '.join(str(int(v * 1e6)) for v in x.tolist()))", ns)
+    with pytest.raises(StudentError) as info:
+        bridge.call("result = g(X)", X=torch.tensor([0.123456789, 2.5]))
+    assert info.value.describe("g") == "g raised ValueError"
+
+
+def _answer(**reply):
+    return {"ok": False, **reply}
+
+
+def test_a_forged_error_type_or_line_is_not_passed_on() -> None:
+    bridge = KernelBridge(client=None, student_source=["def f(x):\n    return x.sum()  # mine"],
+                          stub_messages=["In assignment 2 you write it yourself"])
+    error, message, where = bridge._student_error(_answer(
+        error="X19mbG93bGFiX3Byb2Jl", message="leak", where=[3, "_flowlab_probe('...')"]))
+    assert (error, message, where) == ("an exception", "", None)
+    error, message, where = bridge._student_error(_answer(
+        error="ReferenceUnavailable", message="In assignment 2 you write it yourself",
+        where=[2, "return x.sum()  # mine"]))
+    assert (error, message, where) == ("ReferenceUnavailable", "In assignment 2 you write it "
+                                       "yourself", [2, "return x.sum()  # mine"])
+    error, message, _ = bridge._student_error(_answer(error="NameError",
+                                                      message="name 'f' is not defined"))
+    assert message == "name 'f' is not defined"
+    _, message, _ = bridge._student_error(_answer(error="NameError",
+                                                  message="name 'c2VjcmV0' is not defined"))
+    assert message == ""
 
 
 def test_a_message_quoting_the_grader_is_withheld() -> None:
@@ -118,7 +147,7 @@ def test_a_forbidden_call_inside_the_graded_function_is_delegation() -> None:
     "import flowlab\nR = getattr(flowlab, 'Affine' + 'Coupling')", "%run other.py",
     "import torch\nt = torch.load('x.pt')",
 ])
-def test_undecidable_constructs_are_held_for_review(source: str) -> None:
+def test_undecidable_constructs_are_noted_for_the_instructor(source: str) -> None:
     assert ("undecidable", PART.key) in _kinds(source)
 
 
@@ -132,6 +161,10 @@ def test_undecidable_constructs_are_held_for_review(source: str) -> None:
     "import numpy as np\nz = torch.where(x > 0, x, 0.5 * x)\ny = torch.linalg.solve_triangular(a, b, upper=False)",
     "from flowlab.flow import Flow\nfrom flowlab.distributions import StandardNormal",
     "from IPython.display import display\ndisplay('x')",
+    # honest styles of issue 27: never a note, let alone a zero
+    "%load_ext autoreload\n%autoreload 2", "%pip install tqdm", "from pathlib import Path",
+    "import operator\nf = operator.mul", "act = getattr(torch, name)\ny = act(x)",
+    "b = vars(AffineCoupling)['scale']", "import torch.nn.functional as F\nF.relu(x)",
 ])
 def test_honest_code_is_not_flagged(source: str) -> None:
     assert _kinds(source) == set()
@@ -142,7 +175,89 @@ def test_monkeypatching_torch_is_reported_but_costs_nothing() -> None:
     assert {k for k, _ in found} == {"note"}
 
 
-def test_an_undecidable_construct_in_a_graded_cell_holds_only_that_cells_parts() -> None:
+def test_an_undecidable_construct_in_a_graded_cell_notes_only_that_cells_parts() -> None:
     src = "class AffineCoupling(Transform):\n    def forward(self, x):\n        return eval('x'), 0"
     kinds = _kinds(src)
     assert ("undecidable", PART.key) in kinds and ("undecidable", OTHER.key) not in kinds
+
+
+# ---------------------------------------------------------------------------------- the runner
+def test_findings_are_notes_and_never_decide_a_verdict() -> None:
+    import nbformat
+
+    from flowlab_course.trusted import runner
+
+    ok = Part("assignmentX.ok", lambda k: None, defines=("AffineCoupling",),
+              reference=("flowlab.transforms.coupling",))
+    the_plan = runner.Plan(parts={0: ok})
+    findings = static.analyse([(1, "import flowlab\nR = flowlab.AffineCoupling\nexec('1')")],
+                              [ok])
+    assert {f.kind for f in findings} == {"delegation", "undecidable"}
+    done = {}
+    runner.grade(LocalBridge({}), the_plan, findings, done)
+    assert done[0].fraction == 1.0 and done[0].kind == "ok"
+    flags = runner.flags(the_plan, done, findings)
+    assert flags and {f["kind"] for f in flags} == {"note"}
+    del nbformat
+
+
+def test_a_part_that_reveals_another_runs_after_it() -> None:
+    from flowlab_course.trusted.parts import order
+
+    def mk(name, reveals=()):
+        return Part(f"assignmentX.{name}", lambda k: None, defines=(), reveals=reveals)
+
+    parts = {3: mk("stack", ("coupling",)), 5: mk("coupling"), 1: mk("first"),
+             7: mk("train", ("stack", "coupling"))}
+    got = order(parts)
+    assert sorted(got) == [1, 3, 5, 7]
+    assert got.index(5) < got.index(3) < got.index(7)
+    assert order({1: mk("a"), 2: mk("b")}) == [1, 2]
+
+
+def test_every_part_reference_is_declared_at_the_assignment_level() -> None:
+    import importlib
+
+    from flowlab_course.trusted.parts import REGISTRY, declaration
+
+    for i in range(1, 6):
+        module = importlib.import_module(f"flowlab_course.graders.assignment{i}")
+        keys = set(module.GRADED.objects)
+        parts = [p for k, p in REGISTRY.items() if k.startswith(f"assignment{i}.")]
+        assert declaration(parts) == [module.GRADED]
+        for p in parts:
+            for ref in (*p.reference, *p.reference_functions):
+                assert any(ref == k or ref.startswith(k + ".") for k in keys), (p.key, ref)
+            for other in p.reveals:
+                assert f"assignment{i}.{other}" in REGISTRY, (p.key, other)
+
+
+def test_a_decorated_graded_function_is_probed_with_the_graders_pieces() -> None:
+    """``@torch.no_grad()`` around causal_attention: a wrong causal_mask costs causal_mask only."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "assignments"))
+    from local_grading import grade, namespace, source
+    from nbgrader_course import patch
+
+    nb = patch(source("05_autoregressive"),
+               "def causal_attention(", "@torch.no_grad()\ndef causal_attention(")
+    nb = patch(nb, "return j < i if strict else j <= i", "return i < j if strict else i <= j")
+    ns = namespace(nb)
+    assert grade("assignment5", ns, "causal_mask") is not None
+    assert grade("assignment5", ns, "causal_attention") is None
+    assert ns["causal_mask"](2).tolist() == [[True, True], [False, True]]  # their own, put back
+
+
+def test_strings_and_type_names_of_an_answer_carry_no_data() -> None:
+    """A type name or string the kernel chose reaches a grader's message only if made of names."""
+    import base64 as b64
+
+    secret = b64.b64encode(b"_flowlab_probe('...')").decode()
+    ns = {"secret": secret}
+    exec("class Odd:\n    pass\nOdd.__name__ = secret\n", ns)
+    got = LocalBridge(ns, student_source=["class Odd:\n    pass"]).call(
+        "result = [Odd(), secret, 'StandardNormal', type([]).__name__, Odd.__name__ + '1']")
+    assert got[0] == wire.Opaque("an object") and got[1] == "?" and got[4] == "?"
+    assert got[2:4] == ["StandardNormal", "list"]

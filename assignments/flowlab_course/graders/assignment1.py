@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..trusted.parts import part
+from ..trusted.redaction import Graded
 from .errors import GradingFailure
 from .numerics import expect_close
 from .probes import (
@@ -47,6 +48,14 @@ POINTWISE = ("flowlab.transforms.pointwise.LeakyReLU", "flowlab.transforms.point
 LINEAR = ("flowlab.transforms.linear.TriangularLinear", "flowlab.transforms.linear.PermutedTriangular", "flowlab.transforms.linear.LULinear", "flowlab.transforms.linear.FullLinear",
           "flowlab.transforms.linear.LinearTransform")
 PERMUTATION = ("flowlab.transforms.linear.Permutation", "flowlab.transforms.linear.RandomPermutation", "flowlab.transforms.linear.Reverse", "flowlab.transforms.linear.LinearTransform")
+
+#: What assignment 1 grades: flowlab's code for these is a stub in the grading kernel
+#: (flowlab_course.trusted.redaction); every part's `reference` is drawn from these entries.
+GRADED = Graded("assignment 1", {
+    **{name: "the leaky ReLU layer" for name in POINTWISE},
+    **{name: "the triangular linear layer" for name in LINEAR},
+    **{name: "the permutation layer" for name in PERMUTATION if name not in LINEAR},
+})
 
 _LOG_2PI = math.log(2 * math.pi)
 

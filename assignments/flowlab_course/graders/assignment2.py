@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 
 from ..trusted.parts import part
+from ..pieces import source
+from ..trusted.redaction import Graded
 from .errors import GradingFailure
 from .numerics import expect_close
 from .probes import (
@@ -45,6 +47,19 @@ ADDITIVE = (f"{_C}.AdditiveCoupling", f"{_C}.Coupling")
 AFFINE = (f"{_C}.AffineCoupling", f"{_C}.Coupling", "flowlab.transforms.splines",
           "flowlab.transforms.image")
 MODELS = ("flowlab.models",)
+
+#: What assignment 2 grades: flowlab's code for these is a stub in the grading kernel
+#: (flowlab_course.trusted.redaction); every part's `reference` is drawn from these entries.
+GRADED = Graded("assignment 2", {
+    f"{_C}.AdditiveCoupling": "the additive coupling layer",
+    f"{_C}.AffineCoupling": "the affine coupling layer",
+    f"{_C}.Coupling": "the coupling layers",
+    "flowlab.transforms.glow.GlowCoupling": "the affine coupling layer",
+    "flowlab.transforms.splines": "the coupling layers",
+    "flowlab.transforms.image": "the coupling layers",
+    "flowlab.models": "the RealNVP stack",
+    "flowlab.train": "the training loop",
+})
 
 #: steps of the graded training run and the test NLL (nats) it must reach.
 TRAINING_STEPS = 300
@@ -212,32 +227,11 @@ def grade_affine_inverse(k) -> None:
         check_grads(ans, cond, x_ref, ld_ref)
 
 
-# The grader's own coupling, defined in the kernel for the RealNVP part (plain torch).
-_CORRECT_COUPLING = '''
-class _GraderCoupling(Transform):
-    def __init__(self, mask, conditioner):
-        super().__init__()
-        self.register_buffer("mask", grader.torch.as_tensor(mask, dtype=grader.torch.bool).clone())
-        self.conditioner = conditioner
-
-    def _merge(self, a, b):
-        out = a.new_empty(a.shape[0], self.mask.numel())
-        out[:, self.mask] = a
-        out[:, ~self.mask] = b
-        return out
-
-    def forward(self, x):
-        s, t = self.conditioner(x[:, self.mask]).chunk(2, dim=1)
-        return self._merge(x[:, self.mask], x[:, ~self.mask] * grader.torch.exp(s) + t), s.sum(dim=1)
-
-    def inverse(self, z):
-        s, t = self.conditioner(z[:, self.mask]).chunk(2, dim=1)
-        return self._merge(z[:, self.mask], (z[:, ~self.mask] - t) * grader.torch.exp(-s)), -s.sum(dim=1)
-'''
-
-_REALNVP_PROBE = _CORRECT_COUPLING + '''
-flow = build_realnvp(FEATURES, N, coupling=_GraderCoupling)
-couplings = [m for m in flow.modules() if isinstance(m, _GraderCoupling)]
+# The grader's own coupling (flowlab_course/pieces/coupling.py), defined in the kernel for the
+# RealNVP part; that part `reveals` the coupling parts, so it is graded after them.
+_REALNVP_PROBE = source("coupling") + '''
+flow = build_realnvp(FEATURES, N, coupling=GraderCoupling)
+couplings = [m for m in flow.modules() if isinstance(m, GraderCoupling)]
 info = {"is_flow": isinstance(flow, Flow), "base": type(getattr(flow, "base", None)).__name__,
         "n": len(couplings), "masks": [c.mask.clone() for c in couplings]}
 if info["is_flow"]:
@@ -285,7 +279,10 @@ def _reference_realnvp(features: int, masks: list[Tensor], weights: list[list[Te
     return Flow(StandardNormal(features), layers).double()
 
 
-@part("realnvp", defines=("build_realnvp",), reference=MODELS)
+_COUPLING_PARTS = ("additive_forward", "additive_inverse", "affine_forward", "affine_inverse")
+
+
+@part("realnvp", defines=("build_realnvp",), reference=MODELS, reveals=_COUPLING_PARTS)
 def grade_realnvp(k) -> None:
     name = "realnvp"
     gen = fresh_generator()
@@ -378,13 +375,15 @@ result = {"losses": [float(v) if isinstance(v, (int, float)) or hasattr(v, "item
           "final": grader.torch.cat([flow.mu.detach(), flow.log_sigma.detach()])}
 '''
 
-_MOONS_PROBE = '''
-from flowlab.models.realnvp import realnvp as _realnvp
+# The student's loop trains the grader's RealNVP (flowlab_course/pieces/coupling.py: the same
+# function and parameter order as flowlab's realnvp(2, couplings=6, hidden=(64, 64)), which the
+# grading kernel does not have); the part `reveals` the coupling and RealNVP parts.
+_MOONS_PROBE = source("coupling") + '''
 grader.torch.manual_seed(SEED)
 _threads = grader.torch.get_num_threads()
 grader.torch.set_num_threads(1)
 try:
-    flow = _realnvp(2, couplings=6, hidden=(64, 64), validate=False).double()
+    flow = grader_realnvp(2, couplings=6, hidden=(64, 64)).double()
     with grader.torch.no_grad():
         for p, w in zip(flow.parameters(), INIT):
             p.copy_(w)
@@ -417,7 +416,8 @@ def _record(k, gen, name: str, *, n: int, steps: int, lr: float, batch: int):
     return data, out
 
 
-@part("training", defines=("train",), reference=("flowlab.train",))
+@part("training", defines=("train",), reference=("flowlab.train",),
+      reveals=(*_COUPLING_PARTS, "realnvp"))
 def grade_training(k) -> None:
     name = "training"
     gen = fresh_generator()

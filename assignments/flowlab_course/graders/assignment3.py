@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..trusted.bridge import NoAnswer, StudentError
 from ..trusted.parts import part
+from ..trusted.redaction import Graded
 from .errors import GradingFailure
 from .numerics import expect_close, is_close
 from .probes import (
@@ -51,6 +52,19 @@ MASKS = ("flowlab.transforms.image.checkerboard_mask", "flowlab.transforms.image
 MASKED = ("flowlab.transforms.image.MaskedAffineCoupling", "flowlab.transforms.coupling")
 DEQUANT = ("flowlab.transforms.dequantize", "flowlab.metrics")
 MULTISCALE = ("flowlab.models.multiscale", "flowlab.models.image_flow", "flowlab.models.glow")
+
+#: What assignment 3 grades: flowlab's code for these is a stub in the grading kernel
+#: (flowlab_course.trusted.redaction); every part's `reference` is drawn from these entries.
+GRADED = Graded("assignment 3", {
+    "flowlab.transforms.image": "squeeze, the image masks and the masked coupling",
+    "flowlab.transforms.coupling": "the masked affine coupling",
+    "flowlab.transforms.glow.GlowCoupling": "the masked affine coupling",
+    "flowlab.transforms.dequantize": "dequantization",
+    "flowlab.metrics": "bits per dimension",
+    "flowlab.models.multiscale": "the multi-scale architecture",
+    "flowlab.models.image_flow": "the multi-scale architecture",
+    "flowlab.models.glow": "the multi-scale architecture",
+})
 
 
 # ------------------------------------------------------------------------------ squeeze
@@ -493,7 +507,8 @@ MULTISCALE_CASES = (((3, 1, 8, 8), 3), ((2, 2, 4, 12), 2), ((2, 3, 6, 6), 2), ((
                     ((2, 1, 4, 8), 3))
 
 
-@part("multiscale", defines=("multiscale_forward",), reference=MULTISCALE)
+@part("multiscale", defines=("multiscale_forward",), reference=MULTISCALE,
+      reveals=("squeeze",))  # its grader blocks squeeze
 def grade_multiscale(k) -> None:
     name = "multiscale"
     gen = fresh_generator()

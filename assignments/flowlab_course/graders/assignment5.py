@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..trusted.parts import part
+from ..trusted.redaction import Graded
 from .errors import GradingFailure
 from .numerics import expect_close, is_close
 from .probes import check_pair, check_tensor, fresh_generator, randn, run
@@ -39,6 +40,14 @@ from .probes import check_pair, check_tensor, fresh_generator, randn, run
 AUTOREGRESSIVE = ("flowlab.transforms.autoregressive", "flowlab.nets.made", "flowlab.models.maf",
                   "flowlab.models.tarflow")
 ATTENTION = ("flowlab.models.tarflow",)
+#: What assignment 5 grades: flowlab's code for these is a stub in the grading kernel
+#: (flowlab_course.trusted.redaction); every part's `reference` is drawn from these entries.
+GRADED = Graded("assignment 5", {
+    "flowlab.transforms.autoregressive": "the MADE masks and the MAF layer",
+    "flowlab.nets.made": "the MADE masks",
+    "flowlab.models.maf": "the MAF layer",
+    "flowlab.models.tarflow": "causal attention",
+})
 
 
 # ------------------------------------------------------------------------------ MADE
@@ -312,12 +321,6 @@ def _call_maf(k, direction: str, x: Tensor, spec: list, gen: torch.Generator, na
               PERTURBED=perturbed, W_OUT=w_out, W_LD=w_ld)
     if not isinstance(raw, dict):
         raise GradingFailure(f"{what}: the grader could not read your layer's answer.", name)
-    for module in raw.get("classes") or []:
-        if isinstance(module, str) and any(module == r or module.startswith(r + ".")
-                                           for r in AUTOREGRESSIVE):
-            raise GradingFailure(f"your MAF is built from flowlab's {module}. Write the "
-                                 "computation yourself with torch operations. No points for this "
-                                 "part.", name)
     y, ld = check_pair(raw.get("out"), x, f"{what} (D = {d})", name)
     y2, ld2 = check_pair(raw.get("out2"), x, f"{what} (D = {d})", name)
     if not (is_close(y[1:], y2[1:], atol=1e-9, rtol=0) and is_close(ld[1:], ld2[1:], atol=1e-9, rtol=0)):
@@ -503,18 +506,11 @@ def _grader_causal_mask(T, strict=False):
     j = grader.torch.arange(T).reshape(1, -1)
     return j < i if strict else j <= i
 
-_g = getattr(causal_attention, "__globals__", {})
-_had = "causal_mask" in _g
-_old = _g.get("causal_mask")
-_g["causal_mask"] = _grader_causal_mask
-try:
+# in the notebook's namespace (the globals of the student's function whatever decorator wraps
+# it, e.g. @torch.no_grad()); the student's own causal_mask is put back afterwards
+with grader.replacing(causal_mask=_grader_causal_mask):
     out = causal_attention(X, WQ, WK, WV, SHIFT)
     moved = [causal_attention(v, WQ, WK, WV, SHIFT) for v in PERTURBED]
-finally:
-    if _had:
-        _g["causal_mask"] = _old
-    else:
-        _g.pop("causal_mask", None)
 result = {"out": out, "moved": moved}
 '''
 
@@ -542,7 +538,8 @@ def _attention(x: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, shift: bool, *, sc
     return _shifted(out) if shift else out
 
 
-@part("causal_attention", defines=("causal_attention",), reference=ATTENTION)
+@part("causal_attention", defines=("causal_attention",), reference=ATTENTION,
+      reveals=("causal_mask",))  # the grader's causal_mask replaces the student's
 def grade_causal_attention(k) -> None:
     name = "causal_attention"
     gen = fresh_generator()

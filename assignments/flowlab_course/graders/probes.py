@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from ..trusted.bridge import KernelBridge, NoAnswer, StudentError
-from ..trusted.static import is_reference
 from ..trusted.wire import Opaque
 from .errors import DelegationError, GradingFailure
 from .numerics import is_close
@@ -114,8 +113,9 @@ def layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part: st
                seed: torch.Generator | None = None) -> LayerAnswer:
     """Build ``cls(*args)`` in the kernel (the conditioner ``cond`` inserted at ``cond_at``), call it.
 
-    Returns a :class:`LayerAnswer`; fails with a message if the answer has the wrong form or the
-    layer is made of flowlab's ``reference`` classes.
+    Returns a :class:`LayerAnswer`; fails with a message if the answer has the wrong form.
+    (``reference`` is kept for the callers; flowlab's reference classes are stubs in the grading
+    kernel, so nothing needs to be detected: see :mod:`flowlab_course.trusted.redaction`.)
     """
     gen = seed or fresh_generator()
     x2 = x.clone()
@@ -129,19 +129,8 @@ def layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part: st
     if not isinstance(raw, dict):
         raise GradingFailure(f"{what}: the grader could not read your layer's answer.", part)
     answer = LayerAnswer(raw, direction, x, part, what)
-    _refuse_reference(answer.classes, reference, what, part)
     answer.w_out, answer.w_ld = w_out, w_ld
     return answer
-
-
-def _refuse_reference(classes, reference: Sequence[str], what: str, part: str) -> None:
-    """Delegation: the layer's classes (or its sub-modules') are flowlab's reference of the part."""
-    for module, qualname in classes:
-        if module.startswith("flowlab") and is_reference(module, qualname, reference):
-            raise DelegationError(
-                f"your {what} is built from flowlab's {qualname} (it subclasses or contains a "
-                "reference layer). Write the computation yourself with torch operations. No "
-                "points for this part.", part)
 
 
 def check_pair(out: Any, x: Tensor, what: str, part: str) -> tuple[Tensor, Tensor]:
@@ -376,7 +365,7 @@ def set_layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part
             grader's correct ``weight()`` for parts that must not depend on another part).
 
     The answer is checked by :func:`check_pair_floating` (both calls: the batch and the batch
-    with sample 0 changed); a layer made of flowlab's ``reference`` classes is delegation.
+    with sample 0 changed).
     """
     import textwrap
 
@@ -405,7 +394,6 @@ def set_layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part
         raise GradingFailure(f"{what}.{name} has shape {tuple(raw.get('shape') or ())}, expected "
                              f"{want} ({layouts.get(name, 'see the instructions')}).", part)
     answer = SetAnswer(raw, direction, x, part, what, nan_hint)
-    _refuse_reference(answer.classes, reference, what, part)
     answer.w_out, answer.w_ld = w_out, w_ld
     return answer
 

@@ -2,7 +2,10 @@
 
 What the sandbox shows the kernel: a fresh, empty root with read-only views of the system
 (``/usr``, a few files of ``/etc``), the Python installation and virtual environment that run
-the kernel, and the library the notebooks import (:mod:`flowlab`).  The course directory —
+the kernel, and the library the notebooks import (:mod:`flowlab`) — while a submission is graded,
+the *redacted* flowlab (``settings.replace_packages``), mounted where flowlab is found (so an
+editable install's finder, which maps ``flowlab`` to that path, finds the copy too), and no
+other mounted path holding flowlab's real source.  The course directory —
 ``source/``, ``release/``, the graders of :mod:`flowlab_course`, other students' folders,
 ``gradebook.db`` — is *not* mounted; the submission's working copy is a size-limited ``tmpfs``
 with read-only copies of its files (the notebooks being graded left out).
@@ -71,6 +74,7 @@ def _read_only_binds(
     candidates = _python_dirs([exe, sys.executable])
     candidates += _package_dirs(settings.packages) + list(settings.extra_ro_paths)
     guarded = [os.path.realpath(p) for p in [workdir, *settings.hidden_paths]]
+    replaced = [d for d, _ in _replacements(settings)]
     binds: list[str] = []
     for path in candidates:
         for variant in {os.path.abspath(path), os.path.realpath(path)}:
@@ -78,6 +82,11 @@ def _read_only_binds(
                 continue
             if any(_is_within(g, variant) for g in guarded):
                 continue  # an ancestor of the course: never mount it
+            if any(_is_within(variant, r) for r in replaced):
+                continue  # the replaced package itself: its replacement is mounted there
+            if any(_is_within(r, variant) and not _is_site_packages(os.path.dirname(r))
+                   for r in replaced):
+                continue  # a folder that holds the real source of a replaced package (a checkout)
             if any(_is_within(variant, s) for s in SYSTEM_DIRS if os.path.isdir(s)):
                 continue  # already visible
             binds.append(variant)
@@ -88,6 +97,26 @@ def _read_only_binds(
         if not any(_is_within(path, k) for k in kept):
             kept.append(path)
     return kept
+
+
+def _is_site_packages(path: str) -> bool:
+    return os.path.basename(path.rstrip("/")) in ("site-packages", "dist-packages")
+
+
+def _replacements(settings: SandboxSettings) -> list[tuple[str, str]]:
+    """``(where the package is found, what to mount there)`` for ``settings.replace_packages``.
+
+    Both the path the import system reports and its real path are covered, so that neither a
+    symbolic link nor an editable install's finder leads to the original.
+    """
+    out = []
+    for name, replacement in sorted(settings.replace_packages.items()):
+        if not os.path.isdir(replacement):
+            raise FileNotFoundError(f"the replacement of {name!r} does not exist: {replacement}")
+        for found in _package_dirs([name]):
+            for variant in sorted({os.path.abspath(found), os.path.realpath(found)}):
+                out.append((variant, os.path.realpath(replacement)))
+    return out
 
 
 def _parents(path: str) -> list[str]:
@@ -198,6 +227,9 @@ def sandbox_command(
     binds = _read_only_binds(settings, kernel_argv, workdir)
     for path in binds:
         args += _parents(path) + ["--ro-bind", path, path]
+    # the redacted packages, on top of whatever bound path holds the originals
+    for where, replacement in _replacements(settings):
+        args += _parents(where) + ["--ro-bind", replacement, where]
     # mask hidden paths that are still visible (e.g. a course kept inside the environment)
     for path in settings.hidden_paths:
         real = os.path.realpath(path)

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Integer, List, Unicode, default
+from traitlets import Dict, Integer, List, Unicode, default
 
 from .command import bwrap_available
 from .settings import CHILD_FILE, INNER_DIR, SandboxSettings
@@ -43,6 +43,9 @@ class SandboxKernelManager(AsyncKernelManager):
     packages = List(Unicode(), ["flowlab"], help="Packages mounted read-only.").tag(config=True)
     extra_ro_paths = List(Unicode(), [], help="More host paths mounted read-only.").tag(config=True)
     hidden_paths = List(Unicode(), [], help="Paths never visible (the course root).").tag(config=True)
+    replace_packages = Dict(
+        {}, help="{package: directory} mounted in the package's place (set per notebook by "
+        "GradingExecute: the redacted flowlab).")
 
     @default("transport")
     def _transport_default(self) -> str:

@@ -33,6 +33,8 @@ class SandboxSettings:
     ``open_files`` the descriptors (``RLIMIT_NOFILE``); ``file_size_mb`` one file's size
     (``RLIMIT_FSIZE``); ``scratch_mb`` the size of each writable ``tmpfs`` (the working copy,
     ``/tmp`` and ``/dev/shm``), so at most ``3 * scratch_mb`` can be written in total.
+    ``replace_packages`` maps a package to a directory the kernel sees in its place (the grading
+    kernel's flowlab without the graded pieces).
     """
 
     memory_mb: int = 4096
@@ -46,6 +48,9 @@ class SandboxSettings:
     packages: list[str] = field(default_factory=lambda: ["flowlab"])
     extra_ro_paths: list[str] = field(default_factory=list)
     hidden_paths: list[str] = field(default_factory=list)
+    #: ``{package name: directory}``: mounted read-only *where the package is found* instead of
+    #: it (the redacted flowlab of :mod:`flowlab_course.trusted.redaction`).
+    replace_packages: dict[str, str] = field(default_factory=dict)
 
     def rlimits(self) -> list[tuple[str, int, int]]:
         """``(name, soft, hard)`` for :func:`resource.setrlimit`, applied inside the sandbox."""

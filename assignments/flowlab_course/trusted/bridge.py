@@ -5,9 +5,12 @@ runs a few lines of grader code in the student's kernel (a *probe*: call the stu
 inputs the grader chose) and returns what the probe left in ``result`` as plain values
 (:mod:`.wire`).  What the kernel prints, displays or raises during a probe never reaches the
 notebook: outputs are dropped, display updates and widget state are cut off, and an error comes
-back as its type, the line of the student's own cell that raised it and a message from which
-numbers with decimals and any text that quotes the grader are removed (so hidden inputs and
-hidden test code cannot be smuggled into the feedback).
+back as its **type and the line of the student's own cell** that raised it, never as free text:
+the type must be a built-in exception or a name the student's own cells spell, the line must be
+a line of their own cells (the trusted side checks both against the submitted source), and the
+message is dropped unless it is one of the redacted flowlab's own stub messages (known here).
+So neither hidden inputs (as decimals, integers or any encoding) nor the probe request can be
+carried into the feedback by an exception.
 
 The bridge drives the kernel through the nbclient client that executed the notebook (nbgrader's
 ``Execute``), so probes obey the same per-cell timeout and the same sandbox.
@@ -16,11 +19,12 @@ The bridge drives the kernel through the nbclient client that executed the noteb
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -31,17 +35,68 @@ __all__ = ["KernelBridge", "StudentError", "NoAnswer"]
 _MARKER = "\x1eFLOWLAB-GRADER-RESULT "
 _KERNEL_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_side.py")
 _DECIMAL = re.compile(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?|[-+]?\d+[eE][-+]?\d+")
+_NAME_ERROR = re.compile(r"name '([A-Za-z_][A-Za-z0-9_]{0,60})' is not defined")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,60}")
+#: Exception names that need no check: Python's own and the redacted flowlab's stub error.
+_KNOWN_ERRORS = frozenset(
+    name for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+) | {"ReferenceUnavailable", "LinAlgError", "OutOfMemoryError", "CellTimeoutError"}
+
+
+def _safe_words() -> frozenset:
+    """Names of Python, torch and flowlab: type names an answer may legitimately carry."""
+    global _SAFE
+    if _SAFE is None:
+        import torch
+
+        words = set(dir(builtins)) | set(dir(torch)) | set(dir(torch.nn)) | {
+            "NoneType", "function", "method", "module", "generator", "a", "an", "object",
+            "tensor", "strided", "sparse_coo", "nested", "too", "deeply", "builtin_function_or_method"}
+        try:
+            import flowlab
+            import flowlab.distributions
+            import flowlab.transforms
+
+            for m in (flowlab, flowlab.distributions, flowlab.transforms):
+                words |= set(dir(m))
+        except ImportError:  # pragma: no cover - flowlab is installed with the course
+            pass
+        _SAFE = frozenset(words)
+    return _SAFE
+
+
+_SAFE: frozenset | None = None
+
+
+def _strings(value: Any, depth: int = 0) -> set:
+    """Identifiers in the str keys and values of the grader's own inputs."""
+    out: set = set()
+    if depth > 20:
+        return out
+    if isinstance(value, str):
+        out.update(_IDENTIFIER.findall(value))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            out |= _strings(k, depth + 1) | _strings(v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            out |= _strings(v, depth + 1)
+    return out
 
 
 class StudentError(Exception):
     """The student's code raised while the grader called it."""
 
     def __init__(self, error: str, message: str, where: list | None) -> None:
-        super().__init__(f"{error}: {message}")
+        super().__init__(f"{error}: {message}" if message else error)
         self.error, self.message, self.where = error, message, where
 
     def describe(self, what: str) -> str:
-        """``"<what> raised ValueError: ... (line 12 of your cell: `z = ...`)"``."""
+        """``"<what> raised ValueError (line 12 of your cell: `z = ...`)"``.
+
+        ``message`` is empty unless it is the redacted flowlab's own explanation of a stub.
+        """
         text = f"{what} raised {self.error}"
         if self.message:
             text += f": {self.message}"
@@ -60,15 +115,26 @@ class KernelBridge:
 
     Args:
         client: the client that executed the notebook (its kernel is still running).
-        watch: source files of flowlab's reference implementation; a call into one of them during
-            a probe is recorded in :attr:`reference_calls` (runtime evidence of delegation).
+        student_source: the sources of the cells the student could have written: an error's
+            type and line reach the feedback only if they are spelled there.
+        stub_messages: the redacted flowlab's stub messages (the only error messages passed on).
     """
 
     client: Any
-    watch: Sequence[str] = ()
-    reference_calls: list[str] = field(default_factory=list)
+    student_source: Sequence[str] = ()
+    stub_messages: Iterable[str] = ()
     _secret: str = ""
     _started: bool = False
+    _lines: set = field(default_factory=set)
+    _words: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for source in self.student_source:
+            for line in source.splitlines():
+                if line.strip():
+                    self._lines.add(line.strip()[:160])
+            self._words.update(_IDENTIFIER.findall(source))
+        self.stub_messages = frozenset(self.stub_messages)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -91,7 +157,8 @@ class KernelBridge:
             self.start()
         payload = json.dumps(wire.encode(inputs))
         self._secret += "\n" + code
-        request = f"_flowlab_probe({code!r}, {payload!r}, {list(self.watch)!r})"
+        self._words.update(_strings(inputs))   # names the grader sent (attribute names, keys)
+        request = f"_flowlab_probe({code!r}, {payload!r})"
         outputs = self._execute(request)
         reply = None
         for out in outputs:
@@ -114,24 +181,68 @@ class KernelBridge:
             raise NoAnswer(f"the kernel's answer was unreadable ({type(err).__name__})") from None
         if not isinstance(answer, dict):
             raise NoAnswer("the kernel's answer was malformed")
-        calls = answer.get("reference_calls") or []
-        if isinstance(calls, list):
-            self.reference_calls.extend(str(c)[:200] for c in calls[:20])
         if not answer.get("ok"):
-            where = answer.get("where")
-            if not (isinstance(where, list) and len(where) == 2):
-                where = None
-            else:
-                where = [int(where[0]) if isinstance(where[0], int) else 0,
-                         self.clean(str(where[1]))]
-            raise StudentError(self.clean(str(answer.get("error", "Error")))[:80] or "Error",
-                               self.clean(str(answer.get("message", ""))), where)
+            raise StudentError(*self._student_error(answer))
         try:
-            return wire.decode(answer.get("result"))
+            return self._scrub(wire.decode(answer.get("result")))
         except wire.WireError as err:
             raise NoAnswer(f"the answer was not a plain value: {err}") from None
 
     # ------------------------------------------------------------------ hygiene
+    def _student_error(self, answer: dict) -> tuple[str, str, list | None]:
+        """``(type, message, [line, text])`` of a failed probe, reduced to what is safe to show.
+
+        The type is kept if Python defines it or the student's cells spell it; the line if it is
+        a line of their cells (the kernel could send anything); the message only if it is a
+        stub message of the redacted flowlab.
+        """
+        error = str(answer.get("error", ""))
+        if not (_IDENTIFIER.fullmatch(error) and (error in _KNOWN_ERRORS or error in self._words)):
+            error = "an exception"
+        message = str(answer.get("message", ""))
+        missing = _NAME_ERROR.fullmatch(message)
+        if missing and error == "NameError" and (missing.group(1) in self._words or re.search(
+                rf"\b{missing.group(1)}\b", self._secret)):
+            pass  # "name 'AffineCoupling' is not defined": a name of their cells or of the probe
+        elif message not in self.stub_messages:
+            message = ""
+        where = answer.get("where")
+        if (isinstance(where, list) and len(where) == 2 and isinstance(where[0], int)
+                and not isinstance(where[0], bool) and 0 < where[0] < 100_000
+                and isinstance(where[1], str) and where[1].strip()[:160] in self._lines):
+            where = [where[0], where[1].strip()[:160]]
+        else:
+            where = None
+        return error, message, where
+
+    def _known(self, text: str) -> bool:
+        """Is ``text`` made only of names the grader knows (not data the kernel chose)?"""
+        if len(text) > 80:
+            return False
+        words = _IDENTIFIER.findall(text)
+        if "".join(words) != re.sub(r"[^A-Za-z0-9_]", "", text):
+            return False   # digits glued to nothing, or characters outside names
+        return all(w in self._words or w in _safe_words() or re.search(rf"\b{w}\b", self._secret)
+                   for w in words)
+
+    def _scrub(self, value: Any) -> Any:
+        """Strings of an answer (type names, labels) are passed on only if made of known names.
+
+        Graders quote them in messages ("got NoneType"); an arbitrary string could carry the
+        probe request or hidden inputs into the notebook in any encoding.
+        """
+        if isinstance(value, str):
+            return value if self._known(value) else "?"
+        if isinstance(value, wire.Opaque):
+            return value if self._known(value.what) else wire.Opaque("an object")
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._scrub(v) for v in value)
+        if isinstance(value, dict):
+            return {(k if self._known(k) else "?"): self._scrub(v) for k, v in value.items()}
+        return value
+
     def clean(self, text: str, limit: int = 300) -> str:
         """``text`` without decimals (hidden inputs) and without anything quoting grader code."""
         text = _DECIMAL.sub("…", text)[: 4 * limit]
@@ -164,22 +275,30 @@ class LocalBridge(KernelBridge):
 
     Args:
         namespace: the "student's" globals (e.g. ``runpy``/``exec`` of a solution's source).
-        watch: as for :class:`KernelBridge`.
+        student_source, stub_messages: as for :class:`KernelBridge`.
+        modules: the redacted flowlab's modules (:func:`.redaction.load`): ``sys.modules``
+            holds them while a probe runs, as the grading kernel would (build ``namespace``
+            inside :class:`.redaction.swapped` too).
     """
 
-    def __init__(self, namespace: dict, watch: Sequence[str] = ()) -> None:
-        super().__init__(client=None, watch=watch)
+    def __init__(self, namespace: dict, student_source: Sequence[str] = (),
+                 stub_messages: Iterable[str] = (), modules: dict | None = None) -> None:
+        super().__init__(client=None, student_source=student_source, stub_messages=stub_messages)
         self.namespace = namespace
+        self.modules = modules
 
     def _execute(self, source: str) -> list:
         import contextlib
         import io
         import types
 
+        from .redaction import swapped
+
         shell = types.SimpleNamespace(user_ns=self.namespace)
         self.namespace.setdefault("get_ipython", lambda: shell)
         buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
+        modules = swapped(self.modules) if self.modules else contextlib.nullcontext()
+        with contextlib.redirect_stdout(buffer), modules:
             try:
                 exec(compile(source, "<grader-request>", "exec"), self.namespace)
             except Exception as err:  # noqa: BLE001 - like a kernel: an error output

@@ -6,8 +6,9 @@ that call the student's functions on inputs chosen by the grader.  Here a probe 
 copy of the student's namespace, and whatever it leaves in ``result`` goes back as **plain
 data**: JSON with tensors as raw bytes.  Nothing is decided here: the checks, the tolerances, the
 reference computations and the verdict are in the trusted process, which only ever sees values.
-A student's code can change everything in this file at run time (it is their interpreter); that
-can only change the values sent back, which the grader then checks like any other answer.
+Nothing produced here is evidence (no profiler, no module walk): a student's code can change
+everything in this file at run time (it is their interpreter); that can only change the values
+sent back, which the grader then checks like any other answer.
 
 Standard library and torch only.  Names start with ``_flowlab`` so that they do not collide with
 a student's.
@@ -73,32 +74,17 @@ def _flowlab_channel():  # noqa: C901 - one closure, so that only one name enter
                 return [frame.lineno, (frame.line or "").strip()[:160]]
         return None
 
-    def probe(code, payload, watch):
+    def probe(code, payload):
         namespace = dict(shell.user_ns)
         namespace.update(decode(json.loads(payload)))
         namespace["grader"] = types.SimpleNamespace(**helpers)
-        seen = []
-        files = set(watch)
-
-        def profiler(frame, event, arg):
-            if event == "call" and frame.f_code.co_filename in files:
-                name = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
-                if len(seen) < 20:
-                    seen.append(f"{frame.f_code.co_filename}:{name}")
-
-        previous = sys.getprofile()
         reply = {}
         try:
-            sys.setprofile(profiler if files else previous)
-            try:
-                exec(compile(code, "<flowlab-grader>", "exec"), namespace)
-            finally:
-                sys.setprofile(previous)
+            exec(compile(code, "<flowlab-grader>", "exec"), namespace)
             reply = {"ok": True, "result": encode(namespace.get("result"))}
         except BaseException as err:  # noqa: BLE001 - every failure of the student's code is data
             reply = {"ok": False, "error": type(err).__name__, "message": str(err)[:2000],
                      "where": student_line(err)}
-        reply["reference_calls"] = seen
         text = json.dumps(reply)
         sys.stdout.write(marker + base64.b64encode(text.encode()).decode("ascii") + "\n")
         sys.stdout.flush()
@@ -151,8 +137,35 @@ def _flowlab_channel():  # noqa: C901 - one closure, so that only one name enter
         got = torch.autograd.grad(output, params, allow_unused=True)
         return [None if g is None else g for g in got]
 
+    class replacing:
+        """``with grader.replacing(causal_mask=fn): ...`` — the student's *global* names replaced.
+
+        A student's function looks its globals up in the notebook's namespace, whatever
+        decorator (``@torch.no_grad()``, ``functools.wraps``) wraps it, so the grader's piece is
+        put there for the duration of the call and the student's own object put back after.
+        """
+
+        def __init__(self, **names):
+            self.names, self.saved = names, {}
+
+        def __enter__(self):
+            ns = shell.user_ns
+            for name, value in self.names.items():
+                self.saved[name] = (name in ns, ns.get(name))
+                ns[name] = value
+            return self
+
+        def __exit__(self, *exc):
+            ns = shell.user_ns
+            for name, (had, value) in self.saved.items():
+                if had:
+                    ns[name] = value
+                else:
+                    ns.pop(name, None)
+            return False
+
     helpers = {"build": build, "mlp": mlp, "classes_of": classes_of, "grads": grads,
-               "torch": torch}
+               "torch": torch, "replacing": replacing}
     return probe
 
 

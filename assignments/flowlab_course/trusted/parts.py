@@ -11,7 +11,14 @@ under that key (``@part(...)`` in :mod:`flowlab_course.graders.assignment2`) and
 ``grade(kernel)`` in the trusted process.  A part says which student names it grades
 (``defines``) and which flowlab code would be *delegation* for it (``reference`` modules,
 ``reference_functions`` such as ``flowlab.flow.Flow.sample``, attribute calls forbidden inside a
-graded function's body), so that the static and runtime checks know what to look for.
+graded function's body).  Those references are drawn from the grader module's assignment-level
+``GRADED`` declaration (:class:`~.redaction.Graded`): the grading kernel imports a flowlab in
+which they are stubs (:mod:`.redaction`), and the static reader only writes notes about them.
+
+A part whose probe sends a grader-written piece into the kernel that implements *another* part
+(RealNVP's stack built with the grader's coupling) names those parts in ``reveals``: the runner
+grades it only after their verdicts are final (:func:`order`), so the piece can never serve as a
+reference for them.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Part", "Partial", "part", "lookup", "REGISTRY"]
+__all__ = ["Part", "Partial", "part", "lookup", "order", "declaration", "REGISTRY"]
 
 #: ``"assignment2.affine_forward" -> Part``, filled when a grader module is imported.
 REGISTRY: dict[str, "Part"] = {}
@@ -47,6 +54,8 @@ class Part:
             (``"flowlab.flow.Flow.sample"``).
         body_forbids: ``{function name: attribute names}`` that must not be called inside the
             student's definition of that function (``{"sample_with_temperature": ("sample",)}``).
+        reveals: names of parts of the same module whose computation a grader-written piece of
+            this part's probes implements (graded before this part).
     """
 
     key: str
@@ -55,21 +64,72 @@ class Part:
     reference: tuple[str, ...] = ()
     reference_functions: tuple[str, ...] = ()
     body_forbids: dict = field(default_factory=dict)
+    reveals: tuple[str, ...] = ()
 
 
 def part(name: str, *, defines: tuple[str, ...] | list[str], reference=(), reference_functions=(),
-         body_forbids: dict | None = None) -> Callable:
+         body_forbids: dict | None = None, reveals=()) -> Callable:
     """Register the decorated ``grade(kernel)`` function as the hidden test ``<module>.<name>``."""
 
     def register(fn: Callable) -> Callable:
         module = fn.__module__.rsplit(".", 1)[-1]
         key = f"{module}.{name}"
         REGISTRY[key] = Part(key, fn, tuple(defines), tuple(reference), tuple(reference_functions),
-                             dict(body_forbids or {}))
+                             dict(body_forbids or {}), tuple(reveals))
         fn.part = REGISTRY[key]
         return fn
 
     return register
+
+
+def order(parts: dict[int, Part]) -> list[int]:
+    """Cell indices in grading order: notebook order, except that a part runs after every part it
+    ``reveals`` (so a grader-written piece that implements part X enters the kernel only after
+    X's verdict is final)."""
+    keys = {p.key: i for i, p in parts.items()}
+    done: list[int] = []
+
+    def visit(index: int, path: tuple) -> None:
+        if index in done or index in path:
+            return
+        part_ = parts[index]
+        module = part_.key.split(".", 1)[0]
+        for name in part_.reveals:
+            other = keys.get(f"{module}.{name}")
+            if other is not None:
+                visit(other, path + (index,))
+        done.append(index)
+
+    for index in sorted(parts):
+        visit(index, ())
+    return done
+
+
+def declaration(parts) -> list:
+    """The assignment-level ``GRADED`` declarations of the grader modules of ``parts``.
+
+    A grader module without one gets a declaration derived from its parts' references.
+    """
+    import sys
+
+    from .redaction import Graded
+
+    out, seen = [], set()
+    for p in parts:
+        module = p.key.split(".", 1)[0]
+        if module in seen:
+            continue
+        seen.add(module)
+        graded = getattr(sys.modules.get(f"flowlab_course.graders.{module}"), "GRADED", None)
+        if graded is None:
+            objects = {}
+            for q in parts:
+                if q.key.split(".", 1)[0] == module:
+                    for ref in (*q.reference, *q.reference_functions):
+                        objects.setdefault(ref, f"the {q.key.split('.', 1)[1].replace('_', ' ')} part")
+            graded = Graded(module.replace("assignment", "assignment "), objects)
+        out.append(graded)
+    return out
 
 
 def lookup(key: str) -> Part:

@@ -17,8 +17,8 @@ from nbformat.notebooknode import NotebookNode
 
 from ..graders.errors import DelegationError, GradingFailure
 from .bridge import KernelBridge, NoAnswer, StudentError
-from .parts import Part, Partial, lookup
-from .static import Finding, _matches
+from .parts import Part, Partial, lookup, order
+from .static import Finding
 
 __all__ = ["Verdict", "plan", "student_cells", "grade", "apply", "BEGIN", "END"]
 
@@ -32,7 +32,7 @@ class Verdict:
 
     fraction: float
     message: str
-    kind: str = "ok"  # ok | partial | failure | delegation | undecidable | timeout | kernel_died
+    kind: str = "ok"  # ok | partial | failure | delegation | timeout | kernel_died | grader_error
 
     @property
     def passed(self) -> bool:
@@ -107,25 +107,15 @@ def student_cells(nb: NotebookNode) -> tuple[list[tuple[int, str]], list[str]]:
     return mine, locked
 
 
-def _from_findings(key: str, findings: Iterable[Finding]) -> Verdict | None:
-    delegation = [f for f in findings if f.kind == "delegation" and key in f.parts]
-    if delegation:
-        f = delegation[0]
-        return Verdict(0.0, f"Your code {f.message} (cell {f.cell + 1}, line {f.line}). This "
-                       "part asks you to write it yourself with torch operations, so it earns no "
-                       "points.", "delegation")
-    held = [f for f in findings if f.kind == "undecidable" and key in f.parts]
-    if held:
-        f = held[0]
-        return Verdict(0.0, f"Held for review: your code {f.message} (cell {f.cell + 1}, line "
-                       f"{f.line}). The autograder cannot tell what such code does, so this part "
-                       "scores 0 until your instructor has looked at it.", "undecidable")
-    return None
-
-
-def grade(bridge: KernelBridge, the_plan: Plan, findings: list[Finding],
+def grade(bridge: KernelBridge, the_plan: Plan, findings: list[Finding] | None,
           done: dict[int, Verdict]) -> None:
     """Run every part of ``the_plan`` not yet in ``done`` (results go into ``done``).
+
+    A verdict depends only on the values the student's code returned to the grader's probes:
+    no evidence produced in the kernel (and no static finding, ``findings`` is unused here: it
+    only feeds the instructor's notes) decides anything.  Parts run in :func:`.parts.order`, so
+    that a grader-written piece that implements a part enters the kernel only after that part's
+    verdict is final; a verdict once in ``done`` is never revisited.
 
     A :class:`DeadKernelError` propagates after the part that killed the kernel is recorded, so
     that the caller can start a fresh kernel and continue with the remaining parts.
@@ -135,88 +125,37 @@ def grade(bridge: KernelBridge, the_plan: Plan, findings: list[Finding],
     for index, why in the_plan.unknown.items():
         done.setdefault(index, Verdict(0.0, f"This test cell cannot be graded: {why}. Tell your "
                                        "instructor.", "failure"))
-    for index, part in the_plan.parts.items():
+    for index in order(the_plan.parts):
+        part = the_plan.parts[index]
         if index in done:
             continue
-        verdict = _from_findings(part.key, findings)
-        if verdict is None:
-            bridge.reference_calls = []
-            try:
-                outcome = part.grade(bridge)
-                verdict = _runtime_delegation(part, bridge.reference_calls)
-                if verdict is None:
-                    verdict = (Verdict(max(0.0, min(1.0, outcome.fraction)), outcome.message,
-                                       "partial") if isinstance(outcome, Partial)
-                               else Verdict(1.0, "All hidden tests of this part passed.", "ok"))
-            except DelegationError as err:
-                verdict = Verdict(0.0, str(err.message), "delegation")
-            except GradingFailure as err:
-                verdict = Verdict(0.0, str(err.message), "failure")
-            except NoAnswer as err:
-                kind = "timeout" if "time limit" in str(err) else "failure"
-                verdict = Verdict(0.0, f"The grader got no answer from your code: {err}", kind)
-            except StudentError as err:  # a grader that did not catch it: still a clean message
-                verdict = Verdict(0.0, err.describe("your code"), "failure")
-            except DeadKernelError:
-                done[index] = Verdict(0.0, "The kernel died while the grader called your code for "
-                                      "this part (did it call exit(), crash, or use too much "
-                                      "memory?). The other parts were graded in a fresh kernel.",
-                                      "kernel_died")
-                raise
-            except Exception as err:  # noqa: BLE001 - a bug of the grader must not stop grading
-                import logging
+        try:
+            outcome = part.grade(bridge)
+            verdict = (Verdict(max(0.0, min(1.0, outcome.fraction)), outcome.message,
+                               "partial") if isinstance(outcome, Partial)
+                       else Verdict(1.0, "All hidden tests of this part passed.", "ok"))
+        except DelegationError as err:
+            verdict = Verdict(0.0, str(err.message), "delegation")
+        except GradingFailure as err:
+            verdict = Verdict(0.0, str(err.message), "failure")
+        except NoAnswer as err:
+            kind = "timeout" if "time limit" in str(err) else "failure"
+            verdict = Verdict(0.0, f"The grader got no answer from your code: {err}", kind)
+        except StudentError as err:  # a grader that did not catch it: still a clean message
+            verdict = Verdict(0.0, err.describe("your code"), "failure")
+        except DeadKernelError:
+            done[index] = Verdict(0.0, "The kernel died while the grader called your code for "
+                                  "this part (did it call exit(), crash, or use too much "
+                                  "memory?). The other parts were graded in a fresh kernel.",
+                                  "kernel_died")
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug of the grader must not stop grading
+            import logging
 
-                logging.getLogger("flowlab_course").exception("grader %s failed", part.key)
-                verdict = Verdict(0.0, f"The grader of this part failed ({type(err).__name__}); "
-                                  "your instructor will grade it by hand.", "grader_error")
+            logging.getLogger("flowlab_course").exception("grader %s failed", part.key)
+            verdict = Verdict(0.0, f"The grader of this part failed ({type(err).__name__}); "
+                              "your instructor will grade it by hand.", "grader_error")
         done[index] = verdict
-
-
-def _runtime_delegation(part: Part, calls: list[str]) -> Verdict | None:
-    """Delegation seen at run time: a call into a reference file while the student's code ran."""
-    modules = _watched_modules()
-    for call in calls:
-        path, _, qualname = call.rpartition(":")
-        module = modules.get(path)
-        if module is None:
-            continue
-        if _matches(module, f"{module}.{qualname}", part):
-            return Verdict(0.0, f"While the grader called your code, it ran flowlab's reference "
-                           f"implementation (`{module}.{qualname}`). This part asks you to write "
-                           "it yourself, so it earns no points.", "delegation")
-    return None
-
-
-def _watched_modules() -> dict[str, str]:
-    import sys
-
-    found = {}
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if path and (name == "flowlab" or name.startswith("flowlab.")):
-            found[path] = name
-    return found
-
-
-def watch_files(parts: Iterable[Part]) -> list[str]:
-    """Source files the kernel side should watch while the grader calls the student's code."""
-    import importlib
-
-    files = set()
-    for p in parts:
-        names = list(p.reference) + [".".join(f.split(".")[:-1]) for f in p.reference_functions]
-        for name in names:
-            pieces = name.split(".")
-            for cut in range(len(pieces), 0, -1):
-                try:
-                    module = importlib.import_module(".".join(pieces[:cut]))
-                except ImportError:
-                    continue
-                path = getattr(module, "__file__", None)
-                if path:
-                    files.add(path)
-                break
-    return sorted(files)
 
 
 def apply(nb: NotebookNode, verdicts: dict[int, Verdict], points: dict[int, float]) -> None:
@@ -254,26 +193,36 @@ def apply(nb: NotebookNode, verdicts: dict[int, Verdict], points: dict[int, floa
                                      metadata={}, data={"text/plain": repr(round(
                                          verdict.fraction * max_points, 4))}))
         else:
-            ename = {"delegation": "DelegationError", "undecidable": "HeldForReview",
-                     "timeout": "TimeoutError", "kernel_died": "DeadKernelError"}.get(
+            ename = {"delegation": "DelegationError", "timeout": "TimeoutError",
+                     "kernel_died": "DeadKernelError"}.get(
                          verdict.kind, "GradingFailure")
             kept.append(NotebookNode(output_type="error", ename=ename, evalue=verdict.message,
                                      traceback=[f"{ename}: {verdict.message}"]))
         cell.outputs = kept
 
 
-def flags(the_plan: Plan, verdicts: dict[int, Verdict], findings: list[Finding]) -> list[dict]:
-    """What the instructor's report lists for review."""
-    out = []
+def flags(the_plan: Plan, verdicts: dict[int, Verdict], findings: list[Finding],
+          extra: Iterable[dict] = ()) -> list[dict]:
+    """What the instructor's report lists: failures to look at, and the static reader's notes.
+
+    The static reader's findings (a flowlab reference named in the source, constructs whose
+    meaning depends on run time) are *notes*: they never cost a point (the grading kernel has no
+    reference to delegate to, see :mod:`.redaction`), they only help an instructor who reads a
+    submission.
+    """
+    out = list(extra)
     for index, part in the_plan.parts.items():
         v = verdicts.get(index)
-        if v is not None and v.kind in ("delegation", "undecidable", "timeout", "kernel_died",
+        if v is not None and v.kind in ("delegation", "timeout", "kernel_died",
                                           "grader_error"):
             out.append({"part": part.key, "kind": v.kind, "message": v.message})
     for f in findings:
-        if f.kind == "note":
-            out.append({"part": None, "kind": "note",
-                        "message": f"cell {f.cell + 1}, line {f.line}: {f.message}"})
+        what = {"delegation": "names flowlab's reference", "undecidable": "uses a construct the "
+                "static reader cannot follow"}.get(f.kind, "note")
+        out.append({"part": ",".join(f.parts) if f.kind == "delegation" and f.parts else None,
+                    "kind": "note",
+                    "message": f"cell {f.cell + 1}, line {f.line}: {f.message} ({what}; no "
+                               "points depend on it)"})
     return out
 
 
@@ -281,5 +230,5 @@ def metadata_points(nb: NotebookNode, index: int) -> float:
     return float(nb.cells[index].get("metadata", {}).get("nbgrader", {}).get("points", 0) or 0)
 
 
-__all__ += ["restore", "flags", "watch_files", "metadata_points", "Plan"]
+__all__ += ["restore", "flags", "metadata_points", "Plan"]
 del Any

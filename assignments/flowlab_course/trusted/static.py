@@ -1,25 +1,24 @@
-r"""Read the submitted source in the trusted process: delegation and constructs no grader can decide.
+r"""Read the submitted source in the trusted process: notes for the instructor, never a verdict.
 
-The runtime evidence a kernel sends back can be hidden by the student's code; the *source* cannot.
-Before the notebook runs, every code cell a student could have written (everything but the
-instructor's locked and test cells) is parsed — after IPython's own translation of magics — and
-walked once.  Three kinds of findings:
+Grades depend only on the values a student's code computes: the reference implementations are
+not in the grading kernel at all (:mod:`.redaction`), so nothing needs to be detected to keep
+them out.  What this reader finds goes to the instructor's report as *notes* (kind ``note`` in
+the flags), costs no point and holds nothing for review.  Before the notebook runs, every code
+cell a student could have written (everything but the instructor's locked and test cells) is
+parsed — after IPython's own translation of magics — and walked once.  Three kinds of findings:
 
-* **delegation** — the code refers to flowlab's reference implementation of a part (an import,
-  an attribute such as ``fl.AffineCoupling`` or ``flowlab.models.realnvp``, a literal
-  ``getattr``), or calls a forbidden method inside the graded function (``flow.sample`` in
-  ``sample_with_temperature``).  Names are resolved against the real flowlab package, so an alias
-  or a re-export does not hide them.  That part scores 0 with a message.
+* **delegation** — the code names flowlab's reference implementation of a part (an import, an
+  attribute such as ``fl.AffineCoupling``, a literal ``getattr``), or calls a method the part
+  asks the student not to use inside the graded function (``flow.sample`` in
+  ``sample_with_temperature``).  In the grading kernel that name is a stub that raises, so such
+  code earns nothing by itself; the note tells the instructor where to look.
 * **undecidable** — constructs whose meaning depends on strings built at run time or on the
-  interpreter's internals: ``exec``/``eval``/``compile``/``__import__``, modules outside the
-  course's list (``importlib``, ``inspect``, ``gc``, ``ctypes``, ``pickle`` ...), interpreter
-  hooks (``sys.modules``, ``sys._getframe``, ``sys.setprofile``, IPython's ``events`` and
-  ``ast_transformers``), dunder attributes that reach other code's internals (``__subclasses__``,
-  ``__globals__``, ``__dict__`` ...), shell escapes.  The parts graded from that cell (or every
-  part, for a cell that defines none) are *held for review*: 0 points until the instructor looks,
-  and a flag in the class report.  Never silently passed.
-* **note** — tampering that cannot change a verdict any more (rebinding torch or flowlab
-  attributes): reported to the instructor, no points lost.
+  interpreter's internals (``exec``/``eval``, ``importlib``, ``gc``, ``ctypes``, interpreter hooks,
+  dunder attributes that reach other code's internals, shell escapes).
+* **note** — rebinding torch or flowlab attributes.
+
+Honest styles (IPython extensions such as ``%load_ext autoreload``, ``%pip``, ``pathlib``,
+``operator``, ``getattr(torch, name)``, ``vars(cls)``) produce no finding at all.
 """
 
 from __future__ import annotations
@@ -34,12 +33,13 @@ from .parts import Part
 
 __all__ = ["Finding", "analyse", "is_reference", "SAFE_MODULES"]
 
-#: Top-level modules a student's code may import.  Anything else is held for review.
+#: Top-level modules whose import is not worth a note.
 SAFE_MODULES = frozenset({
     "__future__", "torch", "numpy", "math", "cmath", "matplotlib", "tqdm", "itertools",
     "functools", "collections", "typing", "dataclasses", "random", "time", "warnings", "logging",
     "sys", "os", "abc", "enum", "copy", "string", "re", "statistics", "numbers", "contextlib",
     "textwrap", "pprint", "json", "scipy", "sklearn", "flowlab", "IPython.display", "datetime",
+    "pathlib", "operator", "heapq", "bisect", "fractions", "decimal", "types",
 })
 #: Calls that run code built from strings.
 _DYNAMIC_CALLS = frozenset({"exec", "eval", "compile", "__import__"})
@@ -61,7 +61,9 @@ _HOOKS = frozenset({
     "torch.compiler", "torch._dynamo", "torch.fx",
 })
 #: IPython magics a student may use (translated to ``get_ipython().run_line_magic(...)``).
-_SAFE_MAGICS = frozenset({"matplotlib", "time", "timeit", "precision", "pprint", "whos", "who"})
+_SAFE_MAGICS = frozenset({"matplotlib", "time", "timeit", "precision", "pprint", "whos", "who",
+                          "load_ext", "reload_ext", "autoreload", "aimport", "pip", "conda",
+                          "config", "env"})
 _SAFE_IPYTHON = frozenset({"run_line_magic", "run_cell_magic"})
 
 
@@ -255,8 +257,6 @@ class _Reader(ast.NodeVisitor):
                 self.add("undecidable", node, f"calls `{func.id}`, which runs code built at run time")
             elif func.id in ("getattr", "setattr", "delattr", "hasattr") and node.args:
                 self.check_getattr(func.id, node)
-            elif func.id in ("vars", "globals", "locals") and node.args:
-                self.add("undecidable", node, f"calls `{func.id}` on an object")
             elif func.id == "get_ipython" and not isinstance(getattr(node, "_parent", None),
                                                              ast.Attribute):
                 self.add("undecidable", node, "keeps a handle on the notebook (`get_ipython()`)")
@@ -283,7 +283,7 @@ class _Reader(ast.NodeVisitor):
             path = f"{target}.{key.value}"
             self.check_flowlab(path, node)
             self.check_hook(path, node)
-        elif target.split(".")[0] in ("flowlab", "sys", "torch", "os", "builtins"):
+        elif target.split(".")[0] in ("flowlab", "sys", "os", "builtins"):
             self.add("undecidable", node, f"calls `{name}` on `{target}` with a name built at run time")
         if name in ("setattr", "delattr") and target.split(".")[0] in ("torch", "flowlab"):
             self.add("note", node, f"rebinds an attribute of `{target}`")
