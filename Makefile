@@ -28,7 +28,7 @@ help:
 	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
 	@echo "make autograde-parallel  sandboxed parallel autograde (Dask LocalCluster);  make grading-report: class report"
 	@echo "make autograde-cluster SCHEDULER=tcp://host:8786   the same on a Dask cluster"
-	@echo "make export-lms [ROSTER=roster.csv]   Canvas, Moodle, nbgrader and per-part CSVs"
+	@echo "make export-lms ROSTER=roster.csv [EXPORT_ARGS='--lms canvas']   Canvas, Moodle, nbgrader and per-part CSVs"
 	@echo "make bench       benchmarks (benchmarks/README.md);  make bench-quick: quick mode"
 	@echo "make bench-images | bench-trainer | bench-grading   the other benchmarks"
 
@@ -122,8 +122,11 @@ autograde-cluster: venv
 	ids=$$(ls -d submitted/*/*/ 2>/dev/null | xargs -rn1 basename | sort -u); \
 	failed=0; for a in $$ids; do "$(GRADING_BIN)/python" -m flowlab_course autograde "$$a" --scheduler $(SCHEDULER) || failed=1; done; exit $$failed
 
+# ROSTER is a path from the repository root (or absolute); EXPORT_ARGS passes the export's
+# other options, e.g. EXPORT_ARGS='--lms canvas' or '--moodle-identity email'.
+EXPORT_ARGS ?=
 export-lms: venv
-	@$(GRADING_PATH); cd assignments && ../$(PY) -m flowlab_course export --to grades $(if $(ROSTER),--roster $(ROSTER))
+	@$(GRADING_PATH); cd assignments && ../$(PY) -m flowlab_course export --to grades $(if $(ROSTER),--roster $(abspath $(ROSTER))) $(EXPORT_ARGS)
 
 grades: venv
 	@$(GRADING_PATH); $(NBGRADER) export --to grades.csv

@@ -58,7 +58,7 @@ c.Autograde.autograde_preprocessors = [
 c.IgnorePattern.pattern = r"(?m)^(.*:\d+: )?\w*Warning: "
 c.IgnorePattern.enabled = True  # off by default in nbgrader 0.9
 c.LimitOutput.max_lines = 1000
-# The trusted grader's flags for the instructor (delegation, held for review, kernel deaths)
+# The trusted grader's flags for the instructor (kernel deaths, grading without separation, notes)
 # travel in the notebook's metadata to the class report: keep them if metadata is cleared.
 c.ClearMetadataPreprocessor.preserve_nb_metadata_mask = {("language_info", "name"), "flowlab"}
 c.LimitOutputSize.max_chars = 20000

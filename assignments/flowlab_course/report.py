@@ -18,8 +18,10 @@ assignment and writes into ``out_dir``:
 * ``scores.png``, ``totals.png`` — the figures of the page.
 
 Flags come from the grader (``autograded/<student>/<assignment>/flowlab-flags.json``: a list of
-``{"part", "kind", "message"}`` with kind ``delegation``, ``undecidable``, ``timeout``,
-``kernel_died`` or ``note``; or the same list in the executed notebook's
+``{"part", "kind", "message"}`` with kind ``timeout``, ``kernel_died``, ``separation_off``
+(graded without the sandbox, so without the redacted flowlab: no guarantee that the reference
+was out of reach) or ``note`` (the static reader's remarks; no points depend on them); or the
+same list in the executed notebook's
 ``metadata.flowlab.flags``), from the autograded notebooks themselves (a cell that timed out or
 whose kernel died), from the preflight (:mod:`flowlab_course.repair`: a notebook nbgrader could
 not grade as submitted, kind ``repaired``, or could not read at all, kind ``unreadable``, graded
@@ -48,8 +50,8 @@ _ERROR_KINDS = {"CellTimeoutError": "timeout", "TimeoutError": "timeout",
                 "DeadKernelError": "kernel_died", "KernelError": "kernel_died",
                 "GradingWorkerDied": "kernel_died", "DelegationError": "delegation",
                 "HeldForReview": "undecidable"}
-_KIND_ORDER = ["unreadable", "kernel_died", "timeout", "delegation", "undecidable", "not_graded",
-               "repaired", "note"]
+_KIND_ORDER = ["unreadable", "kernel_died", "timeout", "not_graded", "separation_off",
+               "delegation", "undecidable", "repaired", "note"]  # the last two of old gradings
 
 
 @dataclass
@@ -100,8 +102,11 @@ def read_flags(course_root: str, assignment: str, student: str) -> list[dict]:
 def _unique(flags: list[dict]) -> list[dict]:
     seen, unique = set(), []
     for flag in flags:
-        key = (flag.get("part"), flag.get("kind"))
-        if key not in seen:  # the grader's flag and the cell's error say the same thing
+        # the grader's flag and the cell's error say the same thing about a part; notes without
+        # a part are told apart by their message
+        key = (flag.get("part"), flag.get("kind"),
+               flag.get("message") if flag.get("part") is None else None)
+        if key not in seen:
             seen.add(key)
             unique.append({"part": flag.get("part"), "kind": str(flag.get("kind", "note")),
                            "message": str(flag.get("message", ""))})
