@@ -49,14 +49,29 @@ $(VENV)/.installed: pyproject.toml assignments/pyproject.toml
 	touch $@
 
 # ---------------------------------------------------------------- the course
-course: book release
-	@echo "Course built: site in _build/html/index.html, student release in assignments/release/"
+# The student release does not depend on the book: it is built first, and a chapter that fails
+# to execute (a busy machine, a cell past its time limit) still leaves the release and the rest
+# of the site; `course` then exits non-zero with a summary of what failed and what to do.
+course: venv
+	@status=0; \
+	$(MAKE) --no-print-directory release || { status=1; echo "make course: the student release FAILED (see above)"; }; \
+	$(MAKE) --no-print-directory book || { status=1; echo "make course: the site built with problems (summary above)"; }; \
+	if [ $$status -ne 0 ]; then exit 1; fi; \
+	echo "Course built: site in _build/html/index.html, student release in assignments/release/"
+
+# Each build ends with book/_ext/build_report.py: one paragraph per chapter that failed to
+# execute (its name, the error, what to do), read from _build/html/reports.
+BOOK_BUILD = $(PY) book/_ext/build_report.py _build/html --clear; status=0; \
+	$(JB) build . --warningiserror --keep-going || status=$$?; \
+	$(PY) book/_ext/build_report.py _build/html || status=1; \
+	if [ $$status -ne 0 ]; then echo "make book: FAILED (exit $$status); the summary above names each failed chapter, Sphinx's warnings are above it"; fi; \
+	exit $$status
 
 book: venv
-	$(JB) build . --warningiserror --keep-going
+	@$(BOOK_BUILD)
 
 book-quick: venv
-	FLOWLAB_QUICK=1 $(JB) build . --warningiserror --keep-going
+	@export FLOWLAB_QUICK=1; $(BOOK_BUILD)
 
 # ---------------------------------------------------------------- grading (nbgrader CLI)
 # nbgrader creates its gradebook with `alembic`, which it looks up on PATH: put the venv first.

@@ -1,6 +1,8 @@
 """The built course site, opened page by page in headless Chromium.
 
-The site is built in quick mode into a temporary folder, unless ``_build/html`` is already newer
+The site is built in quick mode into a temporary folder, on one CPU core that a competing
+process keeps busy (a slow machine: every chapter must still execute within the per-cell
+limit), unless ``_build/html`` is already newer
 than every source of the book (then that build is tested: run ``make book`` first to test the
 full site).  It is served on 127.0.0.1 and every page of ``_toc.yml`` is opened in Chromium,
 driven through the Chrome DevTools protocol, at two viewport widths: 1280 px (a laptop; the
@@ -84,7 +86,8 @@ def site(tmp_path_factory) -> Path:
             min((built / f"{d}.html").stat().st_mtime for d in toc_documents()) > newest_source
         ):
             return built
-    return build_site(tmp_path_factory.mktemp("site"), quick=True)
+    # Built under load: one core, shared with a spinning process (conftest.build_site).
+    return build_site(tmp_path_factory.mktemp("site"), quick=True, busy=True)
 
 
 @pytest.fixture(scope="module")
