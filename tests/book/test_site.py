@@ -487,3 +487,21 @@ def test_chapter_offers_its_notebook(doc: str, site: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
     assert any(c.cell_type == "code" for c in nb.cells), f"{doc}: the notebook has no code"
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_execution_statistics_page_lists_every_chapter(site: Path) -> None:
+    """book/execution.md's nb-exec-table is filled by the build: one row per chapter, with a run
+    time and a status."""
+    import html as html_lib
+
+    page = (site / "book" / "execution.html").read_text(encoding="utf-8")
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", page, flags=re.S)
+    cells = [[html_lib.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+              for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)] for r in rows]
+    by_doc = {c[0]: c for c in cells if c}
+    chapters = [d for d in toc_documents() if d.startswith("book/0")]
+    missing = [d for d in chapters if d not in by_doc]
+    assert not missing, f"the execution-statistics page has no row for {missing}"
+    for d in chapters:
+        assert re.fullmatch(r"\d+(\.\d+)?", by_doc[d][3]), f"{d}: no run time in {by_doc[d]}"
+        assert by_doc[d][4] in ("✅", "❌"), f"{d}: no status in {by_doc[d]}"
