@@ -14,7 +14,7 @@ NBGRADER   := cd assignments && ../$(VENV)/bin/nbgrader
 JOBS       ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help course test test-quick venv system-deps autograde-cluster export-lms book book-quick release autograde feedback grades \
+.PHONY: help course test test-quick venv system-deps autograde-cluster export-lms book book-quick book-pdf release autograde feedback grades \
         autograde-parallel grading-report bench bench-quick bench-images bench-trainer \
         bench-grading clean distclean
 
@@ -22,7 +22,7 @@ help:
 	@echo "make course      build the course site (_build/html) and the student release"
 	@echo "make test        run the whole test suite (unit, notebooks, nbgrader round trips, site)"
 	@echo "make test-quick  unit tests only (a few minutes)"
-	@echo "make book        build the site only;  make book-quick: fewer training steps"
+	@echo "make book        build the site only;  make book-quick: fewer training steps;  make book-pdf: one PDF"
 	@echo "make release     nbgrader: generate the student release of every assignment"
 	@echo "make autograde   nbgrader: autograde every collected submission"
 	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
@@ -72,6 +72,19 @@ book: venv
 
 book-quick: venv
 	@export FLOWLAB_QUICK=1; $(BOOK_BUILD)
+
+# The whole book as one PDF, offline: the single-page build (its notebooks come from the
+# execution cache of `make book`; FLOWLAB_QUICK=1 for the quick cache) printed by headless
+# Chromium once MathJax has typeset it.  The page is copied to the build's root, where its
+# relative links to _static and _images resolve.
+CHROMIUM ?= chromium
+book-pdf: venv
+	$(JB) build . --builder singlehtml --warningiserror --keep-going
+	cp _build/singlehtml/book/intro.html _build/singlehtml/book-all.html
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	  --run-all-compositor-stages-before-draw --virtual-time-budget=120000 --no-pdf-header-footer \
+	  --print-to-pdf=$(CURDIR)/_build/book.pdf file://$(CURDIR)/_build/singlehtml/book-all.html
+	@echo "whole-book PDF: _build/book.pdf"
 
 # ---------------------------------------------------------------- grading (nbgrader CLI)
 # nbgrader creates its gradebook with `alembic`, which it looks up on PATH: put the venv first.
