@@ -14,7 +14,7 @@ NBGRADER   := cd assignments && ../$(VENV)/bin/nbgrader
 JOBS       ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help course test test-quick venv system-deps autograde-cluster export-lms book book-quick release autograde feedback grades \
+.PHONY: help course test test-quick venv system-deps autograde-cluster export-lms book book-quick book-pdf release autograde feedback grades \
         autograde-parallel grading-report bench bench-quick bench-images bench-trainer \
         bench-grading clean distclean
 
@@ -22,7 +22,7 @@ help:
 	@echo "make course      build the course site (_build/html) and the student release"
 	@echo "make test        run the whole test suite (unit, notebooks, nbgrader round trips, site)"
 	@echo "make test-quick  unit tests only (a few minutes)"
-	@echo "make book        build the site only;  make book-quick: fewer training steps"
+	@echo "make book        build the site only;  make book-quick: fewer training steps;  make book-pdf: one PDF"
 	@echo "make release     nbgrader: generate the student release of every assignment"
 	@echo "make autograde   nbgrader: autograde every collected submission (repaired or zeroed and flagged if nbgrader cannot read it)"
 	@echo "make feedback    nbgrader: generate feedback;  make grades: export grades.csv"
@@ -51,14 +51,42 @@ $(VENV)/.installed: pyproject.toml assignments/pyproject.toml
 	touch $@
 
 # ---------------------------------------------------------------- the course
-course: book release
-	@echo "Course built: site in _build/html/index.html, student release in assignments/release/"
+# The student release does not depend on the book: it is built first, and a chapter that fails
+# to execute (a busy machine, a cell past its time limit) still leaves the release and the rest
+# of the site; `course` then exits non-zero with a summary of what failed and what to do.
+course: venv
+	@status=0; \
+	$(MAKE) --no-print-directory release || { status=1; echo "make course: the student release FAILED (see above)"; }; \
+	$(MAKE) --no-print-directory book || { status=1; echo "make course: the site built with problems (summary above)"; }; \
+	if [ $$status -ne 0 ]; then exit 1; fi; \
+	echo "Course built: site in _build/html/index.html, student release in assignments/release/"
+
+# Each build ends with book/_ext/build_report.py: one paragraph per chapter that failed to
+# execute (its name, the error, what to do), read from _build/html/reports.
+BOOK_BUILD = $(PY) book/_ext/build_report.py _build/html --clear; status=0; \
+	$(JB) build . --warningiserror --keep-going || status=$$?; \
+	$(PY) book/_ext/build_report.py _build/html || status=1; \
+	if [ $$status -ne 0 ]; then echo "make book: FAILED (exit $$status); the summary above names each failed chapter, Sphinx's warnings are above it"; fi; \
+	exit $$status
 
 book: venv
-	$(JB) build . --warningiserror --keep-going
+	@$(BOOK_BUILD)
 
 book-quick: venv
-	FLOWLAB_QUICK=1 $(JB) build . --warningiserror --keep-going
+	@export FLOWLAB_QUICK=1; $(BOOK_BUILD)
+
+# The whole book as one PDF, offline: the single-page build (its notebooks come from the
+# execution cache of `make book`; FLOWLAB_QUICK=1 for the quick cache) printed by headless
+# Chromium once MathJax has typeset it.  The page is copied to the build's root, where its
+# relative links to _static and _images resolve.
+CHROMIUM ?= chromium
+book-pdf: venv
+	$(JB) build . --builder singlehtml --warningiserror --keep-going
+	cp _build/singlehtml/book/intro.html _build/singlehtml/book-all.html
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	  --run-all-compositor-stages-before-draw --virtual-time-budget=120000 --no-pdf-header-footer \
+	  --print-to-pdf=$(CURDIR)/_build/book.pdf file://$(CURDIR)/_build/singlehtml/book-all.html
+	@echo "whole-book PDF: _build/book.pdf"
 
 # ---------------------------------------------------------------- grading (nbgrader CLI)
 # nbgrader creates its gradebook with `alembic`, which it looks up on PATH: put the venv first.

@@ -8,8 +8,12 @@
  * 2. Display equations that are wider than the column (phones) are set in a smaller font,
  *    down to 75 % of the text size; tests/book/test_site.py checks that none still overflows.
  * 3. Controls whose aria-label differs from their visible text are named by that text.
- * 4. Search snippets without LaTeX: the maths (.math elements) is dropped from the pages the
- *    search fetches before Sphinx cuts a snippet from them.
+ * 4. Search snippets without LaTeX: the maths (.math elements) of the pages the search fetches
+ *    is written as plain text (T < 1, log|det Df|, α) before Sphinx cuts a snippet from them.
+ * 5. Figures legible as seen: a figure whose smallest text (data-font-px, at natural size)
+ *    would be shown below 11 CSS px in a narrow column is shown wider, and scrolls sideways
+ *    inside its output box (the page itself never gets wider).
+ * 6. Inline formulas wider than their line are set in a smaller font, down to 75 %.
  */
 (function () {
   "use strict";
@@ -54,6 +58,17 @@
       eq.style.fontSize = "";
       let scale = 100;
       while (eq.scrollWidth > eq.clientWidth + 1 && scale > 75) {
+        scale -= 5;
+        eq.style.fontSize = scale + "%";
+      }
+    });
+    // 6. inline formulas: as wide as the text column at most
+    document.querySelectorAll('mjx-container:not([display="true"])').forEach((eq) => {
+      eq.style.fontSize = "";
+      const column = eq.closest("p, li, dd, td, div") || eq.parentElement;
+      const room = column.clientWidth;
+      let scale = 100;
+      while (eq.getBoundingClientRect().width > room + 1 && scale > 75) {
         scale -= 5;
         eq.style.fontSize = scale + "%";
       }
@@ -109,13 +124,60 @@
   window.flowlabNameByVisibleText = nameByVisibleText;
 
   // ------------------------------------------------------------------ 4. search snippets
+  const GREEK = {alpha: "α", beta: "β", gamma: "γ", delta: "δ", epsilon: "ε", varepsilon: "ε",
+    theta: "θ", lambda: "λ", mu: "μ", pi: "π", sigma: "σ", tau: "τ", phi: "φ", varphi: "φ",
+    psi: "ψ", omega: "ω", Sigma: "Σ", Delta: "Δ", Omega: "Ω", Phi: "Φ", nabla: "∇",
+    partial: "∂", infty: "∞", le: "≤", leq: "≤", ge: "≥", geq: "≥", neq: "≠", approx: "≈",
+    sim: "~", in: "∈", to: "→", rightarrow: "→", mapsto: "↦", longrightarrow: "→",
+    times: "×", cdot: "·", odot: "⊙", circ: "∘", dots: "…", ldots: "…", cdots: "…",
+    sum: "Σ", prod: "Π", int: "∫", mid: "|", lvert: "|", rvert: "|", vert: "|",
+    lVert: "‖", rVert: "‖", langle: "⟨", rangle: "⟩"};
+  function texToText(tex) {
+    let t = tex.replace(/^\s*(\\\(|\\\[|\$\$?)/, "").replace(/(\\\)|\\\]|\$\$?)\s*$/, "");
+    t = t.replace(/\\(left|right|big|Big|bigg|Bigg|bigl|bigr|Bigl|Bigr)\b/g, "");
+    for (let i = 0; i < 3; i++) {
+      t = t.replace(/\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}/g, "($1)/($2)")
+           .replace(/\\sqrt\{([^{}]*)\}/g, "√($1)")
+           .replace(/\\(?:mathcal|mathbb|mathrm|mathbf|boldsymbol|operatorname|text|textrm|mathit|hat|tilde|bar|overline)\{([^{}]*)\}/g, "$1");
+    }
+    t = t.replace(/\\([A-Za-z]+)/g, (m, name) => GREEK[name] || name)
+         .replace(/\\[,;:! ]/g, " ").replace(/\\\\/g, " ").replace(/&/g, " ")
+         .replace(/[{}]/g, "").replace(/\s+/g, " ").trim();
+    return t;
+  }
+  window.flowlabTexToText = texToText;   // for the tests
   document.addEventListener("DOMContentLoaded", () => {
     if (typeof Search === "undefined" || !Search.htmlToText) return;
     const original = Search.htmlToText;
     Search.htmlToText = (htmlString, anchor) => {
       const doc = new DOMParser().parseFromString(htmlString, "text/html");
-      doc.querySelectorAll(".math, mjx-container").forEach((el) => el.replaceWith(" "));
+      doc.querySelectorAll(".math, mjx-container").forEach((el) => {
+        el.replaceWith(" " + texToText(el.textContent || "") + " ");
+      });
       return original(doc.documentElement.outerHTML, anchor);
     };
   });
+
+  // ------------------------------------------------------------------ 5. legible figures
+  const MIN_FIGURE_PX = 11;
+  function fitFigures() {
+    document.querySelectorAll("img[data-font-px]").forEach((img) => {
+      img.style.width = "";
+      img.style.maxWidth = "";
+      const font = parseFloat(img.dataset.fontPx);
+      const shown = img.getBoundingClientRect().width;
+      if (!font || !img.naturalWidth || !shown) return;
+      if (shown / img.naturalWidth * font >= MIN_FIGURE_PX) return;
+      const box = img.closest(".cell_output, .output, .animation, figure") || img.parentElement;
+      box.classList.add("flowlab-wide");
+      img.style.maxWidth = "none";
+      img.style.width = Math.ceil(img.naturalWidth * MIN_FIGURE_PX / font) + "px";
+    });
+  }
+  window.flowlabFitFigures = fitFigures;
+  window.addEventListener("load", fitFigures);
+  window.addEventListener("resize", () => setTimeout(fitFigures, 150));
+  document.addEventListener("load", (e) => {
+    if (e.target && e.target.tagName === "IMG" && e.target.dataset.fontPx) fitFigures();
+  }, true);
 })();

@@ -228,3 +228,70 @@ def test_pages_use_jupyterlab_menu_names(page: str) -> None:
     classic = [m for m in ("Restart & Run All", "Cell →", "Cell ->", "Tree view",
                            "Assignments tab") if m in text]
     assert not classic, f"{page}.md uses the classic Notebook's names: {classic}"
+
+
+def test_intro_map_covers_every_chapter_and_the_assignments() -> None:
+    """The intro's map (its table) names every chapter of 'The course' and the assignments page,
+    and the intro links the running and execution-statistics pages."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    wanted = [c["file"] for p in toc["parts"] if p["caption"] in ("The course", "Assignments")
+              for c in p["chapters"]]
+    intro = (BOOK / "intro.md").read_text(encoding="utf-8")
+    table = "\n".join(l for l in intro.splitlines() if l.startswith("| {doc}"))
+    missing = [f for f in wanted if f"{{doc}}`{Path(f).name}`" not in table]
+    assert not missing, f"the intro's map has no row for {missing}"
+    for page in ("running", "execution"):
+        assert f"{{doc}}`{page}`" in intro, f"the intro does not link {page}.md"
+
+
+_GLUE_NUMBER = re.compile(r"\{glue:text\}`(\w+):\.\d+f`")
+
+
+def _paragraphs_without_code(markdown: str) -> list[str]:
+    text = re.sub(r"^(`{3,})\{code-cell\}.*?^\1\s*$", "", markdown, flags=re.S | re.M)
+    return re.split(r"\n\s*\n", text)
+
+
+def bits_per_dim_without_baselines(markdown: str) -> list[str]:
+    """Paragraphs (and table rows) that quote a glued bits/dim figure but not both baselines:
+    a glued number whose name contains ``uniform`` and one whose name contains ``hist``."""
+    bad = []
+    for para in _paragraphs_without_code(markdown):
+        if not re.search(r"bits/dim|bits per dim", para):
+            continue
+        numbers = _GLUE_NUMBER.findall(para)
+        if not numbers:
+            continue
+        if not (any("uniform" in n for n in numbers) and any("hist" in n for n in numbers)):
+            bad.append(" ".join(para.split())[:160])
+    return bad
+
+
+def test_baseline_check_finds_a_lonely_bits_per_dim() -> None:
+    lonely = "The VAE scores {glue:text}`vae:.3f` bits/dim (uniform {glue:text}`u:.3f`)."
+    assert bits_per_dim_without_baselines(lonely)
+    worded = ("The VAE scores {glue:text}`vae:.3f` bits/dim, above the uniform model and the "
+              "{glue:text}`vae_vs_hist` histogram.")
+    assert bits_per_dim_without_baselines(worded)        # words are not numbers
+    ok = ("The VAE scores {glue:text}`vae:.3f` bits/dim (uniform {glue:text}`ch8_uniform:.3f`,\n"
+          "per-pixel histogram {glue:text}`ch8_hist:.3f`).")
+    assert not bits_per_dim_without_baselines(ok)
+
+
+@pytest.mark.parametrize("chapter", chapter_notebooks(), ids=lambda p: p.stem)
+def test_every_bits_per_dim_sits_next_to_its_baselines(chapter: Path) -> None:
+    """Issue 30: a bits/dim figure means little without the uniform model (log2 K) and the
+    independent per-pixel histogram beside it (a model above the histogram has learnt nothing
+    about the shapes of digits).  Every paragraph that quotes a glued bits/dim also quotes both
+    baselines, glued, and the baseline names are glued by the chapter's own code."""
+    text = chapter.read_text(encoding="utf-8")
+    bad = bits_per_dim_without_baselines(text)
+    assert not bad, (f"{chapter.name}: bits/dim quoted without both baselines (glue the uniform "
+                     "and per-pixel histogram values and quote them in the same paragraph):\n"
+                     + "\n".join(bad))
+    glued = set(re.findall(r"glue\(\s*[\"'](\w+)[\"']", text))
+    quoted = {n for para in _paragraphs_without_code(text) for n in _GLUE_NUMBER.findall(para)
+              if "uniform" in n or "hist" in n}
+    assert quoted <= glued, f"{chapter.name}: baseline names quoted but never glued: {quoted - glued}"
