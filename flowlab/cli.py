@@ -49,8 +49,6 @@ def _flag(name: str) -> str:
 
 def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str]) -> None:
     """One flag per dataclass field of ``cls``, help text from the field."""
-    import yaml
-
     group: Any = parser
     for f in dataclasses.fields(cls):
         if f.name in groups:
@@ -63,7 +61,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str
         if isinstance(default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, dict):
-            kw["type"] = yaml.safe_load
+            kw["type"] = _yaml_value(_flag(f.name))
             kw["metavar"] = "YAML"
         elif isinstance(default, int):
             kw["type"] = int
@@ -72,6 +70,22 @@ def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str
         else:
             kw["metavar"] = f.name.upper()
         group.add_argument(_flag(f.name), **kw)
+
+
+def _yaml_value(flag: str) -> Any:
+    """An argparse ``type`` reading a YAML value; malformed YAML is a usage error (exit 2)
+    naming the line and column, not a traceback."""
+
+    def parse(text: str) -> Any:
+        from .train.config import parse_yaml
+
+        try:
+            return parse_yaml(text, "the value")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{err} (got {text!r})") from None
+
+    parse.__name__ = flag  # argparse names the type in some messages
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

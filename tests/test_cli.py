@@ -113,6 +113,55 @@ def test_python_dash_m_flowlab_runs_the_cli():
     assert out.returncode == 0 and "train" in out.stdout and "evaluate" in out.stdout
 
 
+# ------------------------------------------------------- issue 29: help and errors without torch
+def _flowlab(*argv, **kw):
+    """``python -X importtime -m flowlab ARGV``: the result and the modules it imported."""
+    import os
+
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "flowlab", *argv],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert "flowlab.cli" in imported  # the measurement saw the command's own imports
+    out.stderr = "\n".join(line for line in out.stderr.splitlines()
+                            if not line.startswith("import time:"))
+    return out, imported
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--help"], 0, "Exit codes"),
+    (["train", "--help"], 0, "--model-args YAML"),
+    (["sample", "--help"], 0, "--temperature"),
+    (["train", "--stpes", "10"], 2, "unrecognized arguments: --stpes"),
+    (["trian"], 2, "invalid choice: 'trian'"),
+    (["train", "--steps", "many"], 2, "argument --steps: invalid int value: 'many'"),
+    (["train", "--model-args", "{hidden: [64, 64}"], 2,
+     "argument --model-args: the value is not valid YAML: line 1, column 17"),
+])
+def test_help_and_flag_errors_answer_without_importing_torch(argv, code, message):
+    out, imported = _flowlab(*argv)
+    assert out.returncode == code, out.stderr
+    assert message in (out.stdout if code == 0 else out.stderr)
+    assert "Traceback" not in out.stderr
+    assert not {m for m in imported if m.split(".")[0] == "torch"}
+
+
+@pytest.mark.parametrize("suffix, text, where", [
+    (".yaml", "steps: 10\nlr: [1e-3\nseed: 1\n", "line 3, column 5"),
+    (".yaml", "steps: 10\n  batch_size: 8: 9\n", "line 2, column 13"),
+    (".toml", "steps = 10\nlr = \n", "line 2, column 6"),
+])
+def test_a_malformed_config_file_exits_2_naming_the_line_and_column(tmp_path, suffix, text,
+                                                                     where):
+    cfg = tmp_path / f"run{suffix}"
+    cfg.write_text(text)
+    out, _ = _flowlab("train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert out.returncode == 2, out.stderr
+    assert f"config file {str(cfg)!r} is not valid" in out.stderr and where in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------- issue 13: trust, issue 16
 def test_help_documents_the_recipe_flags_threads_and_exit_codes(capsys):
     from flowlab.train import Recipe

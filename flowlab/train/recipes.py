@@ -38,10 +38,10 @@ import difflib
 import inspect
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:  # torch loads when data or a model is built, not for `flowlab --help`
+    from torch import Tensor, nn
 
 from .config import RECIPE_FIELDS, TrainConfig
 
@@ -207,6 +207,8 @@ def build_data(recipe: Recipe, seed: int = 0) -> DataBundle:
         test = toy_dataset(key, max(recipe.n_train // 4, 1000), seed=seed + 1)
         return DataBundle(name, train.float(), test.float(), (2,))
     if name in IMAGE_NAMES:
+        import torch
+
         from ..data import images
 
         if name in EMBEDDED_IMAGES:
@@ -382,6 +384,7 @@ def choose_threads(
     ``benchmarks/NOTES.md``, "Trainer: threads and the public gradient check").
 
     Example:
+        >>> from torch import nn
         >>> choose_threads(3), choose_threads(0, nn.Linear(2, 2))
         (3, 1)
     """
