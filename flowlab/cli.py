@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------- train
 def _train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     """The recipe and loop settings: the resumed run's, then the config file, then flags."""
-    from .train.checkpoint import load_checkpoint
+    from .train.checkpoint import load_checkpoint, readable_checkpoint
     from .train.config import TrainConfig, load_config_file
     from .train.load import run_settings
     from .train.recipes import Recipe, split_settings
@@ -194,12 +194,14 @@ def _train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
         if not path.is_file():
             previous = RunFolder(run_dir).previous
             hint = (f"; the previous checkpoint is kept: add --resume-from {previous}"
-                    if previous.is_file() and not given.get("resume_from") else "")
+                    if not given.get("resume_from") and readable_checkpoint(previous) else "")
             raise UsageError(f"nothing to resume: {str(path)!r} does not exist{hint}")
         recipe, loop = run_settings(load_checkpoint(path))
         values.update(recipe.to_dict())
         values.update(loop.to_dict())
-        values["overwrite"] = False
+        # How the stored run was started is not how this one starts: a --resume-from of an
+        # earlier resume must not be read again (this resume's own flags are in `given`).
+        values.update(overwrite=False, resume=True, resume_from=None)
     if args.config:
         values.update(load_config_file(args.config))
     values.update(given)
@@ -352,30 +354,41 @@ def _load(args: argparse.Namespace) -> Any:
     return run
 
 
-def _write_or_rescue(write: Any, out: Path, what: str) -> tuple[Path, str | None]:
-    """Write ``what`` to ``out``; if that fails, to the fallback folder.  Returns the path
-    written and, on a fallback, the reason the requested path failed."""
-    from .train.runfolder import describe_os_error, rescue_dir
+def _write_or_rescue(write: Any, out: Path, what: str,
+                     check: Any = None) -> tuple[Path, str | None]:
+    """Write ``what`` to ``out``; if that fails, to the fallback folder (read back with
+    ``check``).  Returns the path written and, on a fallback, the reason ``out`` failed."""
+    from .train.checkpoint import as_os_error
+    from .train.runfolder import describe_os_error, rescue
 
     try:
         write(out)
         return out, None
-    except OSError as err:
+    except (OSError, RuntimeError) as caught:
+        err = as_os_error(caught)
+        if not isinstance(err, OSError):
+            raise
         reason = describe_os_error(err)
-        fallback = rescue_dir() / out.name
-        try:
-            write(fallback)
-        except OSError as err2:
-            raise UsageError(
-                f"cannot write the {what} to {str(out)!r} ({reason}) nor to {str(fallback)!r} "
-                f"({describe_os_error(err2)}): nothing was saved"
-            ) from err2
-        return fallback, reason
+    try:
+        return rescue(write, out.name, check), reason
+    except OSError as err2:
+        raise UsageError(
+            f"cannot write the {what} to {str(out)!r} ({reason}) nor to {err2}: nothing was "
+            "saved"
+        ) from err2
+
+
+def _read_png(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from .train.checkpoint import atomic_save
     from .train.samples import save_samples
 
     try:
@@ -399,15 +412,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     problems = []
     try:
-        written, reason = _write_or_rescue(write_png, out, "sample image")
+        written, reason = _write_or_rescue(write_png, out, "sample image", check=_read_png)
         if reason:
             problems.append(f"cannot write {out} ({reason}); the samples were written to "
                             f"{written} instead")
         tensor_path = None
         if args.save_tensor:
             tensor_path, reason = _write_or_rescue(
-                lambda p: (p.parent.mkdir(parents=True, exist_ok=True), torch.save(x.cpu(), p)),
-                Path(args.save_tensor), "sample tensor")
+                lambda p: atomic_save(x.cpu(), p), Path(args.save_tensor), "sample tensor",
+                check=lambda p: torch.load(p, weights_only=True))
             if reason:
                 problems.append(f"cannot write {args.save_tensor} ({reason}); the tensor was "
                                 f"written to {tensor_path} instead")

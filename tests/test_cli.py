@@ -371,3 +371,50 @@ def test_threads_flag_sets_torch_threads(tmp_path, capsys):
         assert "1 thread(s)" in capsys.readouterr().out  # auto: a small 2-D model
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------- issue 29: --resume --steps N, a new horizon
+def _lrs(run):
+    return {int(r["step"]): float(r["lr"]) for r in read_metrics(run / "metrics.csv") if r["lr"]}
+
+
+def test_resume_with_more_steps_continues_the_decay_and_never_raises_the_rate(tmp_path, capsys):
+    import math
+
+    run = tmp_path / "run"
+    lr, floor = 1e-3, 1e-5
+    common = ["--log-every", "1", "--eval-every", "100", "--sample-every", "0",
+              "--checkpoint-every", "10", "--no-progress"]
+    assert main(["train", "--data", "moons", "--n-train", "512", "--batch-size", "64",
+                 "--steps", "40", "--warmup-steps", "4", "--lr", str(lr),
+                 "--min-lr-ratio", "0.01", "--run-dir", str(run), *common]) == 0
+    planned = _lrs(run)  # the row of step s holds the rate step s ran at: factor(s - 1)
+    for s in (1, 4, 5, 22, 40):
+        t = s - 1
+        want = lr * (t + 1) / 4 if t < 4 else floor + (lr - floor) * 0.5 * (
+            1 + math.cos(math.pi * (t - 4) / 36))
+        assert planned[s] == pytest.approx(want, rel=1e-9), s
+    capsys.readouterr()
+
+    # from step 30 (previous.pt), 30 more steps than planned: a cosine from the rate at step 30
+    # down to the floor at step 60
+    assert main(["train", "--run-dir", str(run), "--resume-from", str(run / "previous.pt"),
+                 "--steps", "60", *common]) == 0
+    err = capsys.readouterr().err
+    assert "steps changed from 40 to 60 on resume" in err and "never rises" in err
+    lrs = _lrs(run)
+    assert [lrs[s] for s in range(1, 31)] == [planned[s] for s in range(1, 31)]
+    at_30 = planned[31]  # the rate of step 31 as planned = the rate at step 30
+    for s in range(31, 61):
+        u = (s - 1 - 30) / 30
+        assert lrs[s] == pytest.approx(floor + (at_30 - floor) * 0.5 * (1 + math.cos(math.pi * u)),
+                                       rel=1e-9), s
+    assert all(b <= a for a, b in zip([lrs[s] for s in range(30, 61)],
+                                      [lrs[s] for s in range(31, 61)]))
+    assert load_checkpoint(run / "last.pt")["step"] == 60
+
+    # a finished run extended: it stays at the floor (before: back up to 1e-3), and a second
+    # resume with the same horizon keeps the continued schedule
+    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "70", *common]) == 0
+    lrs = _lrs(run)
+    assert max(lrs[s] for s in range(61, 71)) == pytest.approx(floor, rel=1e-6)

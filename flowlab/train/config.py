@@ -107,7 +107,13 @@ class TrainConfig:
         "test.json and samples/ (none: keep nothing on disk; the command line uses "
         "runs/<data>)",
     )
-    resume: bool = _f(False, "continue the run in --run-dir from its last checkpoint")
+    resume: bool = _f(
+        False,
+        "continue the run in --run-dir from its last checkpoint, with its settings; a new "
+        "--steps N rebuilds the learning-rate schedule for the new horizon: from the current "
+        "step the rate decays by a cosine from its current value to the floor at step N (it "
+        "never rises again, so a finished run continues at the floor)",
+    )
     resume_from: str | None = _f(
         None,
         "checkpoint file to resume from instead of <run-dir>/last.pt (e.g. <run-dir>/"
