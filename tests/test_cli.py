@@ -418,3 +418,111 @@ def test_resume_with_more_steps_continues_the_decay_and_never_raises_the_rate(tm
     assert main(["train", "--run-dir", str(run), "--resume", "--steps", "70", *common]) == 0
     lrs = _lrs(run)
     assert max(lrs[s] for s in range(61, 71)) == pytest.approx(floor, rel=1e-6)
+
+
+# ----------------------------------------------- issue 29: full disk, damaged files, umask
+def _train_process(argv, tmp_path, preexec_fn=None):
+    """``python -m flowlab train ARGV`` in a child process, its temporary folder (and so the
+    rescue folder) under ``tmp_path``."""
+    import os
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "flowlab", "train", *argv], capture_output=True, text=True,
+        timeout=600, preexec_fn=preexec_fn,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)},
+    )
+
+
+def _rescued(err):
+    """The fallback checkpoint a message names."""
+    from pathlib import Path
+
+    return Path(err.split("was saved to '")[1].split("'")[0])
+
+
+def test_a_write_failing_mid_run_saves_the_state_to_a_fallback_that_loads(tmp_path):
+    # the sample grid of step 10 cannot be written (`samples` is a file): the state goes to
+    # the fallback folder, which is read back before the message names it
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "samples").write_text("not a folder")
+    out = _train_process([*FAST, "--sample-every", "10", "--run-dir", str(run)], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"cannot write samples/step_0000010.png in the run folder {str(run)!r}" in out.stderr
+    rescued = _rescued(out.stderr)
+    assert tmp_path / "tmp" in rescued.parents
+    assert "Training stopped at step 10" in out.stderr and "read back: it loads" in out.stderr
+    assert load_checkpoint(rescued)["step"] == 10
+    # and the run continues from it
+    (run / "samples").unlink()
+    again = _train_process(["--run-dir", str(run), "--resume-from", str(rescued)], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(run / "last.pt")["step"] == 20
+
+
+def test_a_file_size_limit_at_a_checkpoint_write_exits_2_and_says_nothing_could_be_saved(
+        tmp_path):
+    # RLIMIT_FSIZE makes every write past 64 KiB fail with EFBIG (Python ignores SIGXFSZ), as
+    # a full disk would: torch.save raises a RuntimeError there, and the fallback fails too
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    run = tmp_path / "run"
+    out = _train_process([*FAST, "--run-dir", str(run)], tmp_path, preexec_fn=limit)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"cannot write best.pt in the run folder {str(run)!r}" in out.stderr
+    assert "larger than this process may write" in out.stderr
+    assert "could not be saved anywhere else either" in out.stderr
+    assert "no readable checkpoint is left" in out.stderr
+    assert not list((tmp_path / "tmp").rglob("*.pt"))  # no half-written fallback left
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_damaged_checkpoint_advice_points_only_to_a_checkpoint_that_loads(tmp_path):
+    run = tmp_path / "run"
+    out = _train_process([*FAST, "--checkpoint-every", "10", "--run-dir", str(run)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    _truncate(run / "last.pt")
+    _truncate(run / "previous.pt")
+    out = _train_process(["--run-dir", str(run), "--resume", "--steps", "30"], tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "last.pt' is not a readable flowlab checkpoint" in out.stderr
+    assert "previous.pt" not in out.stderr.split("damaged or was cut short")[1].split(")")[1]
+    assert f"--resume-from {run / 'best.pt'}" in out.stderr  # the one that loads
+
+    _truncate(run / "best.pt")
+    out = _train_process(["--run-dir", str(run), "--resume", "--steps", "30"], tmp_path)
+    assert out.returncode == 2
+    assert ("No readable checkpoint is kept beside it ('previous.pt', 'best.pt' beside it are "
+            "damaged too)") in out.stderr
+    assert "--resume-from" not in out.stderr
+
+    # last.pt gone, previous.pt damaged: no advice to resume from it
+    (run / "last.pt").unlink()
+    out = _train_process(["--run-dir", str(run), "--resume"], tmp_path)
+    assert out.returncode == 2 and "nothing to resume" in out.stderr
+    assert "--resume-from" not in out.stderr
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_run_files_follow_the_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    run = tmp_path / "run"
+    out = _train_process([*FAST, "--checkpoint-every", "10", "--run-dir", str(run)], tmp_path,
+                         preexec_fn=lambda: os.umask(umask))
+    assert out.returncode == 0, out.stderr
+    names = ["last.pt", "previous.pt", "best.pt", "metrics.csv", "config.yaml", "split.json",
+             "test.json", "samples/step_0000020.png"]
+    modes = {n: oct(stat.S_IMODE((run / n).stat().st_mode)) for n in names}
+    assert modes == dict.fromkeys(names, oct(mode))
