@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-n", "--num", type=int, default=64,
                            help="number of samples (default: 64)")
             p.add_argument("--temperature", type=float, default=1.0,
-                           help="scale of the latent noise; < 1 gives cleaner, less varied "
-                           "samples (default: 1.0)")
+                           help="scale of the latent noise, a finite number > 0; < 1 gives "
+                           "cleaner, less varied samples; draws that are not finite (inf/NaN) "
+                           "are reported on stderr (default: 1.0)")
             p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
             p.add_argument("--out", metavar="FILE",
                            help="PNG to write (default: DIR/samples/sample.png)")
@@ -388,20 +389,26 @@ def _read_png(path: Path) -> None:
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from .distributions import check_temperature
     from .train.checkpoint import atomic_save
     from .train.samples import save_samples
 
     try:
         if args.num <= 0:
             raise UsageError(f"-n must be positive, got {args.num}")
-        if args.temperature <= 0:
-            raise UsageError(f"--temperature must be positive, got {args.temperature}")
+        try:
+            check_temperature(args.temperature)
+        except ValueError as err:
+            raise UsageError(f"--{err}") from None
         run = _load(args)
     except (UsageError, ValueError, OSError, ImportError) as err:
         return _fail("sample", err, EXIT_USAGE)
     torch.manual_seed(args.seed)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         x = run.model.sample(args.num, temperature=args.temperature)
+    for w in caught:  # e.g. draws that are not finite: said, never silent
+        print(f"flowlab sample: warning: {w.message}", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / "sample.png"
 
     def write_png(path: Path) -> None:
