@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-n", "--num", type=int, default=64,
                            help="number of samples (default: 64)")
             p.add_argument("--temperature", type=float, default=1.0,
-                           help="scale of the latent noise, a finite number > 0; < 1 gives "
+                           help="scale of the latent noise, a finite number >= 0; < 1 gives "
                            "cleaner, less varied samples; draws that are not finite (inf/NaN) "
                            "are reported on stderr (default: 1.0)")
             p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -28,8 +28,9 @@ __all__ = [
 
 
 def check_temperature(temperature: float) -> float:
-    r"""``temperature`` if it is a finite number :math:`T > 0`, else a ``ValueError`` that says
-    what it means: the latent is drawn with its spread scaled by :math:`T`.
+    r"""``temperature`` if it is a finite number :math:`T \ge 0`, else a ``ValueError`` that
+    says what it means: the latent is drawn with its spread scaled by :math:`T` (0 gives the
+    latent's mode, every draw the same).
 
     Example:
         >>> check_temperature(0.7)
@@ -37,7 +38,7 @@ def check_temperature(temperature: float) -> float:
         >>> check_temperature(-1)
         Traceback (most recent call last):
         ...
-        ValueError: temperature must be a finite number > 0 (1.0 samples the model itself, ...
+        ValueError: temperature must be a finite number >= 0 (1.0 samples the model itself, ...
     """
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         if not (isinstance(temperature, Tensor) and temperature.numel() == 1):
@@ -45,10 +46,10 @@ def check_temperature(temperature: float) -> float:
                 f"temperature must be a number, got {type(temperature).__name__}"
             )
         temperature = float(temperature)
-    if not (math.isfinite(temperature) and temperature > 0):
+    if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(
-            "temperature must be a finite number > 0 (1.0 samples the model itself, < 1 "
-            f"concentrates the draws, e.g. 0.7), got {temperature!r}"
+            "temperature must be a finite number >= 0 (1.0 samples the model itself, < 1 "
+            f"concentrates the draws, e.g. 0.7; 0 gives the mode), got {temperature!r}"
         )
     return temperature
 

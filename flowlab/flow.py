@@ -190,8 +190,9 @@ class Flow(nn.Module):
         self, n: int, temperature: float = 1.0, context: Tensor | None = None
     ) -> Tensor:
         r"""``n`` samples :math:`x = g(z)`, :math:`z \sim p_Z` with its spread scaled by
-        ``temperature`` :math:`T` (a finite number :math:`> 0`; 1.0 samples the model itself,
-        Glow's :math:`T = 0.7` gives cleaner, less varied images).  No gradients (see
+        ``temperature`` :math:`T` (a finite number :math:`\ge 0`; 1.0 samples the model
+        itself, Glow's :math:`T = 0.7` gives cleaner, less varied images, 0 the latent's
+        mode).  No gradients (see
         :meth:`rsample`).
 
         ``context``: ``(n, ...)`` (one per sample) or one unbatched context for all ``n``.
@@ -211,7 +212,7 @@ class Flow(nn.Module):
             >>> flow.sample(3, temperature=-1.0)
             Traceback (most recent call last):
             ...
-            ValueError: temperature must be a finite number > 0 (1.0 samples the model itself, ...
+            ValueError: temperature must be a finite number >= 0 (1.0 samples the model itself...
         """
         with torch.no_grad():
             x, _ = self._draw(n, temperature, context, with_log_prob=False)

@@ -533,11 +533,11 @@ def test_sample_checks_the_temperature(tmp_path, capsys):
     assert main(["train", *FAST, "--steps", "2", "--sample-every", "0",
                  "--run-dir", str(run)]) == 0
     capsys.readouterr()
-    for bad in ["0", "-1", "nan", "inf"]:
+    for bad in ["-0.5", "-1", "nan", "inf"]:
         assert main(["sample", "--run-dir", str(run), "--temperature", bad,
                      "--out", str(tmp_path / "s.png")]) == 2
         err = capsys.readouterr().err
-        assert "--temperature must be a finite number > 0" in err, bad
+        assert "--temperature must be a finite number >= 0" in err, bad
     assert not (tmp_path / "s.png").exists()
     assert main(["sample", "--run-dir", str(run), "--temperature", "0.5",
                  "--out", str(tmp_path / "s.png")]) == 0
