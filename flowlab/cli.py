@@ -49,8 +49,6 @@ def _flag(name: str) -> str:
 
 def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str]) -> None:
     """One flag per dataclass field of ``cls``, help text from the field."""
-    import yaml
-
     group: Any = parser
     for f in dataclasses.fields(cls):
         if f.name in groups:
@@ -63,7 +61,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str
         if isinstance(default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, dict):
-            kw["type"] = yaml.safe_load
+            kw["type"] = _yaml_value(_flag(f.name))
             kw["metavar"] = "YAML"
         elif isinstance(default, int):
             kw["type"] = int
@@ -75,6 +73,22 @@ def _add_fields(parser: argparse.ArgumentParser, cls: Any, groups: dict[str, str
             kw["choices"] = f.metadata["choices"]
             kw.pop("metavar", None)
         group.add_argument(_flag(f.name), **kw)
+
+
+def _yaml_value(flag: str) -> Any:
+    """An argparse ``type`` reading a YAML value; malformed YAML is a usage error (exit 2)
+    naming the line and column, not a traceback."""
+
+    def parse(text: str) -> Any:
+        from .train.config import parse_yaml
+
+        try:
+            return parse_yaml(text, "the value")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{err} (got {text!r})") from None
+
+    parse.__name__ = flag  # argparse names the type in some messages
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-n", "--num", type=int, default=64,
                            help="number of samples (default: 64)")
             p.add_argument("--temperature", type=float, default=1.0,
-                           help="scale of the latent noise; < 1 gives cleaner, less varied "
-                           "samples (default: 1.0)")
+                           help="scale of the latent noise, a finite number >= 0; < 1 gives "
+                           "cleaner, less varied samples; draws that are not finite (inf/NaN) "
+                           "are reported on stderr (default: 1.0)")
             p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
             p.add_argument("--out", metavar="FILE",
                            help="PNG to write (default: DIR/samples/sample.png)")
@@ -164,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------- train
 def _train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     """The recipe and loop settings: the resumed run's, then the config file, then flags."""
-    from .train.checkpoint import load_checkpoint
+    from .train.checkpoint import load_checkpoint, readable_checkpoint
     from .train.config import TrainConfig, load_config_file
     from .train.load import run_settings
     from .train.recipes import Recipe, split_settings
@@ -183,12 +198,14 @@ def _train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
         if not path.is_file():
             previous = RunFolder(run_dir).previous
             hint = (f"; the previous checkpoint is kept: add --resume-from {previous}"
-                    if previous.is_file() and not given.get("resume_from") else "")
+                    if not given.get("resume_from") and readable_checkpoint(previous) else "")
             raise UsageError(f"nothing to resume: {str(path)!r} does not exist{hint}")
         recipe, loop = run_settings(load_checkpoint(path))
         values.update(recipe.to_dict())
         values.update(loop.to_dict())
-        values["overwrite"] = False
+        # How the stored run was started is not how this one starts: a --resume-from of an
+        # earlier resume must not be read again (this resume's own flags are in `given`).
+        values.update(overwrite=False, resume=True, resume_from=None)
     if args.config:
         values.update(load_config_file(args.config))
     values.update(given)
@@ -341,37 +358,51 @@ def _load(args: argparse.Namespace) -> Any:
     return run
 
 
-def _write_or_rescue(write: Any, out: Path, what: str) -> tuple[Path, str | None]:
-    """Write ``what`` to ``out``; if that fails, to the fallback folder.  Returns the path
-    written and, on a fallback, the reason the requested path failed."""
-    from .train.runfolder import describe_os_error, rescue_dir
+def _write_or_rescue(write: Any, out: Path, what: str,
+                     check: Any = None) -> tuple[Path, str | None]:
+    """Write ``what`` to ``out``; if that fails, to the fallback folder (read back with
+    ``check``).  Returns the path written and, on a fallback, the reason ``out`` failed."""
+    from .train.checkpoint import as_os_error
+    from .train.runfolder import describe_os_error, rescue
 
     try:
         write(out)
         return out, None
-    except OSError as err:
+    except (OSError, RuntimeError) as caught:
+        err = as_os_error(caught)
+        if not isinstance(err, OSError):
+            raise
         reason = describe_os_error(err)
-        fallback = rescue_dir() / out.name
-        try:
-            write(fallback)
-        except OSError as err2:
-            raise UsageError(
-                f"cannot write the {what} to {str(out)!r} ({reason}) nor to {str(fallback)!r} "
-                f"({describe_os_error(err2)}): nothing was saved"
-            ) from err2
-        return fallback, reason
+    try:
+        return rescue(write, out.name, check), reason
+    except OSError as err2:
+        raise UsageError(
+            f"cannot write the {what} to {str(out)!r} ({reason}) nor to {err2}: nothing was "
+            "saved"
+        ) from err2
+
+
+def _read_png(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from .distributions import check_temperature
+    from .train.checkpoint import atomic_save
     from .train.samples import save_samples
 
     try:
         if args.num <= 0:
             raise UsageError(f"-n must be positive, got {args.num}")
-        if args.temperature <= 0:
-            raise UsageError(f"--temperature must be positive, got {args.temperature}")
+        try:
+            check_temperature(args.temperature)
+        except ValueError as err:
+            raise UsageError(f"--{err}") from None
         run = _load(args)
     except (UsageError, ValueError, OSError, ImportError) as err:
         return _fail("sample", err, EXIT_USAGE)
@@ -379,8 +410,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     # A conditional model samples at contexts from its data (the classes in turn, for labels).
     context = run.data.sample_context(args.num)
     kw = {} if context is None else {"context": context.to(next(run.model.parameters()))}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         x = run.model.sample(args.num, temperature=args.temperature, **kw)
+    for w in caught:  # e.g. draws that are not finite: said, never silent
+        print(f"flowlab sample: warning: {w.message}", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / "sample.png"
 
     def write_png(path: Path) -> None:
@@ -391,15 +425,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     problems = []
     try:
-        written, reason = _write_or_rescue(write_png, out, "sample image")
+        written, reason = _write_or_rescue(write_png, out, "sample image", check=_read_png)
         if reason:
             problems.append(f"cannot write {out} ({reason}); the samples were written to "
                             f"{written} instead")
         tensor_path = None
         if args.save_tensor:
             tensor_path, reason = _write_or_rescue(
-                lambda p: (p.parent.mkdir(parents=True, exist_ok=True), torch.save(x.cpu(), p)),
-                Path(args.save_tensor), "sample tensor")
+                lambda p: atomic_save(x.cpu(), p), Path(args.save_tensor), "sample tensor",
+                check=lambda p: torch.load(p, weights_only=True))
             if reason:
                 problems.append(f"cannot write {args.save_tensor} ({reason}); the tensor was "
                                 f"written to {tensor_path} instead")

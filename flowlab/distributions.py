@@ -23,7 +23,35 @@ __all__ = [
     "DiagonalGaussian",
     "StandardLogistic",
     "UniformBox",
+    "check_temperature",
 ]
+
+
+def check_temperature(temperature: float) -> float:
+    r"""``temperature`` if it is a finite number :math:`T \ge 0`, else a ``ValueError`` that
+    says what it means: the latent is drawn with its spread scaled by :math:`T` (0 gives the
+    latent's mode, every draw the same).
+
+    Example:
+        >>> check_temperature(0.7)
+        0.7
+        >>> check_temperature(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: temperature must be a finite number >= 0 (1.0 samples the model itself, ...
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        if not (isinstance(temperature, Tensor) and temperature.numel() == 1):
+            raise TypeError(
+                f"temperature must be a number, got {type(temperature).__name__}"
+            )
+        temperature = float(temperature)
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(
+            "temperature must be a finite number >= 0 (1.0 samples the model itself, < 1 "
+            f"concentrates the draws, e.g. 0.7; 0 gives the mode), got {temperature!r}"
+        )
+    return temperature
 
 
 def _as_shape(event_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -39,7 +67,9 @@ class BaseDistribution(nn.Module):
     """A distribution over events of shape ``event_shape`` (the base class).
 
     Subclasses implement ``log_prob(z) -> (batch,)`` and ``sample(n, temperature) ->
-    (n, *event_shape)``.  A 0-d buffer ``_ref`` (not saved) follows ``.to()``/``.double()`` and
+    (n, *event_shape)``; ``sample`` is reparameterised (a differentiable function of the
+    parameters and of noise) and checks ``temperature`` with :func:`check_temperature`.  A
+    0-d buffer ``_ref`` (not saved) follows ``.to()``/``.double()`` and
     gives the dtype and device of the samples.
 
     Args:
@@ -104,6 +134,7 @@ class StandardNormal(BaseDistribution):
         return -0.5 * self._flat(z * z) - 0.5 * self.dim * math.log(2 * math.pi)
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        temperature = check_temperature(temperature)
         shape = self._noise_shape(n)
         return temperature * torch.randn(shape, dtype=self._ref.dtype, device=self._ref.device)
 
@@ -150,6 +181,7 @@ class DiagonalGaussian(BaseDistribution):
         )
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        temperature = check_temperature(temperature)
         eps = torch.randn(self._noise_shape(n), dtype=self.loc.dtype, device=self.loc.device)
         return self.loc + temperature * torch.exp(self.log_scale) * eps
 
@@ -176,6 +208,7 @@ class StandardLogistic(BaseDistribution):
         return self._flat(-F.softplus(z) - F.softplus(-z))
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        temperature = check_temperature(temperature)
         u = torch.rand(self._noise_shape(n), dtype=self._ref.dtype, device=self._ref.device)
         tiny = torch.finfo(u.dtype).tiny
         u = u.clamp(tiny, 1 - torch.finfo(u.dtype).eps)
@@ -217,7 +250,7 @@ class UniformBox(BaseDistribution):
         return torch.where(inside, logp, torch.full_like(logp, -math.inf))
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        if temperature != 1.0:
+        if check_temperature(temperature) != 1.0:
             raise ValueError("UniformBox has no temperature: sample with temperature=1.0")
         u = torch.rand(self._noise_shape(n), dtype=self._ref.dtype, device=self._ref.device)
         return self.low + (self.high - self.low) * u

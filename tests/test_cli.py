@@ -113,6 +113,55 @@ def test_python_dash_m_flowlab_runs_the_cli():
     assert out.returncode == 0 and "train" in out.stdout and "evaluate" in out.stdout
 
 
+# ------------------------------------------------------- issue 29: help and errors without torch
+def _flowlab(*argv, **kw):
+    """``python -X importtime -m flowlab ARGV``: the result and the modules it imported."""
+    import os
+
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "flowlab", *argv],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert "flowlab.cli" in imported  # the measurement saw the command's own imports
+    out.stderr = "\n".join(line for line in out.stderr.splitlines()
+                            if not line.startswith("import time:"))
+    return out, imported
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--help"], 0, "Exit codes"),
+    (["train", "--help"], 0, "--model-args YAML"),
+    (["sample", "--help"], 0, "--temperature"),
+    (["train", "--stpes", "10"], 2, "unrecognized arguments: --stpes"),
+    (["trian"], 2, "invalid choice: 'trian'"),
+    (["train", "--steps", "many"], 2, "argument --steps: invalid int value: 'many'"),
+    (["train", "--model-args", "{hidden: [64, 64}"], 2,
+     "argument --model-args: the value is not valid YAML: line 1, column 17"),
+])
+def test_help_and_flag_errors_answer_without_importing_torch(argv, code, message):
+    out, imported = _flowlab(*argv)
+    assert out.returncode == code, out.stderr
+    assert message in (out.stdout if code == 0 else out.stderr)
+    assert "Traceback" not in out.stderr
+    assert not {m for m in imported if m.split(".")[0] == "torch"}
+
+
+@pytest.mark.parametrize("suffix, text, where", [
+    (".yaml", "steps: 10\nlr: [1e-3\nseed: 1\n", "line 3, column 5"),
+    (".yaml", "steps: 10\n  batch_size: 8: 9\n", "line 2, column 13"),
+    (".toml", "steps = 10\nlr = \n", "line 2, column 6"),
+])
+def test_a_malformed_config_file_exits_2_naming_the_line_and_column(tmp_path, suffix, text,
+                                                                     where):
+    cfg = tmp_path / f"run{suffix}"
+    cfg.write_text(text)
+    out, _ = _flowlab("train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert out.returncode == 2, out.stderr
+    assert f"config file {str(cfg)!r} is not valid" in out.stderr and where in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------- issue 13: trust, issue 16
 def test_help_documents_the_recipe_flags_threads_and_exit_codes(capsys):
     from flowlab.train import Recipe
@@ -322,3 +371,173 @@ def test_threads_flag_sets_torch_threads(tmp_path, capsys):
         assert "1 thread(s)" in capsys.readouterr().out  # auto: a small 2-D model
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------- issue 29: --resume --steps N, a new horizon
+def _lrs(run):
+    return {int(r["step"]): float(r["lr"]) for r in read_metrics(run / "metrics.csv") if r["lr"]}
+
+
+def test_resume_with_more_steps_continues_the_decay_and_never_raises_the_rate(tmp_path, capsys):
+    import math
+
+    run = tmp_path / "run"
+    lr, floor = 1e-3, 1e-5
+    common = ["--log-every", "1", "--eval-every", "100", "--sample-every", "0",
+              "--checkpoint-every", "10", "--no-progress"]
+    assert main(["train", "--data", "moons", "--n-train", "512", "--batch-size", "64",
+                 "--steps", "40", "--warmup-steps", "4", "--lr", str(lr),
+                 "--min-lr-ratio", "0.01", "--run-dir", str(run), *common]) == 0
+    planned = _lrs(run)  # the row of step s holds the rate step s ran at: factor(s - 1)
+    for s in (1, 4, 5, 22, 40):
+        t = s - 1
+        want = lr * (t + 1) / 4 if t < 4 else floor + (lr - floor) * 0.5 * (
+            1 + math.cos(math.pi * (t - 4) / 36))
+        assert planned[s] == pytest.approx(want, rel=1e-9), s
+    capsys.readouterr()
+
+    # from step 30 (previous.pt), 30 more steps than planned: a cosine from the rate at step 30
+    # down to the floor at step 60
+    assert main(["train", "--run-dir", str(run), "--resume-from", str(run / "previous.pt"),
+                 "--steps", "60", *common]) == 0
+    err = capsys.readouterr().err
+    assert "steps changed from 40 to 60 on resume" in err and "never rises" in err
+    lrs = _lrs(run)
+    assert [lrs[s] for s in range(1, 31)] == [planned[s] for s in range(1, 31)]
+    at_30 = planned[31]  # the rate of step 31 as planned = the rate at step 30
+    for s in range(31, 61):
+        u = (s - 1 - 30) / 30
+        assert lrs[s] == pytest.approx(floor + (at_30 - floor) * 0.5 * (1 + math.cos(math.pi * u)),
+                                       rel=1e-9), s
+    assert all(b <= a for a, b in zip([lrs[s] for s in range(30, 61)],
+                                      [lrs[s] for s in range(31, 61)]))
+    assert load_checkpoint(run / "last.pt")["step"] == 60
+
+    # a finished run extended: it stays at the floor (before: back up to 1e-3), and a second
+    # resume with the same horizon keeps the continued schedule
+    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "70", *common]) == 0
+    lrs = _lrs(run)
+    assert max(lrs[s] for s in range(61, 71)) == pytest.approx(floor, rel=1e-6)
+
+
+# ----------------------------------------------- issue 29: full disk, damaged files, umask
+def _train_process(argv, tmp_path, preexec_fn=None):
+    """``python -m flowlab train ARGV`` in a child process, its temporary folder (and so the
+    rescue folder) under ``tmp_path``."""
+    import os
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "flowlab", "train", *argv], capture_output=True, text=True,
+        timeout=600, preexec_fn=preexec_fn,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)},
+    )
+
+
+def _rescued(err):
+    """The fallback checkpoint a message names."""
+    from pathlib import Path
+
+    return Path(err.split("was saved to '")[1].split("'")[0])
+
+
+def test_a_write_failing_mid_run_saves_the_state_to_a_fallback_that_loads(tmp_path):
+    # the sample grid of step 10 cannot be written (`samples` is a file): the state goes to
+    # the fallback folder, which is read back before the message names it
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "samples").write_text("not a folder")
+    out = _train_process([*FAST, "--sample-every", "10", "--run-dir", str(run)], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"cannot write samples/step_0000010.png in the run folder {str(run)!r}" in out.stderr
+    rescued = _rescued(out.stderr)
+    assert tmp_path / "tmp" in rescued.parents
+    assert "Training stopped at step 10" in out.stderr and "read back: it loads" in out.stderr
+    assert load_checkpoint(rescued)["step"] == 10
+    # and the run continues from it
+    (run / "samples").unlink()
+    again = _train_process(["--run-dir", str(run), "--resume-from", str(rescued)], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(run / "last.pt")["step"] == 20
+
+
+def test_a_file_size_limit_at_a_checkpoint_write_exits_2_and_says_nothing_could_be_saved(
+        tmp_path):
+    # RLIMIT_FSIZE makes every write past 64 KiB fail with EFBIG (Python ignores SIGXFSZ), as
+    # a full disk would: torch.save raises a RuntimeError there, and the fallback fails too
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    run = tmp_path / "run"
+    out = _train_process([*FAST, "--run-dir", str(run)], tmp_path, preexec_fn=limit)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"cannot write best.pt in the run folder {str(run)!r}" in out.stderr
+    assert "larger than this process may write" in out.stderr
+    assert "could not be saved anywhere else either" in out.stderr
+    assert "no readable checkpoint is left" in out.stderr
+    assert not list((tmp_path / "tmp").rglob("*.pt"))  # no half-written fallback left
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_damaged_checkpoint_advice_points_only_to_a_checkpoint_that_loads(tmp_path):
+    run = tmp_path / "run"
+    out = _train_process([*FAST, "--checkpoint-every", "10", "--run-dir", str(run)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    _truncate(run / "last.pt")
+    _truncate(run / "previous.pt")
+    out = _train_process(["--run-dir", str(run), "--resume", "--steps", "30"], tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "last.pt' is not a readable flowlab checkpoint" in out.stderr
+    assert "previous.pt" not in out.stderr.split("damaged or was cut short")[1].split(")")[1]
+    assert f"--resume-from {run / 'best.pt'}" in out.stderr  # the one that loads
+
+    _truncate(run / "best.pt")
+    out = _train_process(["--run-dir", str(run), "--resume", "--steps", "30"], tmp_path)
+    assert out.returncode == 2
+    assert ("No readable checkpoint is kept beside it ('previous.pt', 'best.pt' beside it are "
+            "damaged too)") in out.stderr
+    assert "--resume-from" not in out.stderr
+
+    # last.pt gone, previous.pt damaged: no advice to resume from it
+    (run / "last.pt").unlink()
+    out = _train_process(["--run-dir", str(run), "--resume"], tmp_path)
+    assert out.returncode == 2 and "nothing to resume" in out.stderr
+    assert "--resume-from" not in out.stderr
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_run_files_follow_the_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    run = tmp_path / "run"
+    out = _train_process([*FAST, "--checkpoint-every", "10", "--run-dir", str(run)], tmp_path,
+                         preexec_fn=lambda: os.umask(umask))
+    assert out.returncode == 0, out.stderr
+    names = ["last.pt", "previous.pt", "best.pt", "metrics.csv", "config.yaml", "split.json",
+             "test.json", "samples/step_0000020.png"]
+    modes = {n: oct(stat.S_IMODE((run / n).stat().st_mode)) for n in names}
+    assert modes == dict.fromkeys(names, oct(mode))
+
+
+def test_sample_checks_the_temperature(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--steps", "2", "--sample-every", "0",
+                 "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    for bad in ["-0.5", "-1", "nan", "inf"]:
+        assert main(["sample", "--run-dir", str(run), "--temperature", bad,
+                     "--out", str(tmp_path / "s.png")]) == 2
+        err = capsys.readouterr().err
+        assert "--temperature must be a finite number >= 0" in err, bad
+    assert not (tmp_path / "s.png").exists()
+    assert main(["sample", "--run-dir", str(run), "--temperature", "0.5",
+                 "--out", str(tmp_path / "s.png")]) == 0

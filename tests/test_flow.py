@@ -114,3 +114,153 @@ def test_bad_input_is_reported():
     # Switching validation off skips only the finiteness scan: the bad row stays non-finite.
     out = Flow(flow.base, flow.transform, validate=False).log_prob(bad)
     assert not torch.isfinite(out[2]) and torch.isfinite(out[[0, 1, 3]]).all()
+
+
+# ------------------------------------------------------------ issue 29: the sampling API
+def _small_flow() -> Flow:
+    from flowlab.distributions import DiagonalGaussian
+
+    torch.manual_seed(0)
+    layers = [AffineCoupling(HalfMask(2), hidden=(8,)), Reverse(2),
+              AffineCoupling(HalfMask(2), hidden=(8,))]
+    for layer in layers:  # away from the zero (identity) initialisation
+        for p in layer.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+    return Flow(DiagonalGaussian(2), layers)
+
+
+def test_rsample_is_differentiable_in_every_parameter():
+    flow = _small_flow()
+    x = flow.rsample(64, temperature=0.8)
+    assert x.requires_grad and x.shape == (64, 2)
+    x.pow(2).sum().backward()
+    for name, p in flow.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # sample is the same draw without a graph
+    torch.manual_seed(1)
+    a = flow.rsample(5)
+    torch.manual_seed(1)
+    b = flow.sample(5)
+    assert not b.requires_grad and torch.allclose(a.detach(), b)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 1.5])
+def test_sample_with_log_prob_takes_a_temperature_and_is_the_model_density(temperature):
+    flow = _small_flow().double()
+    torch.manual_seed(0)
+    x, logp = flow.sample_with_log_prob(200, temperature=temperature)
+    assert torch.allclose(flow.log_prob(x), logp, atol=1e-10)
+    # the spread follows the temperature: same noise, T times the latent
+    torch.manual_seed(0)
+    z = flow.base.sample(200, temperature=temperature)
+    assert torch.allclose(flow.transform.inverse(z)[0], x)
+
+
+@pytest.mark.parametrize("bad", [-1.0, -1e-9, float("nan"), float("inf"), -float("inf")])
+def test_every_temperature_is_checked(bad):
+    from flowlab.distributions import StandardLogistic, UniformBox
+    from flowlab.train import Trainer, TrainConfig
+
+    flow = _small_flow()
+    calls = [lambda: flow.sample(3, temperature=bad), lambda: flow.rsample(3, temperature=bad),
+             lambda: flow.sample_with_log_prob(3, temperature=bad),
+             lambda: StandardNormal(2).sample(3, temperature=bad),
+             lambda: StandardLogistic(2).sample(3, temperature=bad),
+             lambda: UniformBox(2).sample(3, temperature=bad),
+             lambda: Trainer(flow, torch.randn(64, 2), config=TrainConfig(
+                 batch_size=16, progress=False)).sample(3, temperature=bad)]
+    for call in calls:
+        with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+            call()
+    with pytest.raises(TypeError, match="temperature must be a number"):
+        flow.sample(3, temperature="hot")
+
+
+def test_a_non_finite_draw_is_never_returned_silently():
+    from flowlab.transforms.base import Transform
+
+    class Blows(Transform):  # the generative direction overflows for z_0 > 1
+        def forward(self, x):
+            return x, x.new_zeros(x.shape[0])
+
+        def inverse(self, z):
+            x = torch.where(z[:, :1] > 1, torch.full_like(z, float("inf")), z)
+            return x, z.new_zeros(z.shape[0])
+
+    flow = Flow(StandardNormal(2), [Blows()])
+    torch.manual_seed(0)
+    with pytest.warns(RuntimeWarning, match=r"(\d+) of 500 draws are not finite") as caught:
+        x = flow.sample(500)
+    bad = int((~torch.isfinite(x)).any(1).sum())
+    assert 0 < bad and str(caught[0].message).startswith(f"{bad} of 500 draws")
+    assert "lower temperature" in str(caught[0].message)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        flow.sample_with_log_prob(500)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flow.sample(500, temperature=0.1)  # all finite: no warning
+
+
+def test_as_distribution_works_with_torch_distributions_code():
+    import math
+
+    from torch.distributions import (
+        AffineTransform,
+        Distribution,
+        Independent,
+        TransformedDistribution,
+    )
+
+    flow = _small_flow().double()
+    d = flow.as_distribution()
+    assert isinstance(d, Distribution) and d.has_rsample
+    assert d.event_shape == (2,) and d.batch_shape == ()
+    x = d.sample((4, 5))
+    assert x.shape == (4, 5, 2) and not x.requires_grad
+    assert d.log_prob(x).shape == (4, 5)
+    assert torch.allclose(d.log_prob(x).flatten(), flow.log_prob(x.reshape(-1, 2)))
+    r = d.rsample((7,))
+    r.sum().backward()
+    assert flow.base.loc.grad is not None
+    # torch.distributions code paths: a change of variables and Independent
+    y = TransformedDistribution(d, AffineTransform(1.0, 3.0, event_dim=1))
+    assert torch.allclose(y.log_prob(1.0 + 3.0 * x), d.log_prob(x) - 2 * math.log(3.0))
+    assert Independent(d, 0).log_prob(x).shape == (4, 5)
+    # a Monte-Carlo KL between two flows, written against the Distribution interface
+    q = _small_flow().double().as_distribution()
+    draws = d.sample((2000,))
+    kl = (d.log_prob(draws) - q.log_prob(draws)).mean()
+    assert torch.isfinite(kl) and kl > -0.1
+
+
+def test_the_documented_way_to_compile_is_the_loss():
+    import shutil
+
+    graphs = []
+
+    def counting(gm, example_inputs):  # a backend that records what dynamo captured
+        graphs.append(gm)
+        return gm.forward
+
+    flow = _small_flow()
+    x = torch.randn(32, 2)
+    eager = flow.nll(x)
+    torch._dynamo.reset()
+    loss_fn = torch.compile(flow.nll, backend=counting)
+    assert torch.allclose(loss_fn(x), eager)
+    assert graphs, "torch.compile(flow.nll) captured no graph"
+    # the pitfall the docs warn about: compiling the module compiles forward only
+    graphs.clear()
+    torch._dynamo.reset()
+    assert torch.allclose(torch.compile(flow, backend=counting).log_prob(x), flow.log_prob(x))
+    assert not graphs
+    # and the default backend (inductor; it needs a C compiler, present here)
+    assert shutil.which("cc") or shutil.which("gcc"), "inductor needs a C compiler: apt install gcc"
+    torch._dynamo.reset()
+    compiled = torch.compile(flow.nll)
+    assert torch.allclose(compiled(x), eager, atol=1e-6)
+    loss = compiled(x)
+    loss.backward()
+    assert all(p.grad is not None for p in flow.parameters())

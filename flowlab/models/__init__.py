@@ -7,15 +7,32 @@ The registry (:mod:`flowlab.models.registry`) lists them by name for the command
 ``create("nsf", (2,), context_features=1)`` builds one, with its arguments checked against the
 builder's signature."""
 
-from .glow import Glow, GlowTransform, glow_step
-from .image_flow import ImageFlow
-from .multiscale import FactorOut, MultiScaleFlow, MultiScaleTransform
-from .realnvp import nsf, realnvp
-from .maf import iaf, maf
-from .conditional import ClassConditionalFlow
-from .tarflow import TarFlow, TarFlowTransform
-from .vae import VAE
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .registry import MODELS, ModelSpec, create, get_model, model_names, register_model
+
+if TYPE_CHECKING:
+    from .conditional import ClassConditionalFlow
+    from .glow import Glow, GlowTransform, glow_step
+    from .image_flow import ImageFlow
+    from .maf import iaf, maf
+    from .multiscale import FactorOut, MultiScaleFlow, MultiScaleTransform
+    from .realnvp import nsf, realnvp
+    from .tarflow import TarFlow, TarFlowTransform
+    from .vae import VAE
+
+# name -> submodule, imported on first attribute access (PEP 562): the registry, and so
+# `flowlab --help`, needs no torch.
+_LAZY = {
+    "realnvp": ".realnvp", "nsf": ".realnvp", "ImageFlow": ".image_flow",
+    "FactorOut": ".multiscale", "MultiScaleTransform": ".multiscale", "MultiScaleFlow": ".multiscale",
+    "GlowTransform": ".glow", "Glow": ".glow", "glow_step": ".glow",
+    "maf": ".maf", "iaf": ".maf", "ClassConditionalFlow": ".conditional",
+    "TarFlow": ".tarflow", "TarFlowTransform": ".tarflow", "VAE": ".vae",
+}  # fmt: skip
 
 __all__ = [
     "realnvp", "nsf",
@@ -26,3 +43,15 @@ __all__ = [
     "VAE",
     "MODELS", "ModelSpec", "create", "get_model", "model_names", "register_model",
 ]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..transforms.base import Compose, Transform, sum_except_batch
+from ..transforms.bounds import bound_expansion
 from ..transforms.glow import ActNorm, GlowCoupling, InvertibleConv1x1, LUInvertibleConv1x1
 from ..transforms.image import Squeeze, check_image
 from .image_flow import ImageFlow
@@ -171,6 +172,7 @@ class GlowTransform(Transform):
             z_out, h = z[:, : self.factored], z[:, self.factored :]
             h, logdet = self.next_level.inverse(h)
             mean, log_std = self._prior(h)
+            log_std = bound_expansion(log_std)  # the generative direction's one bound
             z_out = z_out * torch.exp(log_std) + mean
             logdet = logdet + sum_except_batch(log_std)
             z = torch.cat([z_out, h], dim=1)

@@ -21,21 +21,60 @@ file                   contents
 =====================  ============================================================
 """
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig, load_config_file
-from .distributed import DistInfo, resolve_device, setup, teardown
-from .ema import make_ema
-from .evaluate import evaluate_nll, gaussian_baseline_nll, nll_to_bits_per_dim
-from .health import TrainingDiverged
-from .load import TrainedRun, load_run
-from .logger import MetricsLogger, read_metrics
-from .recipes import Recipe
-from .rng import rng_state, seed_everything, set_rng_state
-from .runfolder import RunDirExistsError, RunFolder, RunFolderError
-from .samples import save_samples
-from .schedule import warmup_cosine
-from .split import ValidationSplit
-from .trainer import NegativeLogLikelihood, Trainer, TrainingInterrupted
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name loads on first use
+    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from .config import TrainConfig, load_config_file
+    from .distributed import DistInfo, resolve_device, setup, teardown
+    from .ema import make_ema
+    from .evaluate import evaluate_nll, gaussian_baseline_nll, nll_to_bits_per_dim
+    from .health import TrainingDiverged
+    from .load import TrainedRun, load_run
+    from .logger import MetricsLogger, read_metrics
+    from .recipes import Recipe
+    from .rng import rng_state, seed_everything, set_rng_state
+    from .runfolder import RunDirExistsError, RunFolder, RunFolderError
+    from .samples import save_samples
+    from .schedule import warmup_cosine
+    from .split import ValidationSplit
+    from .trainer import NegativeLogLikelihood, Trainer, TrainingInterrupted
+
+# name -> submodule that defines it, imported on first attribute access (PEP 562), so that
+# ``import flowlab.train.config`` (the command line's --help) does not load torch.
+_LAZY = {
+    **dict.fromkeys(("CheckpointError", "load_checkpoint", "save_checkpoint"), ".checkpoint"),
+    **dict.fromkeys(("TrainConfig", "load_config_file"), ".config"),
+    **dict.fromkeys(("DistInfo", "resolve_device", "setup", "teardown"), ".distributed"),
+    **dict.fromkeys(("make_ema",), ".ema"),
+    **dict.fromkeys(("evaluate_nll", "gaussian_baseline_nll", "nll_to_bits_per_dim"), ".evaluate"),
+    **dict.fromkeys(("TrainingDiverged",), ".health"),
+    **dict.fromkeys(("TrainedRun", "load_run"), ".load"),
+    **dict.fromkeys(("MetricsLogger", "read_metrics"), ".logger"),
+    **dict.fromkeys(("Recipe",), ".recipes"),
+    **dict.fromkeys(("rng_state", "seed_everything", "set_rng_state"), ".rng"),
+    **dict.fromkeys(("RunDirExistsError", "RunFolder", "RunFolderError"), ".runfolder"),
+    **dict.fromkeys(("save_samples",), ".samples"),
+    **dict.fromkeys(("warmup_cosine",), ".schedule"),
+    **dict.fromkeys(("ValidationSplit",), ".split"),
+    **dict.fromkeys(("NegativeLogLikelihood", "Trainer", "TrainingInterrupted"), ".trainer"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'flowlab.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Trainer",

@@ -26,7 +26,8 @@ import torch
 from .rng import rng_state, set_rng_state
 
 __all__ = [
-    "save_checkpoint", "load_checkpoint", "CheckpointError", "CHECKPOINT_NAMES",
+    "save_checkpoint", "load_checkpoint", "CheckpointError", "CHECKPOINT_NAMES", "atomic_save",
+    "as_os_error", "readable_checkpoint", "readable_alternative",
     "rng_state", "set_rng_state",
 ]  # fmt: skip
 
@@ -53,14 +54,29 @@ def save_checkpoint(
         OSError: the folder cannot be written (read-only, disk full, ...); nothing under
             ``path`` or ``keep_previous`` has changed then.
     """
+    return atomic_save(state, path, keep_previous)
+
+
+def atomic_save(
+    obj: Any, path: str | Path, keep_previous: str | Path | None = None
+) -> Path:
+    """:func:`torch.save` ``obj`` to ``path`` atomically (see :func:`save_checkpoint`).
+
+    The file gets the permissions of any new file (``0o666`` less the umask, e.g. ``0o644``),
+    not the ``0o600`` of a temporary file.  A failed write raises ``OSError`` -- also where
+    :func:`torch.save` reports a full disk or a file-size limit as a ``RuntimeError``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)  # left by a process killed while writing
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:
+                raise as_os_error(err) from err
             f.flush()
             os.fsync(f.fileno())
         if keep_previous is not None and path.exists():
@@ -71,6 +87,31 @@ def save_checkpoint(
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_os_error(err: BaseException) -> BaseException:
+    """The ``OSError`` behind a failed write: ``err`` itself, the ``OSError`` it was raised
+    from (:func:`torch.save` turns a Python file's ``OSError`` into a ``RuntimeError``), or,
+    for a ``RuntimeError`` of torch's file writer, an ``OSError`` with its text; otherwise
+    ``err`` unchanged."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    text = str(err)
+    if isinstance(err, RuntimeError) and any(
+        marker in text for marker in ("inline_container", "PytorchStreamWriter", "file write",
+                                      "iostream error")
+    ):
+        return OSError(f"torch.save could not write the file ({text.strip()})")
+    return err
 
 
 def _keep_as(path: Path, previous: Path) -> None:
@@ -100,16 +141,35 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _alternatives(path: Path) -> list[Path]:
-    """The other readable-looking checkpoints beside ``path``."""
+    """The other checkpoint files beside ``path`` (not yet known to be readable)."""
     return [path.parent / n for n in CHECKPOINT_NAMES
             if n != path.name and (path.parent / n).is_file()]
 
 
+def readable_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` loads as a flowlab checkpoint (it is read whole: advice that points
+    to a file checks it first)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any failure means "not readable"
+        return False
+    return isinstance(state, dict) and "model" in state
+
+
+def readable_alternative(path: str | Path) -> Path | None:
+    """The first checkpoint beside ``path`` (``last.pt``, ``previous.pt``, ``best.pt``) that
+    loads, or ``None``."""
+    return next((p for p in _alternatives(Path(path)) if readable_checkpoint(p)), None)
+
+
 def _what_to_do(path: Path) -> str:
     others = _alternatives(path)
-    if not others:
-        return "No other checkpoint is kept beside it: the run has to start over (--overwrite)."
-    other = others[0]
+    other = readable_alternative(path)
+    if other is None:
+        damaged = (f" ({', '.join(repr(p.name) for p in others)} beside it "
+                   f"{'is' if len(others) == 1 else 'are'} damaged too)" if others else "")
+        return (f"No readable checkpoint is kept beside it{damaged}: the run has to start over "
+                "(--overwrite).")
     return (
         f"The checkpoint kept beside it is {str(other)!r}: continue the run from it with "
         f"'flowlab train --run-dir {path.parent} --resume-from {other}', or sample/evaluate "
@@ -128,8 +188,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        others = _alternatives(path)
-        extra = f" {_what_to_do(path)}" if others else ""
+        extra = f" {_what_to_do(path)}" if _alternatives(path) else ""
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}.{extra}")
     try:
         # The checkpoint holds NumPy and Python RNG states next to tensors, so it is not a

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["TrainConfig", "load_config_file", "RECIPE_FIELDS"]
+__all__ = ["TrainConfig", "load_config_file", "parse_yaml", "RECIPE_FIELDS"]
 
 #: Settings that choose *what* to train; they live in :class:`flowlab.train.recipes.Recipe`.
 RECIPE_FIELDS = ("data", "data_root", "n_train", "model", "model_args", "threads")
@@ -107,7 +107,13 @@ class TrainConfig:
         "test.json and samples/ (none: keep nothing on disk; the command line uses "
         "runs/<data>)",
     )
-    resume: bool = _f(False, "continue the run in --run-dir from its last checkpoint")
+    resume: bool = _f(
+        False,
+        "continue the run in --run-dir from its last checkpoint, with its settings; a new "
+        "--steps N rebuilds the learning-rate schedule for the new horizon: from the current "
+        "step the rate decays by a cosine from its current value to the floor at step N (it "
+        "never rises again, so a finished run continues at the floor)",
+    )
     resume_from: str | None = _f(
         None,
         "checkpoint file to resume from instead of <run-dir>/last.pt (e.g. <run-dir>/"
@@ -251,16 +257,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(path.read_text()) or {}
+        values = parse_yaml(path.read_text(), f"config file {str(path)!r}") or {}
     elif suffix == ".toml":
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib  # type: ignore[no-redef]
 
-        values = tomllib.loads(path.read_text())
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:  # its text names the line and column
+            raise ValueError(f"config file {str(path)!r} is not valid TOML: {err}") from None
     else:
         raise ValueError(
             f"config file {str(path)!r} must end in .yaml, .yml or .toml, got {suffix!r}"
@@ -270,3 +277,29 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if set(values) == {"train"} and isinstance(values["train"], dict):
         values = values["train"]
     return dict(values)
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load(text)``; malformed YAML raises ``ValueError`` naming ``what``, the line
+    and the column (counted from 1) and the problem, instead of PyYAML's multi-line error.
+
+    Example:
+        >>> parse_yaml("{hidden: [64, 64]}", "--model-args")
+        {'hidden': [64, 64]}
+        >>> parse_yaml("{hidden: [64, 64}", "--model-args")
+        Traceback (most recent call last):
+        ...
+        ValueError: --model-args is not valid YAML: line 1, column 17: expected ',' or ']'...
+    """
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        context = getattr(err, "context", None)
+        raise ValueError(
+            f"{what} is not valid YAML: {where}{problem}" + (f" ({context})" if context else "")
+        ) from None

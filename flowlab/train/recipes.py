@@ -49,11 +49,11 @@ import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-from torch import Tensor, nn
-from torch.utils.data import TensorDataset
+if TYPE_CHECKING:  # torch loads when data or a model is built, not for `flowlab --help`
+    from torch import Tensor, nn
+    from torch.utils.data import TensorDataset
 
 from ..models.registry import check_model_args, create, get_model, model_names
 from .config import RECIPE_FIELDS, TrainConfig
@@ -242,6 +242,8 @@ class DataBundle:
         contexts in order."""
         if self.test_context is None:
             return None
+        import torch
+
         if self.context_kind == "labels":
             k = self.context_features
             return torch.nn.functional.one_hot(torch.arange(n) % k, k).to(self.test_context)
@@ -249,6 +251,8 @@ class DataBundle:
 
 
 def _pairs(x: Tensor, context: Tensor | None) -> Tensor | TensorDataset:
+    from torch.utils.data import TensorDataset
+
     return x if context is None else TensorDataset(x, context)
 
 
@@ -263,6 +267,8 @@ def _split_name(data: str) -> tuple[str, str | None]:
 
 
 def _one_hot(labels: Tensor, classes: int) -> Tensor:
+    import torch
+
     return torch.nn.functional.one_hot(labels.long(), classes).to(torch.float32)
 
 
@@ -273,6 +279,8 @@ def build_data(recipe: Recipe, seed: int = 0) -> DataBundle:
         ValueError: unknown name.
         FileNotFoundError: a torchvision data set without an existing ``data_root``.
     """
+    import torch
+
     name, context = _split_name(recipe.data)
     if context == "radius" and name != "rings":
         raise ValueError(
@@ -369,6 +377,7 @@ def choose_threads(
     ``benchmarks/NOTES.md``, "Trainer: threads and the public gradient check").
 
     Example:
+        >>> from torch import nn
         >>> choose_threads(3), choose_threads(0, nn.Linear(2, 2))
         (3, 1)
     """

@@ -28,8 +28,9 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
-__all__ = ["RunFolder", "RunDirExistsError", "RunFolderError", "rescue_dir"]
+__all__ = ["RunFolder", "RunDirExistsError", "RunFolderError", "rescue_dir", "rescue"]
 
 LEGACY_CHECKPOINT = "checkpoint.pt"  # the single checkpoint of flowlab before best/last
 
@@ -58,6 +59,8 @@ def describe_os_error(err: OSError) -> str:
         return "permission denied (choose a folder you can write to)"
     if err.errno == errno.EROFS:
         return "the file system is read-only (choose another folder)"
+    if err.errno == errno.EFBIG:
+        return "the file is larger than this process may write (see 'ulimit -f')"
     return f"{err.strerror or err}"
 
 
@@ -65,6 +68,35 @@ def rescue_dir() -> Path:
     """A fallback folder for results that could not be written where asked (in the system's
     temporary folder, one per process)."""
     return Path(tempfile.gettempdir()) / f"flowlab-rescue-{os.getpid()}"
+
+
+def rescue(write: Callable[[Path], Any], name: str,
+           check: Callable[[Path], Any] | None = None) -> Path:
+    """The one fallback write of flowlab: ``write(path)`` to ``rescue_dir() / name``, then
+    ``check(path)`` (reading it back, e.g. :func:`~flowlab.train.checkpoint.load_checkpoint`),
+    so that a message names the fallback only once it is known to be readable.
+
+    Used by the trainer (the state, when a run file cannot be written) and by ``flowlab
+    sample`` (the samples, when ``--out`` cannot be written).
+
+    Raises:
+        OSError: the fallback could not be written or read back (a ``RunFolderError`` whose
+            text names the fallback path and the reason).
+    """
+    path = rescue_dir() / name
+    try:
+        write(path)
+        if check is not None:
+            check(path)
+    except Exception as err:  # noqa: BLE001 - reported with the path and the reason
+        from .checkpoint import as_os_error
+
+        cause = as_os_error(err)
+        reason = describe_os_error(cause) if isinstance(cause, OSError) else str(err)
+        failed = RunFolderError(f"{str(path)!r}: {reason}")
+        failed.errno = getattr(cause, "errno", None)
+        raise failed from err
+    return path
 
 
 class RunFolder:

@@ -55,7 +55,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from ..checks import check_finite
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import as_os_error, load_checkpoint, readable_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, setup
 from .ema import make_ema
@@ -69,10 +69,11 @@ from .runfolder import (
     RunFolderError,
     describe_os_error,
     folder_error,
+    rescue,
     rescue_dir,
 )
 from .samples import save_samples
-from .schedule import warmup_cosine
+from .schedule import continue_schedule, position, warmup_cosine
 from .split import ValidationSplit, find_labels
 
 __all__ = [
@@ -408,7 +409,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self._load_schedule(state["scheduler"], int(state["step"]))
         if self.ema is not None:
             if state.get("ema") is None:
                 warnings.warn("the checkpoint has no EMA weights; the EMA restarts from the model")
@@ -441,6 +442,32 @@ class Trainer:
                 "continuation is not bit-for-bit identical"
             )
             seed_everything(self.config.seed + 7919 * self.step + self.info.rank)
+
+    def _load_schedule(self, saved: Any, step: int) -> None:
+        """Restore the learning-rate schedule at ``step``; rebuild it if ``steps`` changed.
+
+        A resumed run with a new ``steps`` (``--resume --steps N``) continues with a cosine
+        from the current rate down to the floor at the new end (:mod:`.schedule`): the rate
+        never jumps back up.  Checkpoints written before the schedule was a closed form hold
+        another scheduler's state; the same schedule is then positioned at ``step``."""
+        lambdas = saved.get("lr_lambdas") if isinstance(saved, dict) else None
+        if lambdas and isinstance(lambdas[0], dict) and "total_steps" in lambdas[0]:
+            self.scheduler.load_state_dict(saved)
+        else:
+            position(self.scheduler, step)
+        planned = self.scheduler.lr_lambdas[0].total_steps
+        if planned != self.config.steps:
+            before = self.optimizer.param_groups[0]["lr"]
+            self.scheduler = continue_schedule(self.scheduler, step, self.config.steps)
+            floor = self.scheduler.base_lrs[0] * self.config.min_lr_ratio
+            if self.info.is_main:
+                warnings.warn(
+                    f"steps changed from {planned} to {self.config.steps} on resume: the "
+                    f"learning rate continues from {before:.3g} at step {step} and decays to "
+                    f"{floor:.3g} at step {self.config.steps} (a cosine over the new horizon; "
+                    "it never rises again: for a fresh decay from --lr, start a new run)",
+                    UserWarning, stacklevel=3,
+                )
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
         """Write the checkpoint atomically (rank 0 only; all ranks must call it).
@@ -477,7 +504,8 @@ class Trainer:
                         "start a new run there)"
                         + (f"; the previous checkpoint {str(self.folder.previous)!r} is kept: "
                            f"pass --resume-from {self.folder.previous}"
-                           if self.folder.previous.is_file() and not cfg.resume_from else "")
+                           if not cfg.resume_from and readable_checkpoint(self.folder.previous)
+                           else "")
                     )
                 checkpoint = load_checkpoint(path, map_location=self.device)
             else:
@@ -761,7 +789,10 @@ class Trainer:
         :class:`RunFolderError` saying where (the trained steps are never lost silently)."""
         try:
             return write()
-        except OSError as err:
+        except (OSError, RuntimeError) as caught:
+            err = as_os_error(caught)  # torch.save reports a full disk as a RuntimeError
+            if not isinstance(err, OSError):
+                raise
             if isinstance(err, RunFolderError):
                 raise
             reason = describe_os_error(err)
@@ -770,27 +801,34 @@ class Trainer:
                 raise folder_error(
                     f"cannot write {what} in the run folder {str(where)!r}: {reason}. Nothing "
                     "was trained; choose another --run-dir.", err) from err
-            rescued = self._rescue(state)
+            rescued, failure = self._rescue(state)
             if rescued is not None:
-                kept = (f"The state at step {self.step} was saved to {str(rescued)!r} instead: "
-                        f"continue with 'flowlab train --run-dir DIR --resume-from {rescued}' "
-                        "once DIR can be written (or copy it to DIR/last.pt).")
+                kept = (f"The state at step {self.step} was saved to {str(rescued)!r} instead "
+                        "(read back: it loads): continue with 'flowlab train --run-dir DIR "
+                        f"--resume-from {rescued}' once DIR can be written (or copy it to "
+                        "DIR/last.pt).")
             else:
-                last = self.folder.last if self.folder and self.folder.last.exists() else None
+                last = self.folder.last if self.folder else None
+                last = last if last is not None and readable_checkpoint(last) else None
                 kept = ("The state could not be saved anywhere else either"
-                        + (f"; the last checkpoint on disk is {str(last)!r}." if last else "."))
+                        + (f" ({failure})" if failure else "")
+                        + (f"; the last checkpoint on disk is {str(last)!r} (step "
+                           f"{int(load_checkpoint(last)['step'])})." if last else
+                           "; no readable checkpoint is left."))
             raise folder_error(
                 f"cannot write {what} in the run folder {str(where)!r}: {reason}. Training "
                 f"stopped at step {self.step}. {kept}", err) from err
 
-    def _rescue(self, state: dict[str, Any] | None = None) -> Path | None:
+    def _rescue(self, state: dict[str, Any] | None = None) -> tuple[Path | None, str | None]:
+        """Save the state to the fallback folder (:func:`~.runfolder.rescue`, which reads it
+        back); returns the path, or ``None`` and why not."""
         if not self.info.is_main:
-            return None
+            return None, None
         try:
             state = state if state is not None else self.state_dict(gather=False)
-            return save_checkpoint(state, rescue_dir() / "last.pt")
-        except Exception:  # noqa: BLE001 - reported by the caller
-            return None
+            return rescue(lambda p: save_checkpoint(state, p), "last.pt", load_checkpoint), None
+        except Exception as err:  # noqa: BLE001 - reported by the caller
+            return None, str(err)
 
     def _save_on_interrupt(self) -> Path | None:
         """The checkpoint that holds the interrupted run (written now if it is healthy)."""

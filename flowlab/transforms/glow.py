@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..checks import check_input
 from ..nets.resnet import ResNet
 from .base import Transform, sum_except_batch
+from .bounds import bound_expansion
 from .masks import MaskLike, as_mask
 
 __all__ = ["ActNorm", "InvertibleConv1x1", "LUInvertibleConv1x1", "GlowCoupling"]
@@ -387,8 +388,9 @@ class GlowCoupling(Transform):
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(z.shape)}")
         z_a, z_b = self._split(z)
         shift, log_scale = self._shift_and_log_scale(z_a)
-        x_b = z_b * torch.exp(-log_scale) - shift  # unscale, then unshift
-        return self._cat(z_a, x_b), -sum_except_batch(log_scale)
+        m = bound_expansion(-log_scale)  # the sigmoid scale has no lower bound (.bounds)
+        x_b = z_b * torch.exp(m) - shift  # unscale, then unshift
+        return self._cat(z_a, x_b), sum_except_batch(m)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kept={self.kept}, scale={self.scale!r}"

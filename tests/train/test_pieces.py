@@ -152,3 +152,35 @@ def test_plot_learning_curve_from_history_and_csv(tmp_path):
     assert fig.axes[0].get_ylabel().startswith("negative log-likelihood")
     with pytest.raises(ValueError, match="no 'bits_per_dim'"):
         plot_learning_curve(csv_path, unit="bpd")
+
+
+def test_a_checkpoint_with_the_old_chained_scheduler_resumes_on_the_same_schedule(tmp_path):
+    """Checkpoints written before the closed-form schedule hold a SequentialLR state; a resume
+    puts the closed form at the checkpoint's step (the same rate), without a jump."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    from flowlab.train import Trainer
+
+    from _toy import toy_flow
+
+    x = torch.randn(256, 2)
+    cfg = TrainConfig(steps=20, warmup_steps=4, lr=1e-2, min_lr_ratio=0.1, batch_size=32,
+                      progress=False, sample_every=0, val_fraction=0, run_dir=str(tmp_path / "r"),
+                      checkpoint_every=10)
+    trainer = Trainer(toy_flow(), x, config=cfg)
+    trainer.fit(stop_at=10)
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    # the scheduler state flowlab wrote before: LinearLR then CosineAnnealingLR, at step 10
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-2)
+    old = SequentialLR(opt, [LinearLR(opt, 0.25, 1.0, total_iters=3),
+                             CosineAnnealingLR(opt, T_max=16, eta_min=1e-3)], milestones=[4])
+    for _ in range(10):
+        opt.step()
+        old.step()
+    state["scheduler"] = old.state_dict()
+    resumed = Trainer(toy_flow(), x, config=cfg.updated({"resume": True}))
+    resumed.prepare()
+    resumed.load_state_dict(state)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(
+        opt.param_groups[0]["lr"], rel=1e-9)
+    assert resumed.scheduler.last_epoch == 10
