@@ -162,7 +162,8 @@ grades: venv
 
 # ---------------------------------------------------------------- tests
 # OMP_NUM_THREADS=1: two pytest-xdist workers (and the kernels they start) share two cores.
-# System programs the suite needs: bubblewrap (the grading sandbox) and Chromium (the site test).
+# System programs the suite needs: bubblewrap (the grading sandbox), Chromium (the site test) and
+# configurable-http-proxy (JupyterHub's proxy, from npm: the hub test).
 # As root with apt-get they are installed; otherwise the target stops with the command to run.
 # A test never skips because one of them is missing.
 SYSTEM_DEPS_CHECK = missing=""; \
@@ -174,6 +175,15 @@ SYSTEM_DEPS_CHECK = missing=""; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || exit 2; \
 	  else \
 	    echo "make test needs$$missing: install with  sudo apt-get install -y$$missing  and run make test again" >&2; exit 2; \
+	  fi; \
+	fi; \
+	if ! command -v configurable-http-proxy >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing configurable-http-proxy (JupyterHub's proxy, for tests/course/test_hub.py)"; \
+	    command -v npm >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) || exit 2; \
+	    npm install -g --silent configurable-http-proxy >/dev/null || exit 2; \
+	  else \
+	    echo "make test needs configurable-http-proxy: install with  sudo apt-get install -y nodejs npm && sudo npm install -g configurable-http-proxy  and run make test again" >&2; exit 2; \
 	  fi; \
 	fi
 
