@@ -42,7 +42,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_input
+from ..distributions import check_temperature
 from ..transforms.base import Compose, Transform
+from ..transforms.bounds import bound_expansion
 from ..transforms.image import check_image
 from .image_flow import ImageFlow
 
@@ -247,6 +249,7 @@ class TarFlowBlock(Transform):
             # T sequential passes: position t needs x_1..x_{t-1} (recomputed, no KV cache).
             out = self.net(torch.stack(xs, dim=1), context)[:, -1]
             mu, alpha = out.chunk(2, dim=-1)
+            alpha = bound_expansion(alpha)  # the generative direction's one bound
             xs.append(z[:, t] * torch.exp(alpha) + mu)
             logabsdet = logabsdet + alpha.sum(dim=1)
         x = torch.stack(xs, dim=1)
@@ -456,7 +459,11 @@ class TarFlow(ImageFlow):
         context: Tensor | None = None,
         denoise: bool = True,
     ) -> Tensor:
-        """``n`` images: invert the blocks, denoise (``denoise=True``) and quantize."""
+        """``n`` images: invert the blocks, denoise (``denoise=True``) and quantize.  Draws
+        that are not finite are reported with a warning, as :meth:`Flow.sample` does."""
+        from ..flow import _warn_if_not_finite
+
+        temperature = check_temperature(temperature)
         z = self.base.sample(n, temperature=temperature)
         context = self._context(context, n)
         y, _ = self.core.inverse(z, context=context)
@@ -464,5 +471,6 @@ class TarFlow(ImageFlow):
             y = self.denoise(y, context)
         for layer in reversed(list(self.transform)[:-1]):
             y, _ = layer.inverse(y)
+        _warn_if_not_finite(y, temperature)
         return y
 

@@ -12,7 +12,8 @@ smaller scale: the draw overflows to inf/NaN within two layers (5 of 512 draws o
 Every affine-type generative direction (:class:`~flowlab.transforms.AffineCoupling`,
 :class:`~flowlab.transforms.MaskedAffineCoupling`, :class:`~flowlab.transforms.GlowCoupling`,
 :class:`~flowlab.transforms.MaskedAffineAutoregressive`,
-:class:`~flowlab.transforms.InverseAffineAutoregressive`) therefore clamps :math:`m` to at
+:class:`~flowlab.transforms.InverseAffineAutoregressive`, and in :mod:`flowlab.models` the
+learnt prior of Glow's factored-out latents and TarFlow's blocks) therefore clamps :math:`m` to at
 most :data:`MAX_LOG_EXPANSION` :math:`= B = 5` (a factor of at most :math:`e^5 \approx 148`
 per layer) and reports the clamped :math:`m` as its log-determinant, so ``inverse`` stays a
 bijection with the log-determinant of what it computed.  The normalizing direction (the
