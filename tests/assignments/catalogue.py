@@ -15,6 +15,14 @@ class Mistake(NamedTuple):
     part: str
     old: str
     new: str
+    #: issue 27, held-out style: the boundary only beyond which the mistake is wrong (one of
+    #: :data:`HELD_OUT_KINDS`), "" for an ordinary mistake
+    kind: str = ""
+
+
+#: sizes/lengths beyond small constants, depths beyond two, iteration counts, values beyond the
+#: usual ranges, right only in float64, writes into the caller's input
+HELD_OUT_KINDS = ("size", "depth", "iterations", "range", "dtype", "in_place")
 
 
 A1 = [
@@ -92,6 +100,30 @@ A1 = [
     Mistake("permutation_forward_uses_argsort", "permutation",
             "return x[:, self.perm], x.new_zeros(x.shape[0])",
             "return x[:, torch.argsort(self.perm)], x.new_zeros(x.shape[0])"),
+    # issue 27, held-out style: right on small sizes, usual values and float64 only, or writing
+    # into the caller's input; each must be caught by the FIXED cases (FLOWLAB_GRADER_FIXED_ONLY)
+    Mistake("leaky_logdet_first_32_features", "leaky_forward",
+            "return z, log_deriv.reshape(x.shape[0], -1).sum(dim=1)",
+            "return z, log_deriv.reshape(x.shape[0], -1)[:, :32].sum(dim=1)", kind="size"),
+    Mistake("triangular_logdet_first_10_diagonal", "triangular_forward",
+            "logabsdet = torch.log(torch.diagonal(L).abs()).sum()\n        return z,",
+            "logabsdet = torch.log(torch.diagonal(L).abs()[:10]).sum()\n        return z,", kind="size"),
+    Mistake("leaky_forward_clamped", "leaky_forward",
+            "z = torch.where(x >= 0, x, a * x)", "z = torch.where(x >= 0, x, a * x).clamp(-1e4, 1e4)", kind="range"),
+    Mistake("lognormal_log_of_density", "density_lognormal",
+            "log_p = -0.5 * z**2 - 0.5 * math.log(2 * math.pi) - torch.log(safe)",
+            "log_p = torch.log(torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) / safe)", kind="range"),
+    Mistake("density_zeros_float64", "density_uniform",
+            "return torch.where(inside, 2 * x, torch.zeros_like(x))",
+            "return torch.where(inside, 2 * x, torch.zeros(x.shape, dtype=torch.float64))", kind="dtype"),
+    Mistake("triangular_forward_float64_weight", "triangular_forward",
+            "L = torch.tril(self.weight)\n        z = x @ L.T + self.bias",
+            "L = torch.tril(self.weight).double()\n        z = x @ L.T + self.bias", kind="dtype"),
+    Mistake("leaky_inverse_in_place", "leaky_inverse",
+            "x = torch.where(z >= 0, z, z / a)", "z[z < 0] /= a\n        x = z", kind="in_place"),
+    Mistake("density_in_place", "density_uniform",
+            "return torch.where(inside, 2 * x, torch.zeros_like(x))",
+            "x[~inside] = 0\n    return x.mul_(2)", kind="in_place"),
 ]
 
 A2 = [
@@ -141,6 +173,18 @@ A2 = [
     Mistake("realnvp_first_mask_second_half", "realnvp",
             "mask = torch.arange(features) < features // 2",
             "mask = torch.arange(features) >= features // 2"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("affine_logdet_first_8_coordinates", "affine_forward",
+            "return z, s.sum(dim=1)", "return z, s[:, :8].sum(dim=1)", kind="size"),
+    Mistake("affine_inverse_float64_output", "affine_inverse",
+            "x = z.clone()\n        x[:, ~self.mask] = (z_b - t_inv)",
+            "x = z.clone().double()\n        x[:, ~self.mask] = (z_b - t_inv)", kind="dtype"),
+    Mistake("additive_forward_in_place", "additive_forward",
+            "z = x.clone()\n        z[:, ~self.mask] = x_b + self.conditioner(x_a)",
+            "z = x\n        z[:, ~self.mask] = x_b + self.conditioner(x_a)", kind="in_place"),
+    Mistake("affine_inverse_clamped_scale", "affine_inverse",
+            "(z_b - t_inv) * torch.exp(-s_inv)", "(z_b - t_inv) * torch.exp(-s_inv.clamp(-1, 1))",
+            kind="range"),
 ]
 
 A3 = [
