@@ -282,6 +282,22 @@ A3 = [
             "        if i < len(blocks) - 1:\n", "        if True:\n"),
     Mistake("multiscale_first_logdet_only", "multiscale",
             "total = total + logdet", "total = total + logdet * (i == 0)"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("multiscale_factors_out_three_times_at_most", "multiscale",
+            "if i < len(blocks) - 1:", "if i < min(len(blocks) - 1, 3):", kind="depth"),
+    Mistake("channel_mask_at_most_16_kept", "masks",
+            "first = torch.arange(channels) < (channels + 1) // 2",
+            "first = torch.arange(channels) < min((channels + 1) // 2, 16)", kind="size"),
+    Mistake("masked_forward_float64_mask", "masked_forward",
+            "b = self.mask\n        t, s = self.conditioner(b * x)",
+            "b = self.mask.double()\n        t, s = self.conditioner((b * x).to(x.dtype))",
+            kind="dtype"),
+    Mistake("bpd_in_place", "bits_per_dim",
+            "log_prob_x = log_prob_y - num_dims * math.log(num_levels)",
+            "log_prob_x = log_prob_y.sub_(num_dims * math.log(num_levels))", kind="in_place"),
+    Mistake("dequantize_hardcoded_8_bits", "dequantize",
+            "return (x + torch.rand_like(x)) / num_levels",
+            "return (x + torch.rand_like(x)) / min(num_levels, 256)", kind="range"),
 ]
 
 A4 = [
