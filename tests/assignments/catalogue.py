@@ -372,6 +372,19 @@ A4 = [
     Mistake("temperature_builtin_base_temperature", "temperature",
             "eps = flow.base.sample(n)  # N(0, I), in the flow's dtype and device\n    z = temperature * eps",
             "z = flow.base.sample(n, temperature=temperature)"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("conv_logdet_first_16_channels", "conv_forward",
+            "return z, (pixels * self.log_abs_diag.sum()).expand(x.shape[0])",
+            "return z, (pixels * self.log_abs_diag[:16].sum()).expand(x.shape[0])", kind="size"),
+    Mistake("conv_inverse_in_float64", "conv_inverse",
+            "W_inv = torch.linalg.inv(self.weight())",
+            "W_inv = torch.linalg.inv(self.weight().double())", kind="dtype"),
+    Mistake("actnorm_forward_in_place", "actnorm_forward",
+            "z = (x - loc) * torch.exp(-log_scale)",
+            "z = x.sub_(loc).mul_(torch.exp(-log_scale))", kind="in_place"),
+    Mistake("actnorm_inverse_clamped", "actnorm_inverse",
+            "x = z * torch.exp(log_scale) + loc", "x = z * torch.exp(log_scale.clamp(-0.5, 0.5)) + loc",
+            kind="range"),
 ]
 
 A5 = [
