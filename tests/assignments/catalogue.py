@@ -458,6 +458,34 @@ A5 = [
             "    scores = scores.masked_fill(~causal_mask(x.shape[1]), float(\"-inf\"))\n"
             "    out = torch.softmax(scores, dim=-1) @ v\n",
             "    out = (torch.softmax(scores, dim=-1) * causal_mask(x.shape[1])) @ v\n"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("maf_inverse_at_most_10_passes", "maf_inverse",
+            "for _ in range(z.shape[1]):", "for _ in range(min(z.shape[1], 10)):",
+            kind="iterations"),
+    Mistake("hidden_masks_first_two_layers_only", "made_hidden_masks",
+            "    for m_prev, m in zip(degrees[:-1], degrees[1:]):\n",
+            "    for m_prev, m in list(zip(degrees[:-1], degrees[1:]))[:2]:\n", kind="depth"),
+    Mistake("degrees_cycle_at_most_16", "made_degrees",
+            "degrees.append(torch.arange(h) % (features - 1) + 1)",
+            "degrees.append(torch.arange(h) % min(features - 1, 16) + 1)", kind="size"),
+    Mistake("attention_in_float64", "causal_attention",
+            "q, k, v = x @ w_q, x @ w_k, x @ w_v",
+            "q, k, v = x.double() @ w_q.double(), x.double() @ w_k.double(), x.double() @ w_v.double()",
+            kind="dtype"),
+    Mistake("maf_forward_in_place", "maf_forward",
+            "z = (x - mu) * torch.exp(-alpha)", "z = x.sub_(mu).mul_(torch.exp(-alpha))",
+            kind="in_place"),
+    Mistake("causal_mask_table_of_32", "causal_mask",
+            "    i = torch.arange(T).reshape(-1, 1)\n    j = torch.arange(T).reshape(1, -1)\n"
+            "    return j < i if strict else j <= i",
+            "    i = torch.arange(32).reshape(-1, 1)\n    j = torch.arange(32).reshape(1, -1)\n"
+            "    table = j < i if strict else j <= i\n"
+            "    return table[:T, :T] if T <= 32 else torch.ones(T, T, dtype=torch.bool).tril()",
+            kind="size"),
+    Mistake("output_mask_missing", "made_output_mask",  # the count is the hidden part's no more
+            "    m_out = degrees[0].repeat(params_per_feature)\n"
+            "    masks.append((m_out[:, None] > degrees[-1][None, :]).float())\n",
+            ""),
 ]
 
 CATALOGUE = {"01_change_of_variables": A1, "02_coupling": A2, "03_image_flows": A3, "04_glow": A4,
