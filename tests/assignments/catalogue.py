@@ -2,7 +2,10 @@
 
 Each entry is ``(name, part, old, new)``: replacing ``old`` by ``new`` in the solution (it must
 occur exactly once) gives a submission with one typical mistake, which must lose the points of
-``part`` (a ``grade_id``) and of no other part.
+``part`` (a ``grade_id``) and of no other part.  Entries with a ``kind`` (issue 27) are held-out
+style: wrong only beyond small sizes, depths beyond two, iteration counts, usual value ranges,
+in float32, or writing into the caller's input; ``test_graders.py`` checks that the graders'
+fixed cases alone catch them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 For every assignment, in process on a LocalBridge (the same kernel-side code and wire format as
 a real kernel): the solution passes every part, the untouched release fails every part, and
 every mistake of the catalogue fails its OWN part at each of ``FLOWLAB_REPEATS`` (default 20)
-gradings with fresh random inputs, with a message, and passes every other part.  Each test cell
+gradings with fresh random inputs, with a message, and passes every other part; and, with the fresh
+random cases switched off (``FLOWLAB_GRADER_FIXED_ONLY=1``, issue 27), the FIXED cases alone catch
+every mistake on its own part and no other, and the solution passes them.  Each test cell
 names its hidden test with a ``# flowlab-grade:`` directive: every one must be a registered
 part, every part's delegation references must exist in flowlab (a renamed class would otherwise
 silently never match), and the committed source notebooks must be up to date.  Alternative

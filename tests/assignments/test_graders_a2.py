@@ -3,7 +3,9 @@
 (The solution, the release and the catalogue's mistakes are graded for every assignment by
 ``test_graders.py``.)
 
-* the hint for Glow's shift-then-scale order explains the difference instead of calling it wrong.
+* the hint for Glow's shift-then-scale order explains the difference instead of calling it wrong;
+* correct solutions in other styles pass, the float32 and 24-feature cases included
+  (``index_select``/``index_copy``, zeros-then-scatter, a float mask).
 """
 
 from __future__ import annotations

@@ -16,8 +16,11 @@ The student's functions run in their kernel on inputs chosen here; every value i
 with the formula (plain torch in float64).  Each part checks fixed adversarial cases — points on
 both sides of the support and at its edges, slopes below and above 1, diagonals with an odd and
 an even number of negative entries (:math:`\det L < 0` and :math:`> 0`), sizes 1 and odd,
-permutations that are not their own inverse — besides fresh random ones, so that a mistake is
-caught at every grading.  A forward part also checks the gradients (with respect to the input and
+permutations that are not their own inverse, sizes beyond small constants (a 48-wide leaky ReLU
+with values up to 1e5, n = 16, a 20-cycle), the tails of the densities (|x| up to 1e200) and the
+notebook's float32 — besides fresh random ones.  The fixed cases alone catch every catalogue
+mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`); what each pins down is written
+next to it.  Inputs are the caller's own tensors: an in-place write fails.  A forward part also checks the gradients (with respect to the input and
 to ``weight``/``bias``): a layer whose values are right but whose graph is cut cannot be trained.
 """
 

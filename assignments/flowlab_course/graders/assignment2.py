@@ -14,8 +14,9 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`):
   ``batch_size``, random batches over all the data, the NLL, one step per iteration?) and then on
   flowlab's RealNVP on two moons, scored here by the test NLL of the weights it sends back.
 
-Every part checks fixed adversarial cases (every mask position and parity, odd sizes) besides
-fresh random ones, so that a mistake is caught at every grading.  Convention of the notebook:
+Every part checks fixed adversarial cases (every mask position and parity, odd sizes, 24 features,
+float32 — see ``BIG_MASK``/``FLOAT32_MASK``) besides fresh random ones; the fixed cases alone
+catch every catalogue mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`).  Convention of the notebook:
 ``mask`` is a boolean tensor, ``True`` marks :math:`x_A` (kept, fed to the conditioner).
 """
 

@@ -20,8 +20,10 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`):
 * ``multiscale`` — factoring out the first half of the channels after every block but the last,
   with plain-torch blocks written by the grader (1, 2 and 3 blocks, non-square images).
 
-Every part checks fixed adversarial cases besides fresh random ones, so that a mistake is caught at
-every grading.
+Every part checks fixed adversarial cases besides fresh random ones: sizes beyond small constants
+(34 x 66 images, 33 x 40 boards, 33 and 64 channels, D = 12288 and K = 4096), five scales, float32
+images; what each pins down is written next to it, and the fixed cases alone catch every
+catalogue mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`).
 """
 
 from __future__ import annotations

@@ -20,8 +20,10 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`, key = the test cell's 
   flowlab's own temperature sampling (``Flow.sample(n, temperature)``,
   ``base.sample(n, temperature)``) is delegation.
 
-Every part checks fixed adversarial cases besides fresh random ones, so that a mistake is caught
-at every grading; the forward parts also check the gradients with respect to the input and the
+Every part checks fixed adversarial cases besides fresh random ones (C = 40 and C = 20 channels
+beyond small constants, float32 layers and images; what each pins down is written next to it);
+the fixed cases alone catch every catalogue mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see
+:mod:`.probes`).  The forward parts also check the gradients with respect to the input and the
 parameters (a layer whose values are right but whose graph is cut cannot be trained).
 """
 

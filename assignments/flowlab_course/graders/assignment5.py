@@ -21,7 +21,13 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`):
   pattern (no information from the future).  ``causal_attention`` is graded
   with the grader's ``causal_mask`` in place of the student's, so that the two parts are isolated.
 
-Every part checks fixed adversarial cases besides fresh random ones.
+Every part checks fixed adversarial cases besides fresh random ones: D = 20 with four hidden
+layers, D = 24 masks over four hidden layers, a MAF with D = 16 whose inverse converges only after
+16 passes, sequences of 40 and 129 tokens, float32 MAF and attention; what each pins down is
+written next to it, and the fixed cases alone catch every catalogue mistake
+(``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`).  ``made_masks``' list is checked by
+each of its parts for what that part grades (the hidden masks first, the output mask last), so a
+wrong count costs only the part whose masks are missing.
 """
 
 from __future__ import annotations

@@ -11,7 +11,23 @@ here are the patterns every assignment uses:
   the batch with sample 0 changed, and return both answers, the gradient with respect to the
   conditioner's weights and the modules the layer's classes come from;
 * :func:`check_pair` — the *form* of a layer's answer, ``(output, logabsdet)`` of the right shapes
-  and dtype, finite — each violation explained in the lecture's terms.
+  and dtype, finite — each violation explained in the lecture's terms;
+* :func:`calls` — a function called on many inputs in ONE kernel round trip.
+
+Deterministic by construction (issue 27).  Every part grades FIXED cases first: their structure
+(sizes beyond small constants, depths beyond two, iteration counts, values beyond the usual ranges,
+float32 as well as float64) is written next to them in each grader, and their values come from
+:func:`fixed_generator`, a constant seed per part, so they are the same tensors at every grading.
+Fresh random cases (:func:`fresh_generator`) follow as a second net.  Setting the environment
+variable ``FLOWLAB_GRADER_FIXED_ONLY=1`` (:data:`FIXED_ONLY_ENV`, read by :func:`random_cases`)
+switches the random cases off and seeds the probes' random directions with a constant: grading
+is then one fixed computation, which is how ``tests/assignments/test_graders.py`` proves that
+every catalogue mistake is caught by the fixed cases alone.
+
+In-place writes: the probes hand the student's function the caller's own tensors (not copies)
+and check afterwards that they are unchanged.  Float32: a float32 case builds the layer in
+float32 (``layer.to(X.dtype)``), expects float32 answers and compares them with the float64
+reference at float32 tolerances (:func:`tolerance`).
 """
 
 from __future__ import annotations
