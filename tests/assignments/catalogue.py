@@ -185,9 +185,8 @@ A2 = [
     Mistake("additive_forward_in_place", "additive_forward",
             "z = x.clone()\n        z[:, ~self.mask] = x_b + self.conditioner(x_a)",
             "z = x\n        z[:, ~self.mask] = x_b + self.conditioner(x_a)", kind="in_place"),
-    Mistake("affine_inverse_clamped_scale", "affine_inverse",
-            "(z_b - t_inv) * torch.exp(-s_inv)", "(z_b - t_inv) * torch.exp(-s_inv.clamp(-1, 1))",
-            kind="range"),
+    Mistake("affine_inverse_clamped_scale", "affine_inverse",  # (the old graders caught it)
+            "(z_b - t_inv) * torch.exp(-s_inv)", "(z_b - t_inv) * torch.exp(-s_inv.clamp(-1, 1))"),
 ]
 
 A3 = [
@@ -385,9 +384,8 @@ A4 = [
     Mistake("actnorm_forward_in_place", "actnorm_forward",
             "z = (x - loc) * torch.exp(-log_scale)",
             "z = x.sub_(loc).mul_(torch.exp(-log_scale))", kind="in_place"),
-    Mistake("actnorm_inverse_clamped", "actnorm_inverse",
-            "x = z * torch.exp(log_scale) + loc", "x = z * torch.exp(log_scale.clamp(-0.5, 0.5)) + loc",
-            kind="range"),
+    Mistake("actnorm_inverse_clamped", "actnorm_inverse",  # (the old graders caught it)
+            "x = z * torch.exp(log_scale) + loc", "x = z * torch.exp(log_scale.clamp(-0.5, 0.5)) + loc"),
 ]
 
 A5 = [
