@@ -287,7 +287,7 @@ def grade_leaky_forward(k) -> None:
         ans = set_layer_call(k, "LeakyReLU", "forward", x, args=[slope], grads=(), part=name,
                              reference=POINTWISE, what="LeakyReLU(negative_slope)")
         check_batch_independent(ans)
-        tol = tolerance(x, float(x.abs().max()) if x.dtype == torch.float32 else 1.0)
+        tol = tolerance(x)  # relative: the float32 case's values reach 1e5
         x = x.to(torch.float64)
         z_ref, ld_ref = _leaky_ref(x, slope)
         neg = (x < 0).to(x.dtype)
@@ -331,7 +331,7 @@ def grade_leaky_inverse(k) -> None:
         ans = set_layer_call(k, "LeakyReLU", "inverse", z, args=[slope], part=name,
                              reference=POINTWISE, what="LeakyReLU(negative_slope)")
         check_batch_independent(ans)
-        tol = tolerance(z, float(z.abs().max()) / slope if z.dtype == torch.float32 else 1.0)
+        tol = tolerance(z)  # relative: the float32 case's values reach 1e5
         ld_tol = tolerance(z, 10.0)
         z = z.to(torch.float64)
         x_ref = torch.where(z >= 0, z, z / slope)
