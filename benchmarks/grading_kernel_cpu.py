@@ -9,7 +9,9 @@ load, wall time does).  Results: benchmarks/results/grading_kernel_cpu.md.
     OMP_NUM_THREADS=1 PATH=$PWD/.venv/bin:$PATH .venv/bin/python benchmarks/grading_kernel_cpu.py [assignment ...]
 """
 import os, resource, sys, time
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests" / "assignments"))
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "assignments"))
 import psutil
 from nbclient import NotebookClient
 from local_grading import parts, source

@@ -20,8 +20,9 @@ permutations that are not their own inverse, sizes beyond small constants (a 48-
 with values up to 1e5, n = 16, a 20-cycle), the tails of the densities (|x| up to 1e200) and the
 notebook's float32 — besides fresh random ones.  The fixed cases alone catch every catalogue
 mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`); what each pins down is written
-next to it.  Inputs are the caller's own tensors: an in-place write fails.  A forward part also checks the gradients (with respect to the input and
-to ``weight``/``bias``): a layer whose values are right but whose graph is cut cannot be trained.
+next to it.  Inputs are the caller's own tensors: an in-place write fails.  A forward part also
+checks the gradients (with respect to the input and to ``weight``/``bias``): a layer whose values
+are right but whose graph is cut cannot be trained.
 """
 
 from __future__ import annotations
@@ -291,7 +292,8 @@ def grade_leaky_forward(k) -> None:
         x = x.to(torch.float64)
         z_ref, ld_ref = _leaky_ref(x, slope)
         neg = (x < 0).to(x.dtype)
-        expect_close(ans.y, z_ref, f"forward with a slope a {_side(slope)} 1: z = h(x)", part=name, **tol, hints=[
+        expect_close(ans.y, z_ref, f"forward with a slope a {_side(slope)} 1: z = h(x)",
+                     part=name, **tol, hints=[
             (torch.where(x >= 0, x, x / slope), "You divided by the slope: forward multiplies "
              "negative inputs by a, the inverse divides."),
             (torch.where(x >= 0, slope * x, x), "You scaled the positive inputs: h(x) = x for "

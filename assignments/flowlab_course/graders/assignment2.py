@@ -16,7 +16,8 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`):
 
 Every part checks fixed adversarial cases (every mask position and parity, odd sizes, 24 features,
 float32 — see ``BIG_MASK``/``FLOAT32_MASK``) besides fresh random ones; the fixed cases alone
-catch every catalogue mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`).  Convention of the notebook:
+catch every catalogue mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`).
+Convention of the notebook:
 ``mask`` is a boolean tensor, ``True`` marks :math:`x_A` (kept, fed to the conditioner).
 """
 
@@ -233,7 +234,8 @@ def grade_affine_inverse(k) -> None:
             ]
         expect_close(ans.y, x, f"inverse with mask {mask.tolist()}: x_B = (z_B - t) * exp(-s)",
                      part=name, hints=hints, **tol)
-        expect_close(ans.ld, -ld_f, "inverse: log|det Dg(z)| = -sum_i s_i", part=name, **tol, hints=[
+        expect_close(ans.ld, -ld_f, "inverse: log|det Dg(z)| = -sum_i s_i", part=name, **tol,
+                     hints=[
             (ld_f, "It has the wrong sign: the inverse returns log|det Dg(z)| = -log|det Df(x)|.")])
         x_ref, ld_ref = ref.inverse(z)
         check_grads(ans, cond, x_ref, ld_ref)

@@ -439,7 +439,8 @@ def grade_dequantize(k) -> None:
     big = out.get("big")
     if isinstance(big, Tensor) and big.is_floating_point() and big.dtype != torch.float32:
         raise GradingFailure(f"{what} has dtype {big.dtype}: keep the input's dtype (the notebook "
-                             "works in float32; torch.rand_like(x) draws noise in x's dtype).", name)
+                             "works in float32; torch.rand_like(x) draws noise in x's dtype).",
+                             name)
     u4 = _check_dequantized(big, x_big, BIG_LEVELS, what, name)
     _check_uniform(u4, what, name)
 

@@ -45,8 +45,8 @@ from .errors import DelegationError, GradingFailure
 from .numerics import is_close
 
 __all__ = ["fresh_generator", "fixed_generator", "random_cases", "FIXED_ONLY_ENV", "calls",
-           "check_unchanged", "as_float32", "tolerance", "randn", "mlp", "layer_call", "check_pair", "run", "LayerAnswer",
-           "check_batch_independent", "check_grads"]
+           "check_unchanged", "as_float32", "tolerance", "randn", "mlp", "layer_call",
+           "check_pair", "run", "LayerAnswer", "check_batch_independent", "check_grads"]
 
 
 #: Set to ``1`` to grade with the FIXED cases only (no fresh random case is drawn, and the random
@@ -59,7 +59,7 @@ FIXED_ONLY_ENV = "FLOWLAB_GRADER_FIXED_ONLY"
 
 
 def random_cases() -> bool:
-    """Whether the graders add fresh random cases after their fixed ones (see :data:`FIXED_ONLY_ENV`)."""
+    """Whether the graders add fresh random cases after their fixed ones (:data:`FIXED_ONLY_ENV`)."""
     return os.environ.get(FIXED_ONLY_ENV, "0").strip() in ("", "0")
 
 
@@ -89,7 +89,7 @@ def fresh_generator() -> torch.Generator:
 
 
 def as_float32(t: Tensor) -> Tensor:
-    """``t`` rounded to float32 and back: the values a float32 layer really holds (for references)."""
+    """``t`` rounded to float32 and back: the values a float32 layer really holds."""
     return t.to(torch.float32).to(torch.float64)
 
 
