@@ -291,7 +291,8 @@ def check_pair(out: Any, x: Tensor, what: str, part: str) -> tuple[Tensor, Tenso
             raise GradingFailure(
                 f"{what}: {name} has dtype {value.dtype} for a {x.dtype} input. Keep the input's "
                 "dtype (create new tensors with x.new_zeros(...), torch.zeros_like(x) or "
-                "dtype=x.dtype, not a hard-coded float32).", part)
+                f"dtype=x.dtype, not a hard-coded {str(value.dtype).replace('torch.', '')}).",
+                part)
         bad = ~torch.isfinite(value)
         if bool(bad.any()):
             kind = "NaN" if bool(torch.isnan(value).any()) else "inf"
