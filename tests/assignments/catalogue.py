@@ -2,7 +2,10 @@
 
 Each entry is ``(name, part, old, new)``: replacing ``old`` by ``new`` in the solution (it must
 occur exactly once) gives a submission with one typical mistake, which must lose the points of
-``part`` (a ``grade_id``) and of no other part.
+``part`` (a ``grade_id``) and of no other part.  Entries with a ``kind`` (issue 27) are held-out
+style: wrong only beyond small sizes, depths beyond two, iteration counts, usual value ranges,
+in float32, or writing into the caller's input; ``test_graders.py`` checks that the graders'
+fixed cases alone catch them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,14 @@ class Mistake(NamedTuple):
     part: str
     old: str
     new: str
+    #: issue 27, held-out style: the boundary only beyond which the mistake is wrong (one of
+    #: :data:`HELD_OUT_KINDS`), "" for an ordinary mistake
+    kind: str = ""
+
+
+#: sizes/lengths beyond small constants, depths beyond two, iteration counts, values beyond the
+#: usual ranges, right only in float64, writes into the caller's input
+HELD_OUT_KINDS = ("size", "depth", "iterations", "range", "dtype", "in_place")
 
 
 A1 = [
@@ -92,6 +103,30 @@ A1 = [
     Mistake("permutation_forward_uses_argsort", "permutation",
             "return x[:, self.perm], x.new_zeros(x.shape[0])",
             "return x[:, torch.argsort(self.perm)], x.new_zeros(x.shape[0])"),
+    # issue 27, held-out style: right on small sizes, usual values and float64 only, or writing
+    # into the caller's input; each must be caught by the FIXED cases (FLOWLAB_GRADER_FIXED_ONLY)
+    Mistake("leaky_logdet_first_32_features", "leaky_forward",
+            "return z, log_deriv.reshape(x.shape[0], -1).sum(dim=1)",
+            "return z, log_deriv.reshape(x.shape[0], -1)[:, :32].sum(dim=1)", kind="size"),
+    Mistake("triangular_logdet_first_10_diagonal", "triangular_forward",
+            "logabsdet = torch.log(torch.diagonal(L).abs()).sum()\n        return z,",
+            "logabsdet = torch.log(torch.diagonal(L).abs()[:10]).sum()\n        return z,", kind="size"),
+    Mistake("leaky_forward_clamped", "leaky_forward",
+            "z = torch.where(x >= 0, x, a * x)", "z = torch.where(x >= 0, x, a * x).clamp(-1e4, 1e4)", kind="range"),
+    Mistake("lognormal_log_of_density", "density_lognormal",
+            "log_p = -0.5 * z**2 - 0.5 * math.log(2 * math.pi) - torch.log(safe)",
+            "log_p = torch.log(torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) / safe)", kind="range"),
+    Mistake("density_zeros_float64", "density_uniform",
+            "return torch.where(inside, 2 * x, torch.zeros_like(x))",
+            "return torch.where(inside, 2 * x, torch.zeros(x.shape, dtype=torch.float64))", kind="dtype"),
+    Mistake("triangular_forward_float64_weight", "triangular_forward",
+            "L = torch.tril(self.weight)\n        z = x @ L.T + self.bias",
+            "L = torch.tril(self.weight).double()\n        z = x @ L.T + self.bias", kind="dtype"),
+    Mistake("leaky_inverse_in_place", "leaky_inverse",
+            "x = torch.where(z >= 0, z, z / a)", "z[z < 0] /= a\n        x = z", kind="in_place"),
+    Mistake("density_in_place", "density_uniform",
+            "return torch.where(inside, 2 * x, torch.zeros_like(x))",
+            "x[~inside] = 0\n    return x.mul_(2)", kind="in_place"),
 ]
 
 A2 = [
@@ -141,6 +176,17 @@ A2 = [
     Mistake("realnvp_first_mask_second_half", "realnvp",
             "mask = torch.arange(features) < features // 2",
             "mask = torch.arange(features) >= features // 2"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("affine_logdet_first_8_coordinates", "affine_forward",
+            "return z, s.sum(dim=1)", "return z, s[:, :8].sum(dim=1)", kind="size"),
+    Mistake("affine_inverse_float64_output", "affine_inverse",
+            "x = z.clone()\n        x[:, ~self.mask] = (z_b - t_inv)",
+            "x = z.clone().double()\n        x[:, ~self.mask] = (z_b - t_inv)", kind="dtype"),
+    Mistake("additive_forward_in_place", "additive_forward",
+            "z = x.clone()\n        z[:, ~self.mask] = x_b + self.conditioner(x_a)",
+            "z = x\n        z[:, ~self.mask] = x_b + self.conditioner(x_a)", kind="in_place"),
+    Mistake("affine_inverse_clamped_scale", "affine_inverse",  # (the old graders caught it)
+            "(z_b - t_inv) * torch.exp(-s_inv)", "(z_b - t_inv) * torch.exp(-s_inv.clamp(-1, 1))"),
 ]
 
 A3 = [
@@ -238,6 +284,22 @@ A3 = [
             "        if i < len(blocks) - 1:\n", "        if True:\n"),
     Mistake("multiscale_first_logdet_only", "multiscale",
             "total = total + logdet", "total = total + logdet * (i == 0)"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("multiscale_factors_out_three_times_at_most", "multiscale",
+            "if i < len(blocks) - 1:", "if i < min(len(blocks) - 1, 3):", kind="depth"),
+    Mistake("channel_mask_at_most_16_kept", "masks",
+            "first = torch.arange(channels) < (channels + 1) // 2",
+            "first = torch.arange(channels) < min((channels + 1) // 2, 16)", kind="size"),
+    Mistake("masked_forward_float64_mask", "masked_forward",
+            "b = self.mask\n        t, s = self.conditioner(b * x)",
+            "b = self.mask.double()\n        t, s = self.conditioner((b * x).to(x.dtype))",
+            kind="dtype"),
+    Mistake("bpd_in_place", "bits_per_dim",
+            "log_prob_x = log_prob_y - num_dims * math.log(num_levels)",
+            "log_prob_x = log_prob_y.sub_(num_dims * math.log(num_levels))", kind="in_place"),
+    Mistake("dequantize_hardcoded_8_bits", "dequantize",
+            "return (x + torch.rand_like(x)) / num_levels",
+            "return (x + torch.rand_like(x)) / min(num_levels, 256)", kind="range"),
 ]
 
 A4 = [
@@ -312,6 +374,18 @@ A4 = [
     Mistake("temperature_builtin_base_temperature", "temperature",
             "eps = flow.base.sample(n)  # N(0, I), in the flow's dtype and device\n    z = temperature * eps",
             "z = flow.base.sample(n, temperature=temperature)"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("conv_logdet_first_16_channels", "conv_forward",
+            "return z, (pixels * self.log_abs_diag.sum()).expand(x.shape[0])",
+            "return z, (pixels * self.log_abs_diag[:16].sum()).expand(x.shape[0])", kind="size"),
+    Mistake("conv_inverse_in_float64", "conv_inverse",
+            "W_inv = torch.linalg.inv(self.weight())",
+            "W_inv = torch.linalg.inv(self.weight().double())", kind="dtype"),
+    Mistake("actnorm_forward_in_place", "actnorm_forward",
+            "z = (x - loc) * torch.exp(-log_scale)",
+            "z = x.sub_(loc).mul_(torch.exp(-log_scale))", kind="in_place"),
+    Mistake("actnorm_inverse_clamped", "actnorm_inverse",  # (the old graders caught it)
+            "x = z * torch.exp(log_scale) + loc", "x = z * torch.exp(log_scale.clamp(-0.5, 0.5)) + loc"),
 ]
 
 A5 = [
@@ -385,6 +459,34 @@ A5 = [
             "    scores = scores.masked_fill(~causal_mask(x.shape[1]), float(\"-inf\"))\n"
             "    out = torch.softmax(scores, dim=-1) @ v\n",
             "    out = (torch.softmax(scores, dim=-1) * causal_mask(x.shape[1])) @ v\n"),
+    # issue 27, held-out style (caught by the fixed cases alone)
+    Mistake("maf_inverse_at_most_10_passes", "maf_inverse",
+            "for _ in range(z.shape[1]):", "for _ in range(min(z.shape[1], 10)):",
+            kind="iterations"),
+    Mistake("hidden_masks_first_two_layers_only", "made_hidden_masks",
+            "    for m_prev, m in zip(degrees[:-1], degrees[1:]):\n",
+            "    for m_prev, m in list(zip(degrees[:-1], degrees[1:]))[:2]:\n", kind="depth"),
+    Mistake("degrees_cycle_at_most_16", "made_degrees",
+            "degrees.append(torch.arange(h) % (features - 1) + 1)",
+            "degrees.append(torch.arange(h) % min(features - 1, 16) + 1)", kind="size"),
+    Mistake("attention_in_float64", "causal_attention",
+            "q, k, v = x @ w_q, x @ w_k, x @ w_v",
+            "q, k, v = x.double() @ w_q.double(), x.double() @ w_k.double(), x.double() @ w_v.double()",
+            kind="dtype"),
+    Mistake("maf_forward_in_place", "maf_forward",
+            "z = (x - mu) * torch.exp(-alpha)", "z = x.sub_(mu).mul_(torch.exp(-alpha))",
+            kind="in_place"),
+    Mistake("causal_mask_table_of_32", "causal_mask",
+            "    i = torch.arange(T).reshape(-1, 1)\n    j = torch.arange(T).reshape(1, -1)\n"
+            "    return j < i if strict else j <= i",
+            "    i = torch.arange(32).reshape(-1, 1)\n    j = torch.arange(32).reshape(1, -1)\n"
+            "    table = j < i if strict else j <= i\n"
+            "    return table[:T, :T] if T <= 32 else torch.ones(T, T, dtype=torch.bool).tril()",
+            kind="size"),
+    Mistake("output_mask_missing", "made_output_mask",  # the count is the hidden part's no more
+            "    m_out = degrees[0].repeat(params_per_feature)\n"
+            "    masks.append((m_out[:, None] > degrees[-1][None, :]).float())\n",
+            ""),
 ]
 
 CATALOGUE = {"01_change_of_variables": A1, "02_coupling": A2, "03_image_flows": A3, "04_glow": A4,

@@ -3,7 +3,9 @@
 For every assignment, in process on a LocalBridge (the same kernel-side code and wire format as
 a real kernel): the solution passes every part, the untouched release fails every part, and
 every mistake of the catalogue fails its OWN part at each of ``FLOWLAB_REPEATS`` (default 20)
-gradings with fresh random inputs, with a message, and passes every other part.  Each test cell
+gradings with fresh random inputs, with a message, and passes every other part; and, with the fresh
+random cases switched off (``FLOWLAB_GRADER_FIXED_ONLY=1``, issue 27), the FIXED cases alone catch
+every mistake on its own part and no other, and the solution passes them.  Each test cell
 names its hidden test with a ``# flowlab-grade:`` directive: every one must be a registered
 part, every part's delegation references must exist in flowlab (a renamed class would otherwise
 silently never match), and the committed source notebooks must be up to date.  Alternative
@@ -87,6 +89,55 @@ def test_mistake_fails_its_own_part_at_every_grading_and_no_other(assignment: st
     others = {p: str(e) for p in parts if p != mistake.part and p not in SLOW_PARTS
               and (e := grade(module, ns, p)) is not None}
     assert others == {}, f"{mistake.name} also cost points on {sorted(others)}"
+
+
+@pytest.mark.parametrize("assignment, mistake", [_param(m.part, a, m, id=f"{a}-{m.name}")
+                                                 for a in ASSIGNMENT_IDS for m in CATALOGUE[a]])
+def test_mistake_is_caught_by_the_fixed_cases_alone(monkeypatch, assignment: str, mistake) -> None:
+    """Deterministic by construction: with the fresh random cases switched off
+    (``FLOWLAB_GRADER_FIXED_ONLY=1``), grading is one fixed computation, and it catches every
+    catalogue mistake on its own part and on no other."""
+    from flowlab_course.graders.probes import FIXED_ONLY_ENV, random_cases
+
+    monkeypatch.setenv(FIXED_ONLY_ENV, "1")
+    assert not random_cases()
+    module, parts = _module(assignment), list(_parts(assignment))
+    ns = namespace(patch(source(assignment), mistake.old, mistake.new))
+    first = grade(module, ns, mistake.part)
+    assert first is not None, f"{mistake.name} passed the fixed cases"
+    assert first.part == mistake.part and 30 < len(first.message) < 800, first.message
+    others = {p: str(e) for p in parts if p != mistake.part and p not in SLOW_PARTS
+              and (e := grade(module, ns, p)) is not None}
+    assert others == {}, f"{mistake.name} also cost points on {sorted(others)}"
+    if mistake.part not in SLOW_PARTS:  # the same grader inputs: the same verdict again (the
+        # words may differ only where the student's own code draws random numbers: sampling)
+        again = grade(module, ns, mistake.part)
+        assert again is not None and again.part == mistake.part
+
+
+@pytest.mark.parametrize("assignment, part", [_param(p, a, p, id=f"{a}-{p}") for a in ASSIGNMENT_IDS
+                                              for p in _parts(a)])
+def test_solution_passes_the_fixed_cases_alone(monkeypatch, assignment: str, part: str) -> None:
+    from flowlab_course.graders.probes import FIXED_ONLY_ENV
+
+    monkeypatch.setenv(FIXED_ONLY_ENV, "1")
+    err = grade(_module(assignment), namespace(source(assignment)), part)
+    assert err is None, str(err)
+
+
+def test_every_assignment_has_held_out_style_mistakes() -> None:
+    """Issue 27: at least 3 mistakes per assignment that are wrong only beyond small sizes,
+    depths, iteration counts, usual values, float64, or that write into their input; together
+    they cover every kind."""
+    from catalogue import HELD_OUT_KINDS
+
+    kinds = set()
+    for a in ASSIGNMENT_IDS:
+        held_out = [m for m in CATALOGUE[a] if m.kind]
+        assert len(held_out) >= 3, (a, [m.name for m in held_out])
+        assert {m.kind for m in held_out} <= set(HELD_OUT_KINDS)
+        kinds |= {m.kind for m in held_out}
+    assert kinds == set(HELD_OUT_KINDS), sorted(set(HELD_OUT_KINDS) - kinds)
 
 
 def test_every_assignment_has_a_catalogue_of_mistakes() -> None:

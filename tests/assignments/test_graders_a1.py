@@ -62,6 +62,34 @@ _LOGNORMAL = """    positive = x > 0
     return torch.where(positive, log_p, torch.full_like(x, -math.inf))"""
 
 ALTERNATIVES = {
+    # issue 27: styles that must pass the float32, large-size and tail cases too
+    "new_tensors_in_x_dtype_and_diagonal_loop": [
+        (_UNIFORM, """    out = torch.zeros_like(x)
+    inside = (x > 0) & (x < 1)
+    out[inside] = 2 * x[inside]
+    return out"""),
+        (_LOGNORMAL, """    out = torch.full(x.shape, -math.inf, dtype=x.dtype)
+    pos = x > 0
+    log_x = torch.log(x[pos])
+    out[pos] = -0.5 * log_x**2 - 0.5 * math.log(2 * math.pi) - log_x
+    return out"""),
+        (_TRI_FORWARD, """        L = torch.tril(self.weight)
+        z = (L @ x.unsqueeze(-1)).squeeze(-1) + self.bias
+        logabsdet = sum(torch.log(torch.abs(L[i, i])) for i in range(L.shape[0]))
+        return z, logabsdet * torch.ones(x.shape[0], dtype=x.dtype)"""),
+    ],
+    "masks_as_dtype_and_solve_of_tril": [
+        (_LEAKY_FORWARD, """        a = self.negative_slope
+        negative = (x < 0).to(x.dtype)
+        z = x * (1 - negative) + a * x * negative
+        return z, negative.flatten(1).sum(dim=1) * math.log(a)"""),
+        (_TRI_INVERSE, """        L = self.weight.tril()
+        x = torch.linalg.solve(L, (z - self.bias).unsqueeze(-1)).squeeze(-1)
+        return x, -torch.log(L.diagonal().abs()).sum().expand(z.shape[0])"""),
+        (_PERM_INVERSE, """        inverse = torch.zeros_like(self.perm)
+        inverse[self.perm] = torch.arange(self.perm.numel())
+        return z.index_select(1, inverse), torch.zeros_like(z[:, 0])"""),
+    ],
     "substitution_loop_and_einsum": [
         (_TRI_FORWARD, """        L = self.weight.tril()
         z = torch.einsum("ij,bj->bi", L, x) + self.bias

@@ -46,6 +46,40 @@ def _grade(ns: dict, part: str) -> GradingFailure | None:
 
 
 ALTERNATIVES = {
+    # issue 27: styles that must also pass the float32, the large and the deep cases
+    "strided_slices_meshgrid_and_cat": [
+        ("    b, c, h, w = x.shape\n    z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)\n"
+         "    return z.reshape(b, 4 * c, h // 2, w // 2)",
+         "    b, c, h, w = x.shape\n"
+         "    blocks = [x[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)]\n"
+         "    return torch.stack(blocks, dim=2).reshape(b, 4 * c, h // 2, w // 2)"),
+        ("    i = torch.arange(height).reshape(-1, 1)\n    j = torch.arange(width).reshape(1, -1)\n"
+         "    return ((i + j) % 2 == parity).float().reshape(1, 1, height, width)",
+         "    i, j = torch.meshgrid(torch.arange(height), torch.arange(width), indexing=\"ij\")\n"
+         "    return ((i + j + parity + 1) % 2).to(torch.get_default_dtype())[None, None]"),
+        ("    first = torch.arange(channels) < (channels + 1) // 2\n    mask = first if parity == 0 else ~first\n"
+         "    return mask.float().reshape(1, channels, 1, 1)",
+         "    k = (channels + 1) // 2\n"
+         "    mask = torch.cat([torch.ones(k), torch.zeros(channels - k)])\n"
+         "    mask = mask if parity == 0 else 1 - mask\n"
+         "    return mask.view(1, -1, 1, 1)"),
+    ],
+    "while_loop_multiscale_and_log2": [
+        ("    latents = []\n    total = x.new_zeros(x.shape[0])\n    h = x\n"
+         "    for i, block in enumerate(blocks):\n        h, logdet = block(h)\n"
+         "        total = total + logdet\n        if i < len(blocks) - 1:\n"
+         "            half = h.shape[1] // 2\n            latents.append(h[:, :half])\n"
+         "            h = h[:, half:]\n    latents.append(h)\n    return latents, total",
+         "    latents, logdets, h = [], [], x\n    remaining = list(blocks)\n"
+         "    while remaining:\n        h, logdet = remaining.pop(0)(h)\n"
+         "        logdets.append(logdet)\n        if remaining:\n"
+         "            z_i, h = h.chunk(2, dim=1)\n            latents.append(z_i)\n"
+         "    return latents + [h], torch.stack(logdets).sum(dim=0)"),
+        ("    log_prob_x = log_prob_y - num_dims * math.log(num_levels)\n"
+         "    return -log_prob_x / (num_dims * math.log(2))",
+         "    nats = -(log_prob_y - num_dims * math.log(num_levels)) / num_dims\n"
+         "    return nats / math.log(2.0)"),
+    ],
     "float32_dequantize": [
         ("    x = x.float() if not x.is_floating_point() else x\n    return (x + torch.rand_like(x)) / num_levels",
          "    return (x.float() + torch.rand(x.shape)) / num_levels"),

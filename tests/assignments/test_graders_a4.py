@@ -77,6 +77,28 @@ _TEMPERATURE = """    eps = flow.base.sample(n)  # N(0, I), in the flow's dtype 
     return x"""
 
 ALTERNATIVES = {
+    # issue 27: styles that must also pass the float32 and the C = 20 / 40 cases
+    "indexing_broadcast_and_solve_per_pixel": [
+        (_ACTNORM_FORWARD, """        scale = torch.exp(-self.log_scale)[None, :, None, None]
+        z = (x - self.loc[None, :, None, None]) * scale
+        logdet = -x.shape[2] * x.shape[3] * self.log_scale.sum()
+        return z, logdet * torch.ones(x.shape[0], dtype=x.dtype)"""),
+        (_CONV_INVERSE, """        b, c, h, w = z.shape
+        x = torch.linalg.solve(self.weight(), z.reshape(b, c, h * w)).reshape(b, c, h, w)
+        pixels = h * w
+        return x, -pixels * self.log_abs_diag.sum() * torch.ones_like(z[:, 0, 0, 0])"""),
+    ],
+    "movedim_matmul_and_logdet_loop": [
+        (_CONV_FORWARD, """        W = self.weight()
+        z = torch.movedim(torch.movedim(x, 1, -1) @ W.T, -1, 1)
+        total = 0.0
+        for c in range(self.log_abs_diag.shape[0]):
+            total = total + self.log_abs_diag[c]
+        pixels = x.shape[2] * x.shape[3]
+        return z, (pixels * total).expand(x.shape[0])"""),
+        (_ACTNORM_INVERSE, """        x = torch.addcmul(loc, z, log_scale.exp())
+        pixels = z.shape[2] * z.shape[3]"""),
+    ],
     "conv2d_solve_and_slogdet": [
         (_CONV_FORWARD, """        W = self.weight()
         c = W.shape[0]

@@ -76,6 +76,30 @@ MASK_SOLUTION = """    i = torch.arange(T).reshape(-1, 1)
     return j < i if strict else j <= i"""
 
 ALTERNATIVES = {
+    # issue 27: styles that must also pass the float32, the D = 16 / 20 / 24 and the T = 40 / 129
+    # cases
+    "comprehensions_tril_and_einsum": [
+        ("    masks = []\n    for m_prev, m in zip(degrees[:-1], degrees[1:]):\n"
+         "        masks.append((m[:, None] >= m_prev[None, :]).float())\n",
+         "    masks = [torch.ge(m.unsqueeze(1), m_prev.unsqueeze(0)).to(torch.float32)\n"
+         "             for m_prev, m in zip(degrees, degrees[1:])]\n"),
+        ("    i = torch.arange(T).reshape(-1, 1)\n    j = torch.arange(T).reshape(1, -1)\n"
+         "    return j < i if strict else j <= i",
+         "    return torch.ones(T, T, dtype=torch.bool).tril(-1 if strict else 0)"),
+        ("    q, k, v = x @ w_q, x @ w_k, x @ w_v\n"
+         "    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n",
+         "    q, k, v = x @ w_q, x @ w_k, x @ w_v\n"
+         "    scores = torch.einsum(\"btd,bsd->bts\", q, k) * q.shape[-1] ** -0.5\n"),
+    ],
+    "fixed_point_until_converged_by_count": [
+        ("        x = torch.zeros_like(z)\n        for _ in range(z.shape[1]):\n",
+         "        x = z.new_zeros(z.shape)\n        passes = 0\n"
+         "        while passes < z.size(-1):\n            passes += 1\n"),
+        ("    degrees = [torch.arange(1, features + 1)]\n    for h in hidden_sizes:\n"
+         "        degrees.append(torch.arange(h) % (features - 1) + 1)\n    return degrees",
+         "    return [torch.arange(features) + 1] + [\n"
+         "        torch.remainder(torch.arange(h), features - 1) + 1 for h in hidden_sizes]"),
+    ],
     "python_loops_and_float64": [
         (MADE_SOLUTION,
          "    out = [torch.tensor([d + 1 for d in range(features)])]\n"

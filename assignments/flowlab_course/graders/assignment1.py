@@ -16,9 +16,13 @@ The student's functions run in their kernel on inputs chosen here; every value i
 with the formula (plain torch in float64).  Each part checks fixed adversarial cases — points on
 both sides of the support and at its edges, slopes below and above 1, diagonals with an odd and
 an even number of negative entries (:math:`\det L < 0` and :math:`> 0`), sizes 1 and odd,
-permutations that are not their own inverse — besides fresh random ones, so that a mistake is
-caught at every grading.  A forward part also checks the gradients (with respect to the input and
-to ``weight``/``bias``): a layer whose values are right but whose graph is cut cannot be trained.
+permutations that are not their own inverse, sizes beyond small constants (a 48-wide leaky ReLU
+with values up to 1e5, n = 16, a 20-cycle), the tails of the densities (|x| up to 1e200) and the
+notebook's float32 — besides fresh random ones.  The fixed cases alone catch every catalogue
+mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`); what each pins down is written
+next to it.  Inputs are the caller's own tensors: an in-place write fails.  A forward part also
+checks the gradients (with respect to the input and to ``weight``/``bias``): a layer whose values
+are right but whose graph is cut cannot be trained.
 """
 
 from __future__ import annotations
@@ -33,13 +37,17 @@ from ..trusted.redaction import Graded
 from .errors import GradingFailure
 from .numerics import expect_close
 from .probes import (
+    as_float32,
+    calls,
     check_batch_independent,
+    fixed_generator,
+    random_cases,
+    tolerance,
     check_named_grads,
     check_tensor,
     fresh_generator,
     randn,
     reference_grads,
-    run,
     set_layer_call,
 )
 
@@ -61,12 +69,21 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 # ---------------------------------------------------------------------------------- densities
-_CALL = "result = __FN__(X.clone())"
-
-
-def _call(k, fn: str, x: Tensor, name: str) -> Tensor:
-    out = run(k, _CALL.replace("__FN__", fn), part=name, what=f"{fn}(x)", X=x)
-    return check_tensor_finite_or_inf(out, x, f"{fn}(x) for x of shape {tuple(x.shape)}", name)
+def _call_all(k, fn: str, xs: list[Tensor], name: str) -> list[Tensor]:
+    """``fn(x)`` for every x in ONE round trip, each x the caller's own tensor (an in-place write
+    fails), each answer a tensor of x's shape AND dtype (float64 answers to the notebook's
+    float32 inputs fail), returned as float64."""
+    outs = calls(k, fn, [[x] for x in xs], part=name, what=f"{fn}(x)")
+    got = []
+    for x, out in zip(xs, outs):
+        what = f"{fn}(x) for a {str(x.dtype).replace('torch.', '')} x of shape {tuple(x.shape)}"
+        if isinstance(out, Tensor) and out.is_floating_point() and out.dtype != x.dtype:
+            raise GradingFailure(
+                f"{what} has dtype {out.dtype}: keep the input's dtype (the notebook works in "
+                "float32): create new tensors with torch.zeros_like(x) / torch.full_like(x, ...) "
+                "or dtype=x.dtype, not a hard-coded float64.", name)
+        got.append(check_tensor_finite_or_inf(out, x.to(torch.float64), what, name))
+    return got
 
 
 def check_tensor_finite_or_inf(value, x: Tensor, what: str, name: str) -> Tensor:
@@ -88,29 +105,48 @@ def check_tensor_finite_or_inf(value, x: Tensor, what: str, name: str) -> Tensor
     return check_tensor(value, tuple(x.shape), what, name)
 
 
-#: Points on both sides of the support (0, 1), at its edges and far away.
-UNIFORM_FIXED = (-10.0, -3.0, -1.0, -0.5, -1e-3, 0.0, 1e-4, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.999,
-                 1.001, 1.5, 2.0, 4.0, 100.0)
+#: Points on both sides of the support (0, 1), at its edges and far away (|x| up to 1e30).
+UNIFORM_FIXED = (-1e30, -10.0, -3.0, -1.0, -0.5, -1e-3, 0.0, 1e-30, 1e-4, 0.01, 0.1, 0.25, 0.5,
+                 0.75, 0.9, 0.999, 1.001, 1.5, 2.0, 4.0, 100.0, 1e30)
 
 
 def _uniform_inputs(gen: torch.Generator) -> list[Tensor]:
+    """The fixed inputs, each pinning a property (then fresh random ones, unless fixed-only):
+
+    ============================  ====================================================
+    the fixed points, 1-D          the support's edges 0 and 1 from both sides, |x| = 1e30
+    a (3, 4, 3) tensor             elementwise on any shape (no flattening, no sum)
+    a 0-d tensor                   a single number
+    a (40, 25) tensor, float64     sizes beyond any small constant (1000 values)
+    the fixed points, float32      the notebook's own dtype: the answer keeps it
+    ============================  ====================================================
+    """
     fixed = torch.tensor(UNIFORM_FIXED, dtype=torch.float64)
-    rand = torch.cat([
-        torch.rand(60, generator=gen, dtype=torch.float64),             # inside (0, 1)
-        torch.rand(20, generator=gen, dtype=torch.float64) * 3 + 1.0,   # beyond 1
-        -torch.rand(20, generator=gen, dtype=torch.float64) * 3 - 1e-3,  # below 0
-    ])
-    rand = rand[rand != 1.0]
-    return [fixed, rand.reshape(-1, 1) if rand.numel() % 4 else rand.reshape(4, -1),
-            torch.cat([fixed, fixed.flip(0)])[:36].reshape(3, 4, 3), fixed[7:8].reshape(())]
+    fg = fixed_generator("density_uniform")
+    big = torch.rand(40, 25, generator=fg, dtype=torch.float64) * 3 - 1
+    out = [fixed, torch.cat([fixed, fixed.flip(0)])[:36].reshape(3, 4, 3), fixed[10:11].reshape(()),
+           big, fixed.to(torch.float32)]
+    if random_cases():
+        rand = torch.cat([
+            torch.rand(60, generator=gen, dtype=torch.float64),             # inside (0, 1)
+            torch.rand(20, generator=gen, dtype=torch.float64) * 3 + 1.0,   # beyond 1
+            -torch.rand(20, generator=gen, dtype=torch.float64) * 3 - 1e-3,  # below 0
+        ])
+        rand = rand[rand != 1.0]
+        out.append(rand.reshape(-1, 1) if rand.numel() % 4 else rand.reshape(4, -1))
+    return out
 
 
 @part("density_uniform", defines=("density_sqrt_uniform",))
 def grade_density_uniform(k) -> None:
     name = "density_uniform"
     gen = fresh_generator()
-    for x in _uniform_inputs(gen):
-        p = _call(k, "density_sqrt_uniform", x, name)
+    inputs = _uniform_inputs(gen)
+    grid = torch.linspace(-0.5, 1.5, 4001, dtype=torch.float64)
+    answers = _call_all(k, "density_sqrt_uniform", inputs + [grid], name)
+    for x, p in zip(inputs, answers):
+        tol = {"atol": 1e-6, "rtol": 1e-6} if x.dtype == torch.float64 else tolerance(x)
+        x = x.to(torch.float64)
         inside = (x > 0) & (x < 1)
         zero = torch.zeros_like(x)
         expected = torch.where(inside, 2 * x, zero)
@@ -131,10 +167,9 @@ def grade_density_uniform(k) -> None:
              "p_Z(f(x)) * |f'(x)| = 1 * 2x."),
         ]
         expect_close(p, expected, f"p_X(x) for x of shape {tuple(x.shape)}", part=name,
-                     atol=1e-6, rtol=1e-6, hints=hints)
+                     hints=hints, **tol)
     # The density integrates to 1: a Riemann sum on a grid, as a second opinion.
-    grid = torch.linspace(-0.5, 1.5, 4001, dtype=torch.float64)
-    pg = _call(k, "density_sqrt_uniform", grid, name)
+    pg = answers[-1]
     mass = float(torch.trapezoid(pg, grid))
     if not abs(mass - 1.0) < 1e-2:
         raise GradingFailure(f"p_X integrates to {mass:.3f}, not 1.", name)
@@ -143,6 +178,11 @@ def grade_density_uniform(k) -> None:
 #: Positive points around 1, tiny and huge ones; zero, negative zero and negatives.
 LOGNORMAL_FIXED = (1.0, math.e, 1 / math.e, 0.5, 2.0, 1e-3, 1e-6, 7.5, 50.0, 1e3, 0.0, -0.0,
                    -1e-9, -0.5, -1.0, -5.0)
+#: The tails, where log p_X is far below the log of the smallest positive float: the density
+#: itself underflows to 0 there, so only a log-density computed directly (not log(p)) is right.
+LOGNORMAL_TAILS = (1e-200, 1e-30, 1e-9, 1e9, 1e30, 1e200, 3.0, -1e200)
+#: The notebook's dtype: float32 underflows far earlier (p < 1e-45 from |log x| > 14).
+LOGNORMAL_FLOAT32 = (1.0, 0.25, 4.0, 1e-9, 1e-20, 1e9, 1e20, 0.0, -2.0)
 
 
 def _log_normal(v: Tensor) -> Tensor:
@@ -154,10 +194,17 @@ def grade_density_lognormal(k) -> None:
     name = "density_lognormal"
     gen = fresh_generator()
     fixed = torch.tensor(LOGNORMAL_FIXED, dtype=torch.float64)
-    rand = torch.cat([torch.exp(randn(gen, 60, scale=1.5)),
-                      -torch.rand(10, generator=gen, dtype=torch.float64) * 2])
-    for x in (fixed, rand.reshape(7, 10), fixed.reshape(4, 2, 2)):
-        lp = _call(k, "log_density_exp_normal", x, name)
+    # fixed: the points above (1-D and as a (4, 2, 2) tensor: elementwise), the tails, float32
+    inputs = [fixed, fixed.reshape(4, 2, 2), torch.tensor(LOGNORMAL_TAILS, dtype=torch.float64),
+              torch.tensor(LOGNORMAL_FLOAT32, dtype=torch.float32)]
+    if random_cases():
+        rand = torch.cat([torch.exp(randn(gen, 60, scale=1.5)),
+                          -torch.rand(10, generator=gen, dtype=torch.float64) * 2])
+        inputs.append(rand.reshape(7, 10))
+    answers = _call_all(k, "log_density_exp_normal", inputs, name)
+    for x, lp in zip(inputs, answers):
+        tol = {"atol": 1e-6, "rtol": 1e-6} if x.dtype == torch.float64 else tolerance(x)
+        x = x.to(torch.float64)
         pos = x > 0
         safe = torch.where(pos, x, torch.ones_like(x))
         minf = torch.full_like(x, -math.inf)
@@ -194,7 +241,7 @@ def grade_density_lognormal(k) -> None:
              "This is the density p_X(x), not its log."),
         ]
         expect_close(lp, expected, f"log p_X(x) for x of shape {tuple(x.shape)}", part=name,
-                     atol=1e-6, rtol=1e-6, hints=hints)
+                     hints=hints, **tol)
 
 
 # ---------------------------------------------------------------------------------- leaky ReLU
@@ -202,19 +249,31 @@ def grade_density_lognormal(k) -> None:
 LEAKY_SLOPES = (0.1, 2.0, 0.5)
 
 
-def _leaky_cases(gen: torch.Generator):
-    """``(slope, x)``: every row has a negative and a positive entry; sizes 1, 5, 7."""
-    slopes = list(LEAKY_SLOPES) + [float(0.05 + 2.5 * torch.rand((), generator=gen, dtype=torch.float64))]
-    widths = (5, 1, 7, 4)
-    for slope, width in zip(slopes, widths):
-        x = randn(gen, 8, width, scale=2.0)
+#: The fixed cases ``(slope, width, dtype)`` and what each pins down:
+#: 0.1 / 5 — the default slope; 2.0 / 1 — a slope above 1, one feature; 0.5 / 7 — an odd size;
+#: 0.3 / 48, float32 — the notebook's dtype, a width beyond any small constant, values up to 1e6.
+LEAKY_CASES = ((0.1, 5, torch.float64), (2.0, 1, torch.float64), (0.5, 7, torch.float64),
+               (0.3, 48, torch.float32))
+
+
+def _leaky_cases(gen: torch.Generator, name: str):
+    """``(slope, x)``: every row has a negative and a positive entry (then a random slope)."""
+    fg = fixed_generator(name)
+    cases = [(slope, width, dtype, fg) for slope, width, dtype in LEAKY_CASES]
+    if random_cases():
+        cases.append((float(0.05 + 2.5 * torch.rand((), generator=gen, dtype=torch.float64)), 4,
+                      torch.float64, gen))
+    for slope, width, dtype, g in cases:
+        x = randn(g, 8, width, scale=2.0)
+        if width > 40:
+            x[:, 20:] *= 1e5  # far beyond the usual range: no clamping, no saturation
         if width > 1:
             x[:, 0] = -x[:, 0].abs() - 0.1
             x[:, 1] = x[:, 1].abs() + 0.1
         else:
             x[::2, 0] = -x[::2, 0].abs() - 0.1
             x[1::2, 0] = x[1::2, 0].abs() + 0.1
-        yield slope, x
+        yield slope, x.to(dtype)
 
 
 def _side(slope: float) -> str:
@@ -231,15 +290,18 @@ def _leaky_ref(x: Tensor, a: float) -> tuple[Tensor, Tensor]:
 def grade_leaky_forward(k) -> None:
     name = "leaky_forward"
     gen = fresh_generator()
-    for slope, x in _leaky_cases(gen):
+    for slope, x in _leaky_cases(gen, name):
         x = x.clone()
         x[0, -1] = 0.0  # the kink: h(0) = 0 from both sides (sample 0 is not compared for log-dets)
         ans = set_layer_call(k, "LeakyReLU", "forward", x, args=[slope], grads=(), part=name,
                              reference=POINTWISE, what="LeakyReLU(negative_slope)")
         check_batch_independent(ans)
+        tol = tolerance(x)  # relative: the float32 case's values reach 1e5
+        x = x.to(torch.float64)
         z_ref, ld_ref = _leaky_ref(x, slope)
         neg = (x < 0).to(x.dtype)
-        expect_close(ans.y, z_ref, f"forward with a slope a {_side(slope)} 1: z = h(x)", part=name, hints=[
+        expect_close(ans.y, z_ref, f"forward with a slope a {_side(slope)} 1: z = h(x)",
+                     part=name, **tol, hints=[
             (torch.where(x >= 0, x, x / slope), "You divided by the slope: forward multiplies "
              "negative inputs by a, the inverse divides."),
             (torch.where(x >= 0, slope * x, x), "You scaled the positive inputs: h(x) = x for "
@@ -263,7 +325,8 @@ def grade_leaky_forward(k) -> None:
              "log|h'(x)| = log a there."),
         ]
         expect_close(ans.ld[rows], ld_ref[rows], "forward: log|det Df(x)| = sum over x_i < 0 of "
-                     "log a", part=name, hints=[(w[rows], s) for w, s in ld_hints])
+                     "log a", part=name, hints=[(w[rows], s) for w, s in ld_hints],
+                     **tolerance(ans.y, 10.0))
         grads = reference_grads(lambda v: _leaky_ref(v, slope), x, {}, ans.w_out, ans.w_ld)
         ans.grads = {k_: (g[1:] if isinstance(g, Tensor) else g)
                      for k_, g in (ans.grads or {}).items()}
@@ -274,15 +337,18 @@ def grade_leaky_forward(k) -> None:
 def grade_leaky_inverse(k) -> None:
     name = "leaky_inverse"
     gen = fresh_generator()
-    for slope, z in _leaky_cases(gen):
+    for slope, z in _leaky_cases(gen, name):
         ans = set_layer_call(k, "LeakyReLU", "inverse", z, args=[slope], part=name,
                              reference=POINTWISE, what="LeakyReLU(negative_slope)")
         check_batch_independent(ans)
+        tol = tolerance(z)  # relative: the float32 case's values reach 1e5
+        ld_tol = tolerance(z, 10.0)
+        z = z.to(torch.float64)
         x_ref = torch.where(z >= 0, z, z / slope)
         neg = (z < 0).to(z.dtype)
         ld_ref = -(neg * math.log(slope)).sum(1)
         expect_close(ans.y, x_ref, f"inverse with a slope a {_side(slope)} 1: x = h^{{-1}}(z)", part=name,
-                     hints=[
+                     **tol, hints=[
                          (torch.where(z >= 0, z, z * slope), "You multiplied by the slope again: "
                           "the inverse of x -> a x is z -> z / a."),
                          (torch.where(z >= 0, z / slope, z), "You divided the positive values: "
@@ -291,7 +357,7 @@ def grade_leaky_inverse(k) -> None:
                           "self.negative_slope, not a fixed 0.1."),
                      ])
         expect_close(ans.ld, ld_ref, "inverse: log|det Dg(z)| = -(number of negative z_i) * "
-                     "log a", part=name, hints=[
+                     "log a", part=name, **ld_tol, hints=[
                          (-ld_ref, "It has the wrong sign: the inverse returns log|det Dg(z)| = "
                           "-log|det Df(x)|."),
                          (ld_ref.sum().expand_as(ld_ref), "It looks summed over the whole batch: "
@@ -311,22 +377,35 @@ TRIANGULAR_DIAGONALS = (
     (-1.0, -2.0, -0.5, -1.5),
     (-3.0,),
     (0.7, 1.3, 2.2, 0.6, 1.1),
+    # n = 16, beyond any small constant (a loop or a slice that stops early), three negatives
+    (1.2, -0.8, 1.5, 0.9, 1.1, -1.3, 0.7, 1.4, 1.0, 0.8, 1.6, -0.9, 1.2, 1.1, 0.75, 1.3),
 )
+#: the notebook's dtype: the size-5 diagonal again with float32 weights and inputs
+TRIANGULAR_FLOAT32 = (-0.9, 1.3, 2.2, -0.6, 1.1)
 
 
-def _triangular_cases(gen: torch.Generator):
-    """``(weight, bias)``: the fixed diagonals, then a random size with random signs."""
-    diagonals = [torch.tensor(d, dtype=torch.float64) for d in TRIANGULAR_DIAGONALS]
-    n = int(torch.randint(2, 8, (), generator=gen))
-    d = torch.exp(randn(gen, n, scale=0.4)) * torch.where(
-        torch.rand(n, generator=gen, dtype=torch.float64) < 0.5, -1.0, 1.0)
-    diagonals.append(d)
-    for diag in diagonals:
+def _triangular_cases(gen: torch.Generator, name: str):
+    """``(weight, bias, x)``: the fixed diagonals (float64, then float32), then, unless
+    fixed-only, a random size with random signs.  The float32 case's weight and bias are already
+    rounded to float32 (the values the layer holds), its x is float32."""
+    fg = fixed_generator(name)
+    cases = [(torch.tensor(d, dtype=torch.float64), torch.float64, fg)
+             for d in TRIANGULAR_DIAGONALS]
+    cases.append((torch.tensor(TRIANGULAR_FLOAT32, dtype=torch.float64), torch.float32, fg))
+    if random_cases():
+        n = int(torch.randint(2, 8, (), generator=gen))
+        d = torch.exp(randn(gen, n, scale=0.4)) * torch.where(
+            torch.rand(n, generator=gen, dtype=torch.float64) < 0.5, -1.0, 1.0)
+        cases.append((d, torch.float64, gen))
+    for diag, dtype, g in cases:
         n = diag.numel()
-        w = randn(gen, n, n, scale=0.6)
+        w = randn(g, n, n, scale=0.6 if n < 10 else 0.15)
         w = w + torch.triu(torch.full((n, n), 2.0, dtype=torch.float64), 1)  # above: ignored
         w[range(n), range(n)] = diag
-        yield w, randn(gen, n)
+        b, x = randn(g, n), randn(g, 9, n)
+        if dtype == torch.float32:
+            w, b, x = as_float32(w), as_float32(b), x.to(dtype)
+        yield w, b, x
 
 
 def _tri_ref(x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -344,14 +423,15 @@ _TRI_NAN = ("The diagonal of L may be negative: log|det L| = sum_i log|L_ii| nee
 def grade_triangular_forward(k) -> None:
     name = "triangular_forward"
     gen = fresh_generator()
-    for w, b in _triangular_cases(gen):
+    for w, b, x in _triangular_cases(gen, name):
         n = w.shape[0]
-        x = randn(gen, 9, n)
         ans = set_layer_call(k, "TriangularLinear", "forward", x, args=[n],
                              tensors={"weight": w, "bias": b}, layouts=_TRI_LAYOUT,
                              grads=("weight", "bias"), part=name, reference=LINEAR,
                              what=f"TriangularLinear({n})", nan_hint=_TRI_NAN)
         check_batch_independent(ans)
+        tol = tolerance(x, 10.0)
+        x = x.to(torch.float64)
         z_ref, ld_ref = _tri_ref(x, w, b)
         L = torch.tril(w)
         hints = [
@@ -362,7 +442,8 @@ def grade_triangular_forward(k) -> None:
             (x @ L.T, "You forgot the shift: z = L x + b."),
             (x @ L.T - b, "The shift is added: z = L x + b."),
         ]
-        expect_close(ans.y, z_ref, f"forward with n = {n}: z = L x + b", part=name, hints=hints)
+        expect_close(ans.y, z_ref, f"forward with n = {n}: z = L x + b", part=name, hints=hints,
+                     **tol)
         diag = torch.diagonal(L)
         ld_hints = [
             (torch.linalg.slogdet(w)[1].expand_as(ld_ref), "This is log|det| of the whole weight "
@@ -377,7 +458,7 @@ def grade_triangular_forward(k) -> None:
             (torch.zeros_like(ld_ref), "It is zero: a linear map changes volume by |det L|."),
         ]
         expect_close(ans.ld, ld_ref, "forward: log|det Df(x)| = sum_i log|L_ii|", part=name,
-                     hints=ld_hints)
+                     hints=ld_hints, **tol)
         expected = reference_grads(_tri_ref, x, {"weight": w, "bias": b}, ans.w_out, ans.w_ld)
         check_named_grads(ans, expected)
 
@@ -386,15 +467,18 @@ def grade_triangular_forward(k) -> None:
 def grade_triangular_inverse(k) -> None:
     name = "triangular_inverse"
     gen = fresh_generator()
-    for w, b in _triangular_cases(gen):
+    for w, b, x_true in _triangular_cases(gen, name):
         n = w.shape[0]
         L = torch.tril(w)
-        x_true = randn(gen, 9, n)
-        z = x_true @ L.T + b
+        dtype = x_true.dtype
+        z = (x_true.to(torch.float64) @ L.T + b).to(dtype)
+        tol = tolerance(z, 10.0)
+        x_true = torch.linalg.solve_triangular(L, (z.to(torch.float64) - b).T, upper=False).T
         ans = set_layer_call(k, "TriangularLinear", "inverse", z, args=[n],
                              tensors={"weight": w, "bias": b}, layouts=_TRI_LAYOUT, part=name,
                              reference=LINEAR, what=f"TriangularLinear({n})", nan_hint=_TRI_NAN)
         check_batch_independent(ans)
+        z = z.to(torch.float64)
         hints = [
             (torch.linalg.solve(L, z.T).T - b, "Subtract the shift b BEFORE solving: "
              "x = L^{-1}(z - b), not L^{-1} z - b."),
@@ -407,10 +491,10 @@ def grade_triangular_inverse(k) -> None:
             ((z - b) @ L.T, "You multiplied by L again: the inverse solves L x = z - b."),
         ]
         expect_close(ans.y, x_true, f"inverse with n = {n}: x = L^{{-1}}(z - b)", part=name,
-                     hints=hints)
+                     hints=hints, **tol)
         ld_ref = -torch.log(torch.diagonal(L).abs()).sum().expand(z.shape[0])
         expect_close(ans.ld, ld_ref, "inverse: log|det Dg(z)| = -sum_i log|L_ii|", part=name,
-                     hints=[
+                     **tol, hints=[
                          (-ld_ref, "It has the wrong sign: the inverse returns -log|det L|."),
                          (torch.linalg.slogdet(w)[1].neg().expand_as(ld_ref), "This uses the "
                           "whole weight matrix; L is its lower triangle."),
@@ -423,11 +507,15 @@ def grade_triangular_inverse(k) -> None:
 
 # ---------------------------------------------------------------------------------- permutation
 #: 3-cycles and a 5-cycle (not their own inverse), size 1, a swap.
-PERMUTATIONS = ((1, 2, 0), (2, 0, 1), (0,), (1, 0), (3, 0, 4, 1, 2))
+#: A 20-cycle (beyond any small constant), used in float64 and float32 (the notebook's dtype).
+PERMUTATIONS = ((1, 2, 0), (2, 0, 1), (0,), (1, 0), (3, 0, 4, 1, 2),
+                tuple((7 * i + 3) % 20 for i in range(20)))
 
 
 def _permutations(gen: torch.Generator):
-    perms = [torch.tensor(p) for p in PERMUTATIONS]
+    perms = [torch.tensor(p) for p in PERMUTATIONS] + [torch.tensor(PERMUTATIONS[-1])]
+    if not random_cases():
+        return perms
     n = int(torch.randint(4, 9, (), generator=gen))
     while True:
         p = torch.randperm(n, generator=gen)
@@ -440,9 +528,13 @@ def _permutations(gen: torch.Generator):
 def grade_permutation(k) -> None:
     name = "permutation"
     gen = fresh_generator()
-    for perm in _permutations(gen):
+    fg = fixed_generator(name)
+    perms = _permutations(gen)
+    for i, perm in enumerate(perms):
         n = perm.numel()
-        x = randn(gen, 7, n)
+        x = randn(fg if i <= len(PERMUTATIONS) else gen, 7, n)
+        if i == len(PERMUTATIONS):
+            x = x.to(torch.float32)
         what = "Permutation(perm)"
         involution = torch.equal(perm[perm], torch.arange(n))
         kind = f"of size {n}" + ("" if involution else " (not its own inverse)")

@@ -14,8 +14,10 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`):
   ``batch_size``, random batches over all the data, the NLL, one step per iteration?) and then on
   flowlab's RealNVP on two moons, scored here by the test NLL of the weights it sends back.
 
-Every part checks fixed adversarial cases (every mask position and parity, odd sizes) besides
-fresh random ones, so that a mistake is caught at every grading.  Convention of the notebook:
+Every part checks fixed adversarial cases (every mask position and parity, odd sizes, 24 features,
+float32 — see ``BIG_MASK``/``FLOAT32_MASK``) besides fresh random ones; the fixed cases alone
+catch every catalogue mistake (``FLOWLAB_GRADER_FIXED_ONLY=1``, see :mod:`.probes`).
+Convention of the notebook:
 ``mask`` is a boolean tensor, ``True`` marks :math:`x_A` (kept, fed to the conditioner).
 """
 
@@ -33,6 +35,9 @@ from .errors import GradingFailure
 from .numerics import expect_close
 from .probes import (
     check_batch_independent,
+    fixed_generator,
+    random_cases,
+    tolerance,
     check_grads,
     fresh_generator,
     layer_call,
@@ -75,20 +80,31 @@ FIXED_MASKS = (
 )
 
 
-def _cases(params_per_feature: int):
-    """``(mask, conditioner spec, conditioner module, x)``: the fixed masks, then random ones."""
-    gen = fresh_generator()
-    masks = [torch.tensor(m) for m in FIXED_MASKS]
-    for features in (3, 6):
+#: Beyond FIXED_MASKS (float64), what each extra fixed case pins down:
+#: 24 features, 16 of them transformed — sizes beyond any small constant (a slice [:, :8]);
+#: 7 features in float32 — the notebook's own dtype (the answer keeps it, float32 tolerances).
+BIG_MASK = [i % 3 == 0 for i in range(24)]
+FLOAT32_MASK = [True, False, False, True, False, True, False]
+
+
+def _cases(params_per_feature: int, name: str):
+    """``(mask, conditioner spec, conditioner module, x, dtype)``: the fixed masks (their weights
+    and inputs from a constant seed), then, unless fixed-only, random ones.  ``x`` is float64;
+    the layer is called on ``x.to(dtype)``."""
+    fg, gen = fixed_generator(name), fresh_generator()
+    cases = [(torch.tensor(m), torch.float64, fg) for m in FIXED_MASKS]
+    cases += [(torch.tensor(BIG_MASK), torch.float64, fg),
+              (torch.tensor(FLOAT32_MASK), torch.float32, fg)]
+    for features in (3, 6) if random_cases() else ():
         while True:
             m = torch.rand(features, generator=gen) < 0.5
             if 0 < int(m.sum()) < features:
-                masks.append(m)
+                cases.append((m, torch.float64, gen))
                 break
-    for mask in masks:
+    for mask, dtype, g in cases:
         n_a, n_b = int(mask.sum()), int((~mask).sum())
-        spec, module = mlp(gen, n_a, params_per_feature * n_b)
-        yield mask, spec, module, randn(gen, 7, mask.numel())
+        spec, module = mlp(g, n_a, params_per_feature * n_b)
+        yield mask, spec, module, randn(g, 7, mask.numel()), dtype
 
 
 def _split(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,10 +134,11 @@ def _nan_like(t: Tensor) -> Tensor:
 @part("additive_forward", defines=("AdditiveCoupling",), reference=ADDITIVE)
 def grade_additive_forward(k) -> None:
     name = "additive_forward"
-    for mask, spec, cond, x in _cases(1):
-        ans = layer_call(k, "AdditiveCoupling", "forward", x, args=[mask], cond=spec,
+    for mask, spec, cond, x, dtype in _cases(1, name):
+        ans = layer_call(k, "AdditiveCoupling", "forward", x.to(dtype), args=[mask], cond=spec,
                          part=name, reference=ADDITIVE)
         check_batch_independent(ans)
+        tol, x = tolerance(x.to(dtype), 10.0), x.to(dtype).to(torch.float64)
         z_ref, ld_ref = _reference("additive", mask, cond)(x)
         x_a, x_b = _split(x, mask)
         with torch.no_grad():
@@ -137,29 +154,34 @@ def grade_additive_forward(k) -> None:
                  "the shifted x_B."),
             ]
         expect_close(ans.y, z_ref.detach(), f"forward with mask {mask.tolist()}: "
-                     "z = [x_A, x_B + t(x_A)]", part=name, hints=hints)
-        expect_close(ans.ld, ld_ref.detach(), "forward: log|det Df| (= 0 for a shift)", part=name)
+                     "z = [x_A, x_B + t(x_A)]", part=name, hints=hints, **tol)
+        expect_close(ans.ld, ld_ref.detach(), "forward: log|det Df| (= 0 for a shift)", part=name,
+                     **tol)
         check_grads(ans, cond, z_ref, ld_ref)
 
 
 @part("additive_inverse", defines=("AdditiveCoupling",), reference=ADDITIVE)
 def grade_additive_inverse(k) -> None:
     name = "additive_inverse"
-    for mask, spec, cond, x in _cases(1):
+    for mask, spec, cond, x, dtype in _cases(1, name):
         ref = _reference("additive", mask, cond)
         with torch.no_grad():
             z, _ = ref(x)
+        z = z.to(dtype)
         ans = layer_call(k, "AdditiveCoupling", "inverse", z, args=[mask], cond=spec,
                          part=name, reference=ADDITIVE)
         check_batch_independent(ans)
+        tol, z = tolerance(z, 10.0), z.to(torch.float64)
+        with torch.no_grad():
+            x = ref.inverse(z)[0]  # the exact inverse of the (rounded) z sent
         z_a, z_b = _split(z, mask)
         with torch.no_grad():
             hints = [(_merge(z_a, z_b + cond(z_a), mask), "The inverse SUBTRACTS the shift: "
                       "x_B = z_B - t(z_A).")]
         expect_close(ans.y, x, f"inverse with mask {mask.tolist()}: x = [z_A, z_B - t(z_A)]",
-                     part=name, hints=hints)
+                     part=name, hints=hints, **tol)
         expect_close(ans.ld, torch.zeros(z.shape[0], dtype=z.dtype), "inverse: log|det Dg| "
-                     "(= 0 for a shift)", part=name)
+                     "(= 0 for a shift)", part=name, **tol)
         x_ref, ld_ref = ref.inverse(z)
         check_grads(ans, cond, x_ref, ld_ref)
 
@@ -167,10 +189,11 @@ def grade_additive_inverse(k) -> None:
 @part("affine_forward", defines=("AffineCoupling",), reference=AFFINE)
 def grade_affine_forward(k) -> None:
     name = "affine_forward"
-    for mask, spec, cond, x in _cases(2):
-        ans = layer_call(k, "AffineCoupling", "forward", x, args=[mask], cond=spec,
+    for mask, spec, cond, x, dtype in _cases(2, name):
+        ans = layer_call(k, "AffineCoupling", "forward", x.to(dtype), args=[mask], cond=spec,
                          part=name, reference=AFFINE)
         check_batch_independent(ans)
+        tol, x = tolerance(x.to(dtype), 10.0), x.to(dtype).to(torch.float64)
         z_ref, ld_ref = _reference("affine", mask, cond)(x)
         x_a, x_b = _split(x, mask)
         with torch.no_grad():
@@ -185,7 +208,7 @@ def grade_affine_forward(k) -> None:
                 (_merge(x_a, x_b * torch.exp(-s) + t, mask), "The forward scale is exp(+s)."),
             ]
         expect_close(ans.y, z_ref.detach(), f"forward with mask {mask.tolist()}: "
-                     "z_B = x_B * exp(s) + t", part=name, hints=hints)
+                     "z_B = x_B * exp(s) + t", part=name, hints=hints, **tol)
         with torch.no_grad():
             ld_hints = [(t.sum(dim=1), "You summed t; log|det Df| = sum_i s_i (the shift does not "
                          "change volume)."),
@@ -196,20 +219,25 @@ def grade_affine_forward(k) -> None:
                         (ld_ref.sum().expand_as(ld_ref), "It looks summed over the whole batch: "
                          "each sample has its own log|det|.")]
         expect_close(ans.ld, ld_ref.detach(), "forward: log|det Df| = sum_i s_i", part=name,
-                     hints=ld_hints)
+                     hints=ld_hints, **tol)
         check_grads(ans, cond, z_ref, ld_ref)
 
 
 @part("affine_inverse", defines=("AffineCoupling",), reference=AFFINE)
 def grade_affine_inverse(k) -> None:
     name = "affine_inverse"
-    for mask, spec, cond, x in _cases(2):
+    for mask, spec, cond, x, dtype in _cases(2, name):
         ref = _reference("affine", mask, cond)
         with torch.no_grad():
-            z, ld_f = ref(x)
+            z, _ = ref(x)
+        z = z.to(dtype)
         ans = layer_call(k, "AffineCoupling", "inverse", z, args=[mask], cond=spec,
                          part=name, reference=AFFINE)
         check_batch_independent(ans)
+        tol, z = tolerance(z, 10.0), z.to(torch.float64)
+        with torch.no_grad():
+            x, ld_inv = ref.inverse(z)  # the exact inverse of the (rounded) z sent
+            ld_f = -ld_inv
         z_a, z_b = _split(z, mask)
         with torch.no_grad():
             s, t = cond(z_a).chunk(2, dim=1)
@@ -220,8 +248,9 @@ def grade_affine_inverse(k) -> None:
                  "first subtract t, then divide by exp(s)."),
             ]
         expect_close(ans.y, x, f"inverse with mask {mask.tolist()}: x_B = (z_B - t) * exp(-s)",
-                     part=name, hints=hints)
-        expect_close(ans.ld, -ld_f, "inverse: log|det Dg(z)| = -sum_i s_i", part=name, hints=[
+                     part=name, hints=hints, **tol)
+        expect_close(ans.ld, -ld_f, "inverse: log|det Dg(z)| = -sum_i s_i", part=name, **tol,
+                     hints=[
             (ld_f, "It has the wrong sign: the inverse returns log|det Dg(z)| = -log|det Df(x)|.")])
         x_ref, ld_ref = ref.inverse(z)
         check_grads(ans, cond, x_ref, ld_ref)
