@@ -10,6 +10,8 @@ builder's signature."""
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from .registry import MODELS, ModelSpec, create, get_model, model_names, register_model
@@ -43,6 +45,20 @@ __all__ = [
     "VAE",
     "MODELS", "ModelSpec", "create", "get_model", "model_names", "register_model",
 ]  # fmt: skip
+
+
+class _Package(types.ModuleType):
+    """``import flowlab.models.realnvp`` binds the submodule to this package's attribute of the
+    same name; the builder keeps the name (``flowlab.models.realnvp`` is the function, as
+    ``from flowlab.models import realnvp`` says), whichever is imported first."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
