@@ -208,11 +208,11 @@ class Glow(ImageFlow):
             for none (as Glow itself).  The default :math:`10^{-6}` (RealNVP's for MNIST) was
             measured best at the book's live budget on MNIST-5k and on the digits, against
             0.05, which squeezes a black pixel's dequantization noise into a sliver the flow
-            must stretch, and on MNIST-5k against ``None`` (``benchmarks/NOTES.md``, 8k).
+            must stretch, and on MNIST-5k against ``None`` (``decisions/0004-logit-margin.md``).
         dequantization: ``"uniform"`` or ``"variational"``.
         validate: check inputs (finite, integer levels).
         dropout: dropout in the couplings' conv nets, in training mode only: a regulariser
-            for small data sets (``benchmarks/NOTES.md`` measures it); sample in ``eval()``.
+            for small data sets (``decisions/0008-dropout.md``); sample in ``eval()``.
 
     Example:
         >>> flow = Glow((1, 8, 8), num_levels=17, steps=2, hidden_channels=8)

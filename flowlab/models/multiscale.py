@@ -21,7 +21,7 @@ flowlab therefore squeezes *first* and runs the checkerboard couplings there: th
 the same triangular Jacobians, the same factorisation, but each conditioner convolves a grid
 with 4x fewer positions (its 3x3 kernel sees a 6x6 patch of the original image).  Profiled on
 1x28x28 images, the convolutions are 96 % of a training step, and this cuts the step ~3x
-(``benchmarks/NOTES.md``, section 8).  Height and width must be divisible by
+(``decisions/0005-squeeze-first.md``).  Height and width must be divisible by
 :math:`2^{\text{scales}}`.
 
 **Same-shape latent.**  The factored-out channels are not collected in a list: after the
@@ -230,7 +230,7 @@ class MultiScaleFlow(ImageFlow):
             `arXiv:1902.00275 <https://arxiv.org/abs/1902.00275>`_).
         validate: check inputs (finite, integer levels); switch off for speed.
         dropout: dropout in the couplings' conv nets, in training mode only: a regulariser
-            for small data sets (``benchmarks/NOTES.md`` measures it); sample in ``eval()``.
+            for small data sets (``decisions/0008-dropout.md``); sample in ``eval()``.
 
     Example:
         >>> flow = MultiScaleFlow((1, 8, 8), num_levels=17, hidden_channels=8, blocks=0)

@@ -10,7 +10,7 @@ finite".  A step with a non-finite loss or norm is skipped (no parameter update)
 the likely causes, most likely first.
 
 The cost and the alternative that was dropped (PyTorch's private fused AMP check) are measured
-in ``benchmarks/NOTES.md`` ("Trainer: public gradient check").
+in ``decisions/0002-gradient-health.md``.
 """
 
 from __future__ import annotations

@@ -374,7 +374,7 @@ def choose_threads(
     8x8 digits) the operations are too small to split; and on a busy machine a thread more
     than the free cores waits for a core at every synchronisation (measured: 51 vs 0.8 steps/s
     for the 2-D flow, 1.1 vs < 0.05 for the digits model, on a loaded 2-core machine;
-    ``benchmarks/NOTES.md``, "Trainer: threads and the public gradient check").
+    ``decisions/0001-threads.md``).
 
     Example:
         >>> from torch import nn

@@ -223,7 +223,7 @@ class Logit(Elementwise):
     noise has roughly unit spread (the logarithm of a uniform variable).  The flow has to map
     that noise to :math:`\mathcal N(0, 1)`, so a margin too large for :math:`K` leaves it a
     sliver, here 110 times narrower, to stretch; on MNIST-5k this cost Glow and RealNVP more than a tenth of a
-    bit per dimension (``benchmarks/NOTES.md``, 8k).
+    bit per dimension (``decisions/0004-logit-margin.md``).
 
     Args:
         alpha: the margin :math:`\alpha \in [0, 0.5)`.

@@ -234,7 +234,7 @@ class RQSplineCoupling(Coupling):
     Adam, every step moves each output weight by about the learning rate, so without the
     factor the bins of a 256-wide MLP sharpen within ~100 steps onto the training batches and
     the flow overfits (on logit-space digits: test 2.30 against 2.02 bits/dim after 500 steps;
-    ``benchmarks/NOTES.md``, "Flat spline flows that generalise").  The price is slower
+    ``decisions/0003-spline-param-scale.md``).  The price is slower
     learning where data are plentiful (2-D toys with 20,000 points, 1,200 steps: 0.01-0.04 nats
     behind at equal steps); ``param_scale=1`` gives the raw, faster parameterisation.  With a
     custom ``conditioner`` the default is 1 (pass a value to scale its outputs).
