@@ -150,7 +150,8 @@ class GlowTransform(Transform):
 
     def _prior(self, h: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self.prior(h).chunk(2, dim=1)
-        return mean, log_std
+        # the learnt standard deviation has no upper bound: one bound, both directions (.bounds)
+        return mean, bound_expansion(log_std)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x, _ = self.squeeze(self._check(x, "x"))
@@ -172,7 +173,6 @@ class GlowTransform(Transform):
             z_out, h = z[:, : self.factored], z[:, self.factored :]
             h, logdet = self.next_level.inverse(h)
             mean, log_std = self._prior(h)
-            log_std = bound_expansion(log_std)  # the generative direction's one bound
             z_out = z_out * torch.exp(log_std) + mean
             logdet = logdet + sum_except_batch(log_std)
             z = torch.cat([z_out, h], dim=1)

@@ -227,7 +227,7 @@ class TarFlowBlock(Transform):
         out = self.net(x[:, :-1], context)
         out = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
         mu, alpha = out.chunk(2, dim=-1)
-        return mu, alpha
+        return mu, bound_expansion(alpha)  # alpha has no bound of its own (.bounds)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = self._check(x, "x")
@@ -249,7 +249,7 @@ class TarFlowBlock(Transform):
             # T sequential passes: position t needs x_1..x_{t-1} (recomputed, no KV cache).
             out = self.net(torch.stack(xs, dim=1), context)[:, -1]
             mu, alpha = out.chunk(2, dim=-1)
-            alpha = bound_expansion(alpha)  # the generative direction's one bound
+            alpha = bound_expansion(alpha)  # as in _params: the same bound in both directions
             xs.append(z[:, t] * torch.exp(alpha) + mu)
             logabsdet = logabsdet + alpha.sum(dim=1)
         x = torch.stack(xs, dim=1)

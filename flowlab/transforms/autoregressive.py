@@ -50,7 +50,6 @@ from torch import Tensor
 from ..checks import check_input
 from ..nets.made import MADE
 from .base import Transform
-from .bounds import bound_expansion
 from .splines import rational_quadratic_spline
 
 __all__ = [
@@ -200,19 +199,12 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
             raise ValueError(f"scale_bound must be positive (or None), got {scale_bound}")
         self.scale_bound = None if scale_bound is None else float(scale_bound)
 
-    _samples_in_one_pass = False  # MAF samples with the sequential inverse
-
     def elementwise(self, inputs: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         raw, shift = params.unbind(1)
         s = raw if self.scale_bound is None else torch.tanh(raw / self.scale_bound) * self.scale_bound
-        # The sampling direction's expansion is bounded (.bounds): MAF's sequential inverse,
-        # IAF's one pass (which multiplies by e^s).
-        generative = inverse != self._samples_in_one_pass
         if inverse:
-            m = bound_expansion(-s) if generative else -s
-            return (inputs - shift) * torch.exp(m), m.sum(dim=1)
-        e = bound_expansion(s) if generative else s
-        return inputs * torch.exp(e) + shift, e.sum(dim=1)
+            return (inputs - shift) * torch.exp(-s), -s.sum(dim=1)
+        return inputs * torch.exp(s) + shift, s.sum(dim=1)
 
 
 class InverseAffineAutoregressive(MaskedAffineAutoregressive):
@@ -238,8 +230,6 @@ class InverseAffineAutoregressive(MaskedAffineAutoregressive):
         >>> x.shape
         torch.Size([4, 3])
     """
-
-    _samples_in_one_pass = True  # its generative direction is the one-pass multiplication
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._sequential(self._check(x, "x"), context)

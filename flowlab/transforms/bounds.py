@@ -9,19 +9,20 @@ sigmoid scale :math:`\operatorname{sigmoid}(\tilde s + 2)` has no lower bound --
 smaller scale: the draw overflows to inf/NaN within two layers (5 of 512 draws of the shipped
 ``mnist5k-glow`` at seed 0).
 
-Every affine-type generative direction (:class:`~flowlab.transforms.AffineCoupling`,
-:class:`~flowlab.transforms.MaskedAffineCoupling`, :class:`~flowlab.transforms.GlowCoupling`,
-:class:`~flowlab.transforms.MaskedAffineAutoregressive`,
-:class:`~flowlab.transforms.InverseAffineAutoregressive`, and in :mod:`flowlab.models` the
-learnt prior of Glow's factored-out latents and TarFlow's blocks) therefore clamps :math:`m` to at
-most :data:`MAX_LOG_EXPANSION` :math:`= B = 5` (a factor of at most :math:`e^5 \approx 148`
-per layer) and reports the clamped :math:`m` as its log-determinant, so ``inverse`` stays a
-bijection with the log-determinant of what it computed.  The normalizing direction (the
-density, training, bits/dim) is not touched.  Where the data's own log-scales stay inside the
-bound, ``inverse(forward(x)) == x`` exactly as before: the shipped checkpoints' layers reach
-:math:`m = 3.94` at most on their test sets (``mnist5k-glow``; 2.9 for the others), so their
-test bits/dim and reconstructions are unchanged.  The tanh-bounded layers
-(``scale_bound`` :math:`\le 5`, the defaults 2 and 3) never reach the bound.
+Where a layer's own parameterization leaves that expansion unbounded, the layer bounds it with
+:func:`bound_expansion`, :math:`m \le B =` :data:`MAX_LOG_EXPANSION` :math:`= 5` (a factor of at
+most :math:`e^5 \approx 148` per layer), **in both directions**, so that the layer stays a
+bijection with an exact log-determinant and the density it trains is the one it samples from:
+:class:`~flowlab.transforms.GlowCoupling` with its sigmoid scale (:math:`\log\sigma_s \ge -B`),
+the learnt prior of Glow's factored-out latents (:math:`\log\sigma \le B`) and TarFlow's
+blocks (:math:`\alpha \le B`).  The shipped checkpoints' layers reach :math:`m = 3.94` at most on
+their test sets (``mnist5k-glow``; 2.9 for the others), so their test bits/dim are unchanged.
+
+Layers with a bound of their own are left as they are: the tanh-bounded log-scales
+(``scale_bound``, defaults 2 and 3) never expand by more than :math:`e^{B_s}`.  A layer built with
+``scale_bound=None`` is the textbook, unbounded layer on purpose (the course's assignments
+compare students' layers with it): its sampling can overflow, and :meth:`Flow.sample
+<flowlab.flow.Flow.sample>` then warns with the number of non-finite draws.
 
 Example:
     >>> import torch

@@ -64,7 +64,6 @@ from torch import Tensor, nn
 from ..checks import check_input, reference_tensor
 from ..nets.mlp import MLP
 from .base import Transform, sum_except_batch
-from .bounds import bound_expansion
 from .masks import MaskLike, as_mask
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling"]
@@ -297,8 +296,8 @@ class AffineCoupling(Coupling):
 
     def inverse_transform_b(self, z_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         raw, t = params.chunk(2, dim=1)
-        m = bound_expansion(-self.log_scale(raw))  # one bound for every inverse (.bounds)
-        return (z_b - t) * torch.exp(m), sum_except_batch(m)
+        s = self.log_scale(raw)
+        return (z_b - t) * torch.exp(-s), -sum_except_batch(s)
 
     def extra_repr(self) -> str:
         return f"scale_bound={self.scale_bound}"

@@ -369,6 +369,8 @@ class GlowCoupling(Transform):
         shift, raw = self.conditioner(kept).chunk(2, dim=1)
         if self.scale == "sigmoid":
             log_scale = F.logsigmoid(raw + 2.0) - F.logsigmoid(raw.new_tensor(2.0))
+            # the sigmoid scale has no lower bound: one bound, in both directions (.bounds)
+            log_scale = -bound_expansion(-log_scale)
         else:
             log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)
         return shift, log_scale
@@ -388,9 +390,8 @@ class GlowCoupling(Transform):
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(z.shape)}")
         z_a, z_b = self._split(z)
         shift, log_scale = self._shift_and_log_scale(z_a)
-        m = bound_expansion(-log_scale)  # the sigmoid scale has no lower bound (.bounds)
-        x_b = z_b * torch.exp(m) - shift  # unscale, then unshift
-        return self._cat(z_a, x_b), sum_except_batch(m)
+        x_b = z_b * torch.exp(-log_scale) - shift  # unscale, then unshift
+        return self._cat(z_a, x_b), -sum_except_batch(log_scale)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kept={self.kept}, scale={self.scale!r}"

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from ..checks import check_input
 from ..nets.resnet import ResNet
 from .base import Transform, sum_except_batch
-from .bounds import bound_expansion
 from .masks import Mask
 
 __all__ = [
@@ -281,9 +280,8 @@ class MaskedAffineCoupling(Transform):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = self._check(z, "z")
         shift, log_scale = self._shift_and_log_scale(z * self.mask, context)
-        m = bound_expansion(-log_scale)  # one bound for every generative direction (.bounds)
-        x = (z - shift) * torch.exp(m)
-        return x, sum_except_batch(m)
+        x = (z - shift) * torch.exp(-log_scale)
+        return x, -sum_except_batch(log_scale)
 
     def extra_repr(self) -> str:
         kind = "checkerboard" if self.mask.shape[1] == 1 else "channel"
