@@ -74,7 +74,8 @@ def load_catalogue(path: str, assignment: str) -> list[Mistake]:
     spec = importlib.util.spec_from_file_location("_flowlab_mistake_catalogue", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [Mistake(*m) for m in module.CATALOGUE.get(assignment, [])]
+    # (name, part, old, new): a catalogue entry may carry more fields (the tests' `kind`)
+    return [Mistake(*tuple(m)[:4]) for m in module.CATALOGUE.get(assignment, [])]
 
 
 def _grade_id(cell: Any) -> str | None:
