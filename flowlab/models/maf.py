@@ -25,6 +25,7 @@ from ..transforms.autoregressive import (
     MaskedRQSplineAutoregressive,
 )
 from ..transforms.base import Transform
+from ..transforms.univariate import SCALE_BOUND
 
 __all__ = ["maf", "iaf"]
 
@@ -38,7 +39,7 @@ def maf(
     kind: Kind = "affine",
     context_features: int = 0,
     base: BaseDistribution | None = None,
-    scale_bound: float | None = 2.0,
+    scale_bound: float | None = SCALE_BOUND,
     bins: int = 8,
     bound: float = 3.0,
     validate: bool = True,
@@ -94,7 +95,7 @@ def iaf(
     hidden: Sequence[int] = (128, 128),
     context_features: int = 0,
     base: BaseDistribution | None = None,
-    scale_bound: float | None = 2.0,
+    scale_bound: float | None = SCALE_BOUND,
     validate: bool = True,
 ) -> Flow:
     r"""An inverse autoregressive flow (Kingma et al. 2016, https://arxiv.org/abs/1606.04934):

@@ -28,6 +28,7 @@ from ..transforms.coupling import AdditiveCoupling, AffineCoupling
 from ..transforms.linear import DiagonalLinear, LULinear, RandomPermutation, Reverse
 from ..transforms.masks import AlternatingMask, HalfMask, Mask
 from ..transforms.splines import RQSplineCoupling
+from ..transforms.univariate import SCALE_BOUND
 
 __all__ = ["realnvp", "nsf"]
 
@@ -52,7 +53,7 @@ def realnvp(
     mask: MaskKind = "half",
     mixing: Mixing = None,
     base: BaseDistribution | None = None,
-    scale_bound: float | None = 2.0,
+    scale_bound: float | None = SCALE_BOUND,
     bins: int = 8,
     bound: float | None = None,
     seed: int | None = 0,

@@ -6,9 +6,14 @@ file                   layers
 ``base.py``            the contract: ``Transform``, ``Compose``, ``Inverse``
 ``pointwise.py``       elementwise maps: leaky ReLU, sigmoid, tanh, logit (with a margin)
 ``linear.py``          full, diagonal (elementwise scale), triangular, permutation, LU
+``univariate.py``      the elementwise transformers every coupling and MAF/IAF layer applies:
+                       additive, affine (one parameter order, one bound); the spline's is in
+                       ``splines.py``
 ``masks.py``           which dimensions a coupling layer keeps (x_A) and transforms (x_B)
-``coupling.py``        additive (NICE) and affine (RealNVP) coupling; which coupling when
-``splines.py``         rational-quadratic spline coupling (Durkan et al. 2019)
+``coupling.py``        ``Coupling(mask, transformer)``: additive (NICE), affine (RealNVP); which
+                       coupling when
+``splines.py``         the rational-quadratic spline transformer and its coupling (Durkan et al.
+                       2019)
 ``autoregressive.py``  masked autoregressive layers: MAF, IAF, autoregressive spline
 ``image.py``           squeeze, checkerboard/channel masks, masked convolutional coupling
 ``glow.py``            ActNorm, invertible 1x1 convolution (plain and LU), Glow's coupling
@@ -29,9 +34,10 @@ from .linear import (
     Reverse,
     TriangularLinear,
 )
+from .univariate import Additive, Affine, Univariate
 from .masks import AlternatingMask, HalfMask, Mask, as_mask
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling
-from .splines import RQSplineCoupling, rational_quadratic_spline
+from .splines import RQSpline, RQSplineCoupling, rational_quadratic_spline
 from .autoregressive import (
     InverseAffineAutoregressive,
     MaskedAffineAutoregressive,
@@ -50,6 +56,8 @@ __all__ = [
     # linear
     "LinearTransform", "FullLinear", "DiagonalLinear", "TriangularLinear", "Permutation",
     "RandomPermutation", "Reverse", "PermutedTriangular", "LULinear",
+    # elementwise transformers (coupling and autoregressive layers)
+    "Univariate", "Additive", "Affine", "RQSpline",
     # coupling
     "Mask", "HalfMask", "AlternatingMask", "as_mask", "Coupling", "AdditiveCoupling",
     "AffineCoupling", "RQSplineCoupling", "rational_quadratic_spline",

@@ -5,17 +5,27 @@ With a mask that splits :math:`x` into a kept part :math:`x_A` and a transformed
 
 .. math::
 
-    f(x) = \begin{bmatrix} x_A \\ \hat f\big(x_B \mid \theta(x_A)\big) \end{bmatrix},
+    f(x) = \begin{bmatrix} x_A \\ \tau\big(x_B;\ \theta(x_A)\big) \end{bmatrix},
     \qquad
     Df(x) = \begin{bmatrix} I & 0 \\
-            \frac{\partial}{\partial x_A}\hat f & D\hat f\big(x_B \mid \theta(x_A)\big)
+            \frac{\partial}{\partial x_A}\tau & D\tau\big(x_B;\ \theta(x_A)\big)
             \end{bmatrix},
 
 so the Jacobian is block triangular and
-:math:`\log|\det Df(x)| = \log|\det D\hat f(x_B \mid \theta(x_A))|`, whatever the conditioner
-:math:`\theta` is (an MLP, a CNN, ...: it never has to be inverted).  The inverse reuses
-:math:`\theta` on the unchanged part: :math:`z_A = x_A`, so
-:math:`x_B = \hat f^{-1}(z_B \mid \theta(z_A))`.
+:math:`\log|\det Df(x)| = \sum_{i \in B} \log|\tau'(x_i;\ \theta_i(x_A))|`, whatever the
+conditioner :math:`\theta` is (an MLP, a CNN, ...: it never has to be inverted).  The inverse
+reuses :math:`\theta` on the unchanged part: :math:`z_A = x_A`, so
+:math:`x_B = \tau^{-1}(z_B;\ \theta(z_A))`.
+
+**A coupling is autoregression with two blocks.**  An autoregressive layer
+(:mod:`~flowlab.transforms.autoregressive`) computes :math:`z_i = \tau(x_i;\ \theta_i(x_{<i}))`;
+order the coordinates :math:`A` first, then :math:`B`, and let every :math:`\theta_i` read only
+the first block: that is this layer.  Both hold the same elementwise transformer :math:`\tau`
+(:mod:`~flowlab.transforms.univariate`: :class:`~flowlab.transforms.univariate.Additive`,
+:class:`~flowlab.transforms.univariate.Affine`,
+:class:`~flowlab.transforms.splines.RQSpline`); only the conditioner differs (an MLP that reads
+:math:`x_A`, or a MADE that reads :math:`x_{<i}`), and :class:`Coupling` is
+``Coupling(mask, transformer)``.
 
 **One mask convention everywhere.**  Every coupling takes its mask as a boolean tensor over one
 sample (``True`` = kept, :math:`x_A`, fed to the conditioner; ``False`` = transformed,
@@ -42,9 +52,9 @@ layer                     data     use it for
                                    half the work of a masked coupling
 ========================  =======  =============================================================
 
-:class:`Coupling` implements split / conditioner / concat once; a coupling *transform*
-:math:`\hat f` is a subclass with two methods (``transform_b`` and ``inverse_transform_b``)
-acting on ``(batch, n_B)`` tensors given the conditioner's output.
+:class:`Coupling` implements split / conditioner / concat once, around any
+:class:`~flowlab.transforms.univariate.Univariate` transformer; ``AdditiveCoupling``,
+``AffineCoupling`` and ``RQSplineCoupling`` only pick one (and build a default conditioner).
 
 Performance: the split and merge are slices and one concatenation for the usual half masks
 (see :mod:`~flowlab.transforms.masks`), the input check compares shapes and dtypes only, and
@@ -65,59 +75,68 @@ from ..checks import check_input, reference_tensor
 from ..nets.mlp import MLP
 from .base import Transform, sum_except_batch
 from .masks import MaskLike, as_mask
+from .univariate import SCALE_BOUND, Additive, Affine, Univariate, params_last
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling"]
 
 
 class Coupling(Transform):
-    r"""Base class: :math:`z_A = x_A`, :math:`z_B = \hat f(x_B \mid \theta(x_A))`.
+    r"""A coupling layer: :math:`z_A = x_A`, :math:`z_B = \tau(x_B;\ \theta(x_A))`, with any
+    elementwise transformer :math:`\tau`.
+
+    This is an autoregressive layer (:class:`~flowlab.transforms.autoregressive.MaskedAutoregressive`)
+    with two blocks: the same ``transformer`` object works in both; here its parameters for every
+    coordinate of :math:`x_B` come from :math:`x_A` alone (one conditioner pass in both
+    directions), there from all earlier coordinates.
 
     Args:
         mask: which coordinates are kept (:math:`x_A`, ``True``) and transformed (:math:`x_B`,
             ``False``): a boolean tensor of shape ``event_shape`` (e.g.
             ``torch.tensor([True, False, True, False])``) or a
             :class:`~flowlab.transforms.masks.Mask` (e.g. ``HalfMask(4)``).
-        conditioner: any module mapping ``(batch, n_A)`` to ``(batch, n_B * params_per_feature)``.
+        transformer: the elementwise map :math:`\tau`, a
+            :class:`~flowlab.transforms.univariate.Univariate` such as
+            :class:`~flowlab.transforms.univariate.Affine` (``params_per_feature`` :math:`P`).
+        conditioner: any module mapping ``(batch, n_A)`` to ``(batch, P * n_B)``,
+            parameter-major (the first :math:`n_B` outputs are parameter 0 of every transformed
+            coordinate, and so on; :func:`~flowlab.transforms.univariate.params_last`).
             ``None`` builds an :class:`~flowlab.nets.mlp.MLP` with ``hidden`` layers and a
             zero-initialised output layer, so the coupling starts as the identity (a custom
             conditioner is used as given).
         hidden: hidden sizes of the default MLP conditioner (ignored with a ``conditioner``).
-        params_per_feature: how many parameters :math:`\hat f` needs per transformed coordinate.
         context_features: size of an optional context vector :math:`c` (a conditional flow):
             the conditioner reads :math:`[x_A, c]`, i.e. :math:`\theta(x_A, c)`; pass
             ``context=`` to ``forward``/``inverse`` then.  0: unconditional.
 
-    Subclasses implement ``transform_b(x_b, params) -> (z_b, logabsdet)`` and
-    ``inverse_transform_b(z_b, params) -> (x_b, logabsdet)``.
-
     Example:
-        A coupling whose :math:`\hat f` multiplies :math:`x_B` by 2:
+        RealNVP's coupling is ``Coupling`` with an affine transformer:
 
-        >>> import math
-        >>> class Double(Coupling):
-        ...     def transform_b(self, x_b, params):
-        ...         return 2 * x_b, x_b.new_full((x_b.shape[0],), x_b.shape[1] * math.log(2))
-        ...     def inverse_transform_b(self, z_b, params):
-        ...         return z_b / 2, z_b.new_full((z_b.shape[0],), -z_b.shape[1] * math.log(2))
-        >>> layer = Double(torch.tensor([True, False, False]), hidden=(8,))
-        >>> z, logabsdet = layer(torch.ones(1, 3))
-        >>> z, logabsdet
-        (tensor([[1., 2., 2.]]), tensor([1.3863]))
+        >>> from flowlab.transforms.univariate import Affine
+        >>> layer = Coupling(torch.tensor([True, False, False]), Affine(), hidden=(8,))
+        >>> z, logabsdet = layer(torch.ones(1, 3))     # zero-initialised: the identity
+        >>> z.tolist(), logabsdet.tolist()
+        ([[1.0, 1.0, 1.0]], [0.0])
     """
 
     def __init__(
         self,
         mask: MaskLike,
+        transformer: Univariate,
         conditioner: nn.Module | None = None,
         hidden: Sequence[int] = (256, 256),
-        params_per_feature: int = 1,
         context_features: int = 0,
     ) -> None:
         """Build the layer; the arguments are described in the class docstring."""
         super().__init__()
         mask = as_mask(mask, layer=type(self).__name__)
+        if not isinstance(transformer, Univariate):
+            raise TypeError(
+                f"{type(self).__name__}: transformer must be a flowlab.transforms.univariate."
+                f"Univariate (e.g. Affine()), got {type(transformer).__name__}"
+            )
         self.mask = mask
-        self.params_per_feature = int(params_per_feature)
+        self.transformer = transformer
+        self.params_per_feature = int(transformer.params_per_feature)
         self.context_features = int(context_features)
         self._n_params = mask.features_transformed * self.params_per_feature
         if conditioner is None:
@@ -136,15 +155,8 @@ class Coupling(Transform):
         """Whether the layer reads a context (built with ``context_features > 0``)."""
         return self.context_features > 0
 
-    def transform_b(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`z_B = \hat f(x_B \mid \theta)` and :math:`\log|\det D\hat f|` (batch,)."""
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    def inverse_transform_b(self, z_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`x_B = \hat f^{-1}(z_B \mid \theta)` and :math:`\log|\det D\hat f^{-1}|`."""
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    def _conditioner(self, x_a: Tensor, context: Tensor | None = None) -> Tensor:
+    def _params(self, x_a: Tensor, context: Tensor | None = None) -> Tensor:
+        """The transformer's parameters ``(batch, n_B, P)`` from :math:`x_A` (and the context)."""
         if self.context_features:
             if context is None or context.shape != (x_a.shape[0], self.context_features):
                 raise ValueError(
@@ -161,7 +173,7 @@ class Coupling(Transform):
                 f"sample, expected n_B * params_per_feature = {self.mask.features_transformed} "
                 f"* {self.params_per_feature} = {self._n_params}."
             )
-        return params
+        return params_last(params, self.params_per_feature)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(
@@ -169,8 +181,8 @@ class Coupling(Transform):
             like=self._ref,
         )
         x_a, x_b = self.mask.split(x)
-        z_b, logabsdet = self.transform_b(x_b, self._conditioner(x_a, context))
-        return self.mask.merge(x_a, z_b), logabsdet
+        z_b, ladj = self.transformer(x_b, self._params(x_a, context))
+        return self.mask.merge(x_a, z_b), sum_except_batch(ladj)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(
@@ -178,13 +190,14 @@ class Coupling(Transform):
             like=self._ref,
         )
         z_a, z_b = self.mask.split(z)
-        x_b, logabsdet = self.inverse_transform_b(z_b, self._conditioner(z_a, context))
-        return self.mask.merge(z_a, x_b), logabsdet
+        x_b, ladj = self.transformer.inverse(z_b, self._params(z_a, context))
+        return self.mask.merge(z_a, x_b), sum_except_batch(ladj)
 
 
 class AdditiveCoupling(Coupling):
     r"""NICE's additive coupling (Dinh et al. 2014, https://arxiv.org/abs/1410.8516): a shift
-    computed from :math:`x_A`.
+    computed from :math:`x_A` (a :class:`Coupling` with the
+    :class:`~flowlab.transforms.univariate.Additive` transformer).
 
     .. math::
 
@@ -218,45 +231,41 @@ class AdditiveCoupling(Coupling):
         context_features: int = 0,
     ) -> None:
         """Build the layer; the arguments are described in the class docstring."""
-        super().__init__(mask, conditioner, hidden, params_per_feature=1,
-                         context_features=context_features)
-
-    def transform_b(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return x_b + params, x_b.new_zeros(x_b.shape[0])
-
-    def inverse_transform_b(self, z_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return z_b - params, z_b.new_zeros(z_b.shape[0])
+        super().__init__(mask, Additive(), conditioner, hidden, context_features)
 
 
 class AffineCoupling(Coupling):
     r"""RealNVP's affine coupling (Dinh et al. 2016, https://arxiv.org/abs/1605.08803) with a
-    bounded log-scale.
+    bounded log-scale (a :class:`Coupling` with the
+    :class:`~flowlab.transforms.univariate.Affine` transformer).
 
-    The conditioner outputs :math:`(\tilde s, t) = \theta(x_A)` (in this order: the first
-    :math:`n_B` outputs are the raw log-scales, the last :math:`n_B` the shifts); then
+    The conditioner outputs :math:`(t, \tilde s) = \theta(x_A)` (in this order, flowlab's one
+    affine order: the first :math:`n_B` outputs are the shifts, the last :math:`n_B` the raw
+    log-scales); then
 
     .. math::
 
-        s = c \tanh(\tilde s / c), \qquad z_B = x_B \odot e^{s} + t, \qquad
+        s = B \tanh(\tilde s / B), \qquad z_B = x_B \odot e^{s} + t, \qquad
         \log|\det Df(x)| = \sum_i s_i, \qquad x_B = (z_B - t) \odot e^{-s}.
 
-    Why bound :math:`s` to :math:`(-c, c)` (``scale_bound``, default 2): an unbounded
-    :math:`e^{\tilde s}` can overflow, and early in training a single large :math:`\tilde s`
-    blows up the loss, its gradient and, above all, the inverse :math:`e^{-s}` used for
-    sampling.  The soft clamp :math:`c\tanh(\tilde s/c)` is smooth, equals :math:`\tilde s`
-    near zero (slope 1, so the zero-initialised layer behaves like the plain formula), and
-    limits every layer's scale factor to :math:`(e^{-c}, e^{c})`; stacking layers still
-    reaches any scale.  ``scale_bound=None`` gives the unbounded :math:`s = \tilde s`.
+    Why bound :math:`s` to :math:`(-B, B)` (``scale_bound``, default 3, the one bound of every
+    affine layer in flowlab): an unbounded :math:`e^{\tilde s}` can overflow, and early in
+    training a single large :math:`\tilde s` blows up the loss, its gradient and, above all, the
+    inverse :math:`e^{-s}` used for sampling.  The soft clamp
+    (:func:`~flowlab.transforms.univariate.soft_clamp`) is smooth, equals :math:`\tilde s` near
+    zero (slope 1, so the zero-initialised layer behaves like the plain formula), and limits
+    every layer's scale factor to :math:`(e^{-B}, e^{B})`; stacking layers still reaches any
+    scale.  ``scale_bound=None`` gives the unbounded :math:`s = \tilde s`.
 
     Args:
         mask: boolean tensor over one sample (``True`` = kept :math:`x_A`, fed to the
             conditioner) or a :class:`~flowlab.transforms.masks.Mask` such as
             :class:`~flowlab.transforms.masks.HalfMask`.
         conditioner: a module mapping ``(batch, n_A)`` to ``(batch, 2 n_B)``
-            (:math:`\tilde s` then :math:`t`); ``None`` builds a zero-initialised
+            (:math:`t` then :math:`\tilde s`); ``None`` builds a zero-initialised
             :class:`~flowlab.nets.mlp.MLP`, so the layer starts as the identity.
         hidden: hidden sizes of that default MLP (ignored with a ``conditioner``).
-        scale_bound: :math:`c`, the bound of the log-scale; ``None`` leaves it unbounded.
+        scale_bound: :math:`B`, the bound of the log-scale; ``None`` leaves it unbounded.
         context_features: size of an optional context vector (see :class:`Coupling`).
 
     Example:
@@ -273,31 +282,20 @@ class AffineCoupling(Coupling):
         mask: MaskLike,
         conditioner: nn.Module | None = None,
         hidden: Sequence[int] = (256, 256),
-        scale_bound: float | None = 2.0,
+        scale_bound: float | None = SCALE_BOUND,
         context_features: int = 0,
     ) -> None:
         """Build the layer; the arguments are described in the class docstring."""
-        super().__init__(mask, conditioner, hidden, params_per_feature=2,
-                         context_features=context_features)
-        if scale_bound is not None and not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive (or None), got {scale_bound}")
-        self.scale_bound = None if scale_bound is None else float(scale_bound)
+        super().__init__(mask, Affine(scale_bound), conditioner, hidden, context_features)
+
+    @property
+    def scale_bound(self) -> float | None:
+        """:math:`B`, the bound of the log-scale (``None``: unbounded)."""
+        return self.transformer.bound
 
     def log_scale(self, raw: Tensor) -> Tensor:
-        r"""The bounded log-scale :math:`s = c \tanh(\tilde s / c)`."""
-        if self.scale_bound is None:
-            return raw
-        return torch.tanh(raw * (1.0 / self.scale_bound)) * self.scale_bound
-
-    def transform_b(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        raw, t = params.chunk(2, dim=1)
-        s = self.log_scale(raw)
-        return x_b * torch.exp(s) + t, sum_except_batch(s)
-
-    def inverse_transform_b(self, z_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        raw, t = params.chunk(2, dim=1)
-        s = self.log_scale(raw)
-        return (z_b - t) * torch.exp(-s), -sum_except_batch(s)
+        r"""The bounded log-scale :math:`s = B \tanh(\tilde s / B)`."""
+        return self.transformer.log_scale(raw)
 
     def extra_repr(self) -> str:
         return f"scale_bound={self.scale_bound}"

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from ..checks import check_input
 from ..nets.resnet import ResNet
 from .base import Transform, sum_except_batch
-from .bounds import bound_expansion
 from .masks import MaskLike, as_mask
+from .univariate import SCALE_BOUND, Affine
 
 __all__ = ["ActNorm", "InvertibleConv1x1", "LUInvertibleConv1x1", "GlowCoupling"]
 
@@ -271,7 +271,10 @@ class GlowCoupling(Transform):
     another function of :math:`x_A`.  What must match is the inverse: undo the steps in
     reverse order (here divide by the scale first, then subtract the shift).
 
-    Two bounded scales are offered (``scale="sigmoid"`` or ``"tanh"``):
+    The map of :math:`x_B` is flowlab's one affine transformer,
+    :class:`~flowlab.transforms.univariate.Affine` ``(scale=..., shift_first=True)``, with the
+    parameters :math:`(t, \tilde s)` in flowlab's one order.  Two bounded scales are offered
+    (``scale="sigmoid"`` or ``"tanh"``):
 
     * ``sigmoid``: :math:`\log \sigma_s = \log\operatorname{sigmoid}(\tilde s + 2) -
       \log\operatorname{sigmoid}(2)` -- Glow's sigmoid scale, divided by its value at
@@ -320,7 +323,7 @@ class GlowCoupling(Transform):
         hidden_channels: int = 128,
         blocks: int = 0,
         scale: str = "sigmoid",
-        scale_bound: float = 3.0,
+        scale_bound: float = SCALE_BOUND,
         mask: MaskLike | None = None,
         dropout: float = 0.0,
     ) -> None:
@@ -330,6 +333,7 @@ class GlowCoupling(Transform):
             raise ValueError(f"GlowCoupling needs at least 2 channels to split, got {channels}")
         if scale not in ("sigmoid", "tanh"):
             raise ValueError(f"scale must be 'sigmoid' or 'tanh', got {scale!r}")
+        self.transformer = Affine(scale_bound, scale=scale, shift_first=True)
         self.channels = int(channels)
         if mask is None:
             keep = torch.arange(self.channels) < (self.channels + 1) // 2
@@ -351,6 +355,7 @@ class GlowCoupling(Transform):
         self.register_buffer("_merge", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
         self.scale = scale
         self.scale_bound = float(scale_bound)
+        self._changed = self.channels - self.kept
         changed = self.channels - self.kept
         self.conditioner = conditioner or ResNet(
             self.kept, 2 * changed, hidden_channels, blocks, dropout=dropout
@@ -365,33 +370,25 @@ class GlowCoupling(Transform):
         out = torch.cat([a, b], dim=1)
         return out if self._halves else out.index_select(1, self._merge)
 
-    def _shift_and_log_scale(self, kept: Tensor) -> tuple[Tensor, Tensor]:
-        shift, raw = self.conditioner(kept).chunk(2, dim=1)
-        if self.scale == "sigmoid":
-            log_scale = F.logsigmoid(raw + 2.0) - F.logsigmoid(raw.new_tensor(2.0))
-            # the sigmoid scale has no lower bound: one bound, in both directions (.bounds)
-            log_scale = -bound_expansion(-log_scale)
-        else:
-            log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)
-        return shift, log_scale
+    def _params(self, kept: Tensor) -> Tensor:
+        """The transformer's parameters ``(batch, n_B, H, W, 2)``: (shift, raw scale)."""
+        return self.conditioner(kept).unflatten(1, (2, self._changed)).movedim(1, -1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = _check_channels(x, self, "x", self.channels)
         if x.dim() != 4:
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(x.shape)}")
         x_a, x_b = self._split(x)
-        shift, log_scale = self._shift_and_log_scale(x_a)
-        z_b = (x_b + shift) * torch.exp(log_scale)  # shift, then scale (as Glow's code)
-        return self._cat(x_a, z_b), sum_except_batch(log_scale)
+        z_b, ladj = self.transformer(x_b, self._params(x_a))  # shift, then scale (as Glow's code)
+        return self._cat(x_a, z_b), sum_except_batch(ladj)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = _check_channels(z, self, "z", self.channels)
         if z.dim() != 4:
             raise ValueError(f"GlowCoupling expects images (batch, C, H, W), got {tuple(z.shape)}")
         z_a, z_b = self._split(z)
-        shift, log_scale = self._shift_and_log_scale(z_a)
-        x_b = z_b * torch.exp(-log_scale) - shift  # unscale, then unshift
-        return self._cat(z_a, x_b), -sum_except_batch(log_scale)
+        x_b, ladj = self.transformer.inverse(z_b, self._params(z_a))  # unscale, then unshift
+        return self._cat(z_a, x_b), sum_except_batch(ladj)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kept={self.kept}, scale={self.scale!r}"

@@ -21,6 +21,7 @@ from ..checks import check_input
 from ..nets.resnet import ResNet
 from .base import Transform, sum_except_batch
 from .masks import Mask
+from .univariate import SCALE_BOUND, Affine
 
 __all__ = [
     "Squeeze",
@@ -175,11 +176,17 @@ class MaskedAffineCoupling(Transform):
     on the transformed positions.  The inverse reads :math:`s, t` from the unchanged part:
     :math:`x = b \odot y + (1-b) \odot (y - t(b \odot y)) \odot e^{-s(b \odot y)}`.
 
+    **The transformer.**  Each value is mapped by flowlab's one affine transformer
+    (:class:`~flowlab.transforms.univariate.Affine`, the one of
+    :class:`~flowlab.transforms.coupling.AffineCoupling` and MAF), whose parameters
+    :math:`(t, \tilde s)` are the conv net's two channel halves multiplied by :math:`1 - b`
+    (zero parameters are the identity, so the kept values pass unchanged).
+
     **Bounded scale.**  The raw network output :math:`\tilde s` passes through a soft clamp
-    :math:`s = B \tanh(\tilde s / B)` (``scale_bound`` :math:`= B`), so one layer can scale by at
-    most :math:`e^{\pm B}`: no overflow early in training, and :math:`s \approx \tilde s` for small
-    values.  With a zero-initialised last layer, :math:`s = t = 0` and the layer starts as the
-    identity.
+    :math:`s = B \tanh(\tilde s / B)` (``scale_bound`` :math:`= B`, default 3), so one layer can
+    scale by at most :math:`e^{\pm B}`: no overflow early in training, and
+    :math:`s \approx \tilde s` for small values.  With a zero-initialised last layer,
+    :math:`s = t = 0` and the layer starts as the identity.
 
     Args:
         mask: a ``(1, 1, H, W)`` checkerboard, a ``(1, C, 1, 1)`` channel mask, or any boolean
@@ -203,7 +210,7 @@ class MaskedAffineCoupling(Transform):
         conditioner: nn.Module | None = None,
         hidden_channels: int = 64,
         blocks: int = 2,
-        scale_bound: float | None = 3.0,
+        scale_bound: float | None = SCALE_BOUND,
         context_channels: int = 0,
         dropout: float = 0.0,
     ) -> None:
@@ -224,12 +231,10 @@ class MaskedAffineCoupling(Transform):
             raise ValueError("the mask must hold only 0 (transformed) and 1 (kept)")
         if bool(values.all()) or not bool(values.any()):
             raise ValueError("the mask must keep some values and transform others")
-        if scale_bound is not None and not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive or None, got {scale_bound!r}")
+        self.transformer = Affine(scale_bound)
         self.register_buffer("mask", mask.detach().to(torch.get_default_dtype()).clone())
         self.channels = int(channels)
         self.context_channels = int(context_channels)
-        self.scale_bound = None if scale_bound is None else float(scale_bound)
         self.conditioner = conditioner or ResNet(
             channels + context_channels, 2 * channels, hidden_channels, blocks, dropout=dropout
         )
@@ -239,7 +244,13 @@ class MaskedAffineCoupling(Transform):
         """Whether the layer reads a context (built with ``context_channels > 0``)."""
         return self.context_channels > 0
 
-    def _shift_and_log_scale(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    @property
+    def scale_bound(self) -> float | None:
+        """:math:`B`, the bound of the log-scale (``None``: unbounded)."""
+        return self.transformer.bound
+
+    def _params(self, kept: Tensor, context: Tensor | None) -> Tensor:
+        """The transformer's parameters ``(batch, C, H, W, 2)``, zero on the kept values."""
         if self.context_channels:
             if context is None:
                 raise ValueError(
@@ -253,11 +264,9 @@ class MaskedAffineCoupling(Transform):
                 f"the conditioner returned {params.shape[1]} channels; it must return "
                 f"2 * C = {2 * self.channels} (shift and log-scale)"
             )
-        shift, log_scale = params.chunk(2, dim=1)
-        if self.scale_bound is not None:
-            log_scale = self.scale_bound * torch.tanh(log_scale / self.scale_bound)
-        free = 1.0 - self.mask
-        return shift * free, log_scale * free
+        # (batch, 2, C, H, W) * (1 - b): zero parameters (the identity) on the kept values
+        free = params.unflatten(1, (2, self.channels)) * (1.0 - self.mask)
+        return free.movedim(1, -1)
 
     def _check(self, x: Tensor, name: str) -> Tensor:
         x = check_image(
@@ -273,15 +282,13 @@ class MaskedAffineCoupling(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = self._check(x, "x")
-        shift, log_scale = self._shift_and_log_scale(x * self.mask, context)
-        y = x * torch.exp(log_scale) + shift
-        return y, sum_except_batch(log_scale)
+        y, ladj = self.transformer(x, self._params(x * self.mask, context))
+        return y, sum_except_batch(ladj)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = self._check(z, "z")
-        shift, log_scale = self._shift_and_log_scale(z * self.mask, context)
-        x = (z - shift) * torch.exp(-log_scale)
-        return x, -sum_except_batch(log_scale)
+        x, ladj = self.transformer.inverse(z, self._params(z * self.mask, context))
+        return x, sum_except_batch(ladj)
 
     def extra_repr(self) -> str:
         kind = "checkerboard" if self.mask.shape[1] == 1 else "channel"

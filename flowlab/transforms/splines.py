@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import sum_except_batch
 from .coupling import Coupling
 from .masks import MaskLike
+from .univariate import Univariate
 
-__all__ = ["RQSplineCoupling", "rational_quadratic_spline"]
+__all__ = ["RQSpline", "RQSplineCoupling", "rational_quadratic_spline"]
 
 
 # A plain dict, not functools.lru_cache: torch.compile warns about lru_cache-wrapped calls
@@ -209,9 +209,98 @@ def rational_quadratic_spline(
     return outputs.squeeze(-1), logabsdet.squeeze(-1)
 
 
+class RQSpline(Univariate):
+    r"""The rational-quadratic spline as an elementwise transformer
+    (:class:`~flowlab.transforms.univariate.Univariate`): :math:`y = \operatorname{RQS}(x;\ c\,\theta)`
+    on :math:`[-B, B]` with :math:`K` bins and the identity outside.
+
+    Its :math:`P = 3K - 1` parameters per coordinate are, in this order, :math:`K` width logits,
+    :math:`K` height logits and :math:`K - 1` interior derivative parameters (as
+    :func:`rational_quadratic_spline` reads them), each multiplied by ``param_scale``
+    :math:`c` first.  The derivative parameters are offset so that zero parameters give equal
+    bins and unit derivatives: the identity.  Internally the parameters are read bins-first,
+    ``(batch, P, n)`` (views of the usual parameter-major conditioner output), so that the
+    softmax over the bins runs vectorised across the coordinates.
+
+    Args:
+        bins: :math:`K`.
+        bound: :math:`B`.
+        min_bin_width, min_bin_height, min_derivative: see :func:`rational_quadratic_spline`.
+        param_scale: :math:`c` (see :class:`RQSplineCoupling`).
+
+    Example:
+        >>> spline = RQSpline(bins=4)
+        >>> x = torch.tensor([[-5.0, 0.3, 2.0]])
+        >>> y, ladj = spline(x, torch.zeros(1, 3, 11))       # zero parameters: the identity
+        >>> torch.allclose(y, x, atol=1e-6), ladj.abs().max().item() < 1e-5
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        bins: int = 8,
+        bound: float = 3.0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+        param_scale: float = 1.0,
+    ) -> None:
+        """Build the transformer; the arguments are described in the class docstring."""
+        super().__init__()
+        if int(bins) != bins or bins < 2:
+            raise ValueError(f"a spline needs at least 2 bins, got {bins!r}")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        if min_bin_width * bins > 1.0 or min_bin_height * bins > 1.0:
+            raise ValueError("min_bin_width/min_bin_height times the number of bins must be <= 1")
+        if not param_scale > 0:
+            raise ValueError(f"param_scale must be positive (or None), got {param_scale!r}")
+        self.bins = int(bins)
+        self.params_per_feature = 3 * self.bins - 1
+        self.bound = float(bound)
+        self.min_bin_width = float(min_bin_width)
+        self.min_bin_height = float(min_bin_height)
+        self.min_derivative = float(min_derivative)
+        self.param_scale = float(param_scale)
+        # softplus(offset) + min_derivative = 1, so a zero parameter means derivative 1.
+        self._derivative_offset = math.log(math.expm1(1.0 - self.min_derivative))
+
+    def _spline(self, inputs: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        k, shape = self.bins, inputs.shape
+        batch = shape[0] if inputs.dim() else 1
+        flat = inputs.reshape(batch, -1)  # (batch, n)
+        # (batch, n, P) -> (batch, P, n): for a parameter-major head, a view of its output.
+        p = params.reshape(batch, flat.shape[1], 3 * k - 1).movedim(-1, -2)
+        if self.param_scale != 1.0:
+            p = p * self.param_scale
+        sizes, derivatives = p.split([2 * k, k - 1], dim=1)
+        outputs, ladj = _rqs(
+            flat,
+            sizes.reshape(batch, 2, k, -1),  # widths and heights (a view)
+            derivatives,
+            inverse,
+            self.bound,
+            self.min_bin_width,
+            self.min_bin_height,
+            self.min_derivative,
+            derivative_shift=self._derivative_offset,
+        )
+        return outputs.reshape(shape), ladj.reshape(shape)
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self._spline(x, params, inverse=False)
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self._spline(y, params, inverse=True)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, bound={self.bound}, param_scale={self.param_scale:.4g}"
+
+
 class RQSplineCoupling(Coupling):
-    r"""Coupling layer whose transform :math:`\hat f` is a rational-quadratic spline per
-    coordinate of :math:`x_B` (Durkan et al. 2019, https://arxiv.org/abs/1906.04032):
+    r"""Coupling layer whose transformer is a rational-quadratic spline per coordinate of
+    :math:`x_B` (Durkan et al. 2019, https://arxiv.org/abs/1906.04032): a
+    :class:`~flowlab.transforms.coupling.Coupling` with :class:`RQSpline`,
 
     .. math::
 
@@ -281,49 +370,27 @@ class RQSplineCoupling(Coupling):
         """Build the layer; the arguments are described in the class docstring."""
         if int(bins) != bins or bins < 2:
             raise ValueError(f"RQSplineCoupling needs at least 2 bins, got {bins!r}")
-        if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound}")
-        super().__init__(mask, conditioner, hidden, params_per_feature=3 * int(bins) - 1,
-                         context_features=context_features)
-        self.bins = int(bins)
-        self.bound = float(bound)
-        self.min_bin_width = float(min_bin_width)
-        self.min_bin_height = float(min_bin_height)
-        self.min_derivative = float(min_derivative)
         if param_scale is None:
             # nflows' choice: divide by the square root of the conditioner's last hidden width.
             widths = [int(h) for h in hidden] if conditioner is None else []
             param_scale = 1.0 / math.sqrt(widths[-1]) if widths else 1.0
-        if not param_scale > 0:
-            raise ValueError(f"param_scale must be positive (or None), got {param_scale!r}")
-        self.param_scale = float(param_scale)
-        # softplus(offset) + min_derivative = 1, so a zero parameter means derivative 1.
-        self._derivative_offset = math.log(math.expm1(1.0 - self.min_derivative))
+        spline = RQSpline(bins, bound, min_bin_width, min_bin_height, min_derivative, param_scale)
+        super().__init__(mask, spline, conditioner, hidden, context_features)
 
-    def _spline(self, inputs: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        k, batch, n = self.bins, inputs.shape[0], inputs.shape[1]
-        # The head's output, read parameter-major: (batch, 3K - 1, n_B).
-        if self.param_scale != 1.0:
-            params = params * self.param_scale
-        sizes, derivatives = params.reshape(batch, 3 * k - 1, n).split([2 * k, k - 1], dim=1)
-        outputs, logabsdet = _rqs(
-            inputs,
-            sizes.reshape(batch, 2, k, n),  # widths and heights (a view)
-            derivatives,
-            inverse,
-            self.bound,
-            self.min_bin_width,
-            self.min_bin_height,
-            self.min_derivative,
-            derivative_shift=self._derivative_offset,
-        )
-        return outputs, sum_except_batch(logabsdet)
+    @property
+    def bins(self) -> int:
+        """:math:`K`, the number of bins."""
+        return self.transformer.bins
 
-    def transform_b(self, x_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return self._spline(x_b, params, inverse=False)
+    @property
+    def bound(self) -> float:
+        """:math:`B`, the half-width of the spline's interval."""
+        return self.transformer.bound
 
-    def inverse_transform_b(self, z_b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return self._spline(z_b, params, inverse=True)
+    @property
+    def param_scale(self) -> float:
+        """:math:`c`, the factor on the conditioner's outputs."""
+        return self.transformer.param_scale
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, bound={self.bound}, param_scale={self.param_scale:.4g}"

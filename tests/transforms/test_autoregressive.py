@@ -82,9 +82,14 @@ def test_jacobian_is_lower_triangular_in_the_order(perturb, kind):
 def test_logdet_is_the_sum_of_log_scales(perturb):
     layer = perturb(MaskedAffineAutoregressive(4, hidden=(8,)).double())
     x = torch.randn(3, 4, dtype=torch.float64)
-    raw, _ = layer._params(x, None).unbind(1)
-    s = layer.scale_bound * torch.tanh(raw / layer.scale_bound)
-    assert torch.allclose(layer(x)[1], s.sum(1))
+    # flowlab's one affine order: the MADE's first D outputs are the shifts, the last D the raw
+    # log-scales; one soft clamp with the one default bound
+    shift, raw = layer.made(x).view(3, 2, 4).unbind(1)
+    assert layer.scale_bound == 3.0
+    s = 3.0 * torch.tanh(raw / 3.0)
+    z, ld = layer(x)
+    assert torch.allclose(ld, s.sum(1))
+    assert torch.allclose(z, x * torch.exp(s) + shift)
 
 
 def test_iaf_is_the_inverse_of_maf(perturb):

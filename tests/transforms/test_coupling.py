@@ -61,7 +61,7 @@ def test_affine_matches_the_lecture_formula(perturb):
     mask = HalfMask(4)
     layer = perturb(AffineCoupling(mask, hidden=(8,), scale_bound=None).double())
     x = torch.randn(3, 4, dtype=torch.float64)
-    s, t = layer.conditioner(x[:, :2]).chunk(2, dim=1)
+    t, s = layer.conditioner(x[:, :2]).chunk(2, dim=1)   # flowlab's one order: shift first
     z, ld = layer(x)
     assert torch.allclose(z[:, 2:], x[:, 2:] * torch.exp(s) + t)
     assert torch.allclose(ld, s.sum(dim=1))
