@@ -11,7 +11,7 @@ One affine coupling layer keeps one half of the input, :math:`x_A`, and transfor
 
 .. math::
 
-    (\tilde s, t) = \mathrm{MLP}(x_A), \qquad s = c \tanh(\tilde s / c), \qquad
+    (t, \tilde s) = \mathrm{MLP}(x_A), \qquad s = c \tanh(\tilde s / c), \qquad
     z_B = x_B \odot e^{s} + t, \qquad \log|\det Df(x)| = \textstyle\sum_j s_j ,
 
 with the soft clamp :math:`c \tanh(\cdot / c)` bounding the log-scale to :math:`(-c, c)`.
@@ -67,7 +67,7 @@ class BareAffineCoupling(nn.Module):
         return torch.cat((keep, change) if self.keep_first else (change, keep), dim=1)
 
     def _shift_logscale(self, keep: Tensor) -> tuple[Tensor, Tensor]:
-        raw, shift = self.net(keep).split(self.n_change, dim=1)
+        shift, raw = self.net(keep).split(self.n_change, dim=1)  # flowlab's order: shift first
         return shift, self.clamp * torch.tanh(raw / self.clamp)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -91,7 +91,7 @@ class BareRealNVP(nn.Module):
         features: int = 64,
         couplings: int = 8,
         hidden: Sequence[int] = (256, 256),
-        clamp: float = 2.0,
+        clamp: float = 3.0,
     ) -> None:
         super().__init__()
         self.features = features

@@ -8,7 +8,7 @@ TarFlow's step time and sampling rate.
 Sections:
 
 ``speed``    64-d MAF, 5 layers, MADE 64 -> 256 -> 256 -> 128, alternating orders (input,
-             reversed, ...), affine with the soft-clamped log-scale :math:`2\tanh(\tilde s/2)`,
+             reversed, ...), affine with the soft-clamped log-scale :math:`3\tanh(\tilde s/3)`,
              batch 256: time of a training step (forward, backward, Adam) and of drawing 256
              samples (5 x 64 sequential MADE passes).  flowlab's ``maf(64)`` against
              :class:`BareMAF` below (no flowlab import, parameters copied from flowlab so both
@@ -84,8 +84,8 @@ class BareMAF(nn.Module):
         self.mades = nn.ModuleList(BareMADE(features, hidden, i % 2 == 1) for i in range(layers))
 
     def _scale_shift(self, made: BareMADE, x: Tensor) -> tuple[Tensor, Tensor]:
-        raw, shift = made(x).view(x.shape[0], 2, self.d).unbind(1)
-        return 2.0 * torch.tanh(raw / 2.0), shift
+        shift, raw = made(x).view(x.shape[0], 2, self.d).unbind(1)  # flowlab's order: shift first
+        return 3.0 * torch.tanh(raw / 3.0), shift
 
     def log_prob(self, x: Tensor) -> Tensor:
         total = x.new_zeros(x.shape[0])

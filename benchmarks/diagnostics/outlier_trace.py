@@ -59,16 +59,18 @@ def trace(model: torch.nn.Module,
     patched = []
     for name, module in model.named_modules():
         if isinstance(module, COUPLINGS):
-            original = module._shift_and_log_scale
+            original = module._params  # (batch, C, H, W, 2): (shift, raw log-scale)
 
-            def recorded(kept, *args, _original=original, _name=name):
-                shift, log_scale = _original(kept, *args)
+            def recorded(kept, *args, _original=original, _name=name, _module=module):
+                params = _original(kept, *args)
+                shift, raw = params.unbind(-1)
+                log_scale = _module.transformer.log_scale(raw)
                 dims = tuple(range(1, kept.dim()))
                 rows.append((_name, kept.abs().amax(dims).tolist(), shift.abs().amax(dims).tolist(),
                              log_scale.amax(dims).tolist()))
-                return shift, log_scale
+                return params
 
-            module._shift_and_log_scale = recorded  # an instance attribute shadows the method
+            module._params = recorded  # an instance attribute shadows the method
             patched.append(module)
     try:
         torch.manual_seed(0)
@@ -76,7 +78,7 @@ def trace(model: torch.nn.Module,
             model.log_prob(x)
     finally:
         for module in patched:
-            del module._shift_and_log_scale
+            del module._params
     return rows
 
 
