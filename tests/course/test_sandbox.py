@@ -235,14 +235,14 @@ def test_kernel_sees_only_the_redacted_flowlab(tmp_path):
     copy = _redacted(tmp_path)
     work = tmp_path / "autograded" / "alice" / "ps1"
     work.mkdir(parents=True)
-    needle = "torch.tanh(raw * (1.0 / self.scale_bound)) * self.scale_bound"
+    needle = "x * torch.exp(s) + shift, s"   # the affine map of every coupling (univariate.Affine)
     with open(os.path.join(os.path.dirname(manager.__file__), "..", "..", "..", "flowlab",
-                           "transforms", "coupling.py")) as handle:
+                           "transforms", "univariate.py")) as handle:
         assert needle in handle.read()   # the original has it
     cells = [
         ("import flowlab, gc, sys, inspect\nfrom flowlab.transforms.coupling import AffineCoupling\n"
          "try:\n    AffineCoupling(None)\nexcept Exception as e:\n    print(type(e).__name__)"),
-        ("import importlib\nm = importlib.import_module('flowlab.transforms.coupling')\n"
+        ("import importlib\nm = importlib.import_module('flowlab.transforms.univariate')\n"
          f"print({needle!r} in open(m.__file__).read(), {needle!r} in inspect.getsource(m))"),
         ("import os\nhits = []\nfor top, dirs, files in os.walk('/'):\n"
          "    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ('/proc', '/sys', '/dev', '/usr')]\n"

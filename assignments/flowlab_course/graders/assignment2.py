@@ -48,8 +48,9 @@ from .probes import (
 
 #: What would be delegation (flowlab's own implementation of the part): whole modules, or objects.
 _C = "flowlab.transforms.coupling"
-ADDITIVE = (f"{_C}.AdditiveCoupling", f"{_C}.Coupling")
-AFFINE = (f"{_C}.AffineCoupling", f"{_C}.Coupling", "flowlab.transforms.splines",
+_U = "flowlab.transforms.univariate"  # the elementwise maps the couplings apply
+ADDITIVE = (f"{_C}.AdditiveCoupling", f"{_C}.Coupling", f"{_U}.Additive")
+AFFINE = (f"{_C}.AffineCoupling", f"{_C}.Coupling", f"{_U}.Affine", "flowlab.transforms.splines",
           "flowlab.transforms.image")
 # the builders of a RealNVP stack (the package itself also holds the model registry, which
 # computes nothing and must import in the grading kernel)
@@ -61,6 +62,11 @@ GRADED = Graded("assignment 2", {
     f"{_C}.AdditiveCoupling": "the additive coupling layer",
     f"{_C}.AffineCoupling": "the affine coupling layer",
     f"{_C}.Coupling": "the coupling layers",
+    # the additive and affine maps themselves (Affine()(x_B, params) IS the affine coupling's
+    # formula; MaskedAffineAutoregressive and the image couplings, which build one, then stop
+    # at construction, and assignment 2 needs none of them)
+    f"{_U}.Additive": "the additive coupling layer",
+    f"{_U}.Affine": "the affine coupling layer",
     "flowlab.transforms.glow.GlowCoupling": "the affine coupling layer",
     "flowlab.transforms.splines": "the coupling layers",
     "flowlab.transforms.image": "the coupling layers",
@@ -120,13 +126,31 @@ def _merge(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
     return out
 
 
+class _NotebookOrder(torch.nn.Module):
+    """The notebook's conditioner in flowlab's parameter order.
+
+    The notebook (assignments/authoring/02_coupling.py) reads ``s, t = conditioner(x_A).chunk(2,
+    dim=1)``: log-scale first.  flowlab's one affine order is (shift, raw log-scale)
+    (:class:`flowlab.transforms.univariate.Affine`, decisions/0009-one-univariate-protocol.md), so
+    the reference AffineCoupling gets the same conditioner with its two halves swapped: it then
+    computes the notebook's layer, with gradients flowing to the same parameters."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_a: Tensor) -> Tensor:
+        s, t = self.net(x_a).chunk(2, dim=1)
+        return torch.cat([t, s], dim=1)
+
+
 def _reference(kind: str, mask: Tensor, module):
     from flowlab.transforms.coupling import AdditiveCoupling, AffineCoupling
     from flowlab.transforms.masks import Mask
 
     if kind == "additive":
         return AdditiveCoupling(Mask(mask), conditioner=module)
-    return AffineCoupling(Mask(mask), conditioner=module, scale_bound=None)
+    return AffineCoupling(Mask(mask), conditioner=_NotebookOrder(module), scale_bound=None)
 
 
 def _nan_like(t: Tensor) -> Tensor:
@@ -306,6 +330,7 @@ def _reference_realnvp(features: int, masks: list[Tensor], weights: list[list[Te
         with torch.no_grad():
             for p, w in zip(net.parameters(), ws):
                 p.copy_(w)
+        # the grader's coupling (pieces/coupling.py) reads flowlab's order, (shift, log-scale)
         layers.append(AffineCoupling(Mask(mask), conditioner=net, scale_bound=None))
     return Flow(StandardNormal(features), layers).double()
 

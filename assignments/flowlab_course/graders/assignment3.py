@@ -55,7 +55,8 @@ from .probes import (
 
 SQUEEZE = ("flowlab.transforms.image.Squeeze", "flowlab.models.multiscale")
 MASKS = ("flowlab.transforms.image.checkerboard_mask", "flowlab.transforms.image.squeezed_checkerboard_mask", "flowlab.transforms.image.channel_mask")
-MASKED = ("flowlab.transforms.image.MaskedAffineCoupling", "flowlab.transforms.coupling")
+MASKED = ("flowlab.transforms.image.MaskedAffineCoupling", "flowlab.transforms.coupling",
+          "flowlab.transforms.univariate.Affine")
 DEQUANT = ("flowlab.transforms.dequantize", "flowlab.metrics")
 MULTISCALE = ("flowlab.models.multiscale", "flowlab.models.image_flow", "flowlab.models.glow")
 
@@ -65,6 +66,8 @@ GRADED = Graded("assignment 3", {
     "flowlab.transforms.image": "squeeze, the image masks and the masked coupling",
     "flowlab.transforms.coupling": "the masked affine coupling",
     "flowlab.transforms.glow.GlowCoupling": "the masked affine coupling",
+    # the affine map the masked coupling applies (Affine()(x, params) is its formula)
+    "flowlab.transforms.univariate.Affine": "the masked affine coupling",
     "flowlab.transforms.dequantize": "dequantization",
     "flowlab.metrics": "bits per dimension",
     "flowlab.models.multiscale": "the multi-scale architecture",

@@ -45,7 +45,7 @@ from .probes import (calls, check_pair, check_tensor, fixed_generator, fresh_gen
                      random_cases, randn, run, tolerance)
 
 AUTOREGRESSIVE = ("flowlab.transforms.autoregressive", "flowlab.nets.made", "flowlab.models.maf",
-                  "flowlab.models.tarflow")
+                  "flowlab.models.tarflow", "flowlab.transforms.univariate.Affine")
 ATTENTION = ("flowlab.models.tarflow",)
 #: What assignment 5 grades: flowlab's code for these is a stub in the grading kernel
 #: (flowlab_course.trusted.redaction); every part's `reference` is drawn from these entries.
@@ -53,6 +53,8 @@ GRADED = Graded("assignment 5", {
     "flowlab.transforms.autoregressive": "the MADE masks and the MAF layer",
     "flowlab.nets.made": "the MADE masks",
     "flowlab.models.maf": "the MAF layer",
+    # the affine map a MAF layer applies per coordinate (Affine()(x, params) is its formula)
+    "flowlab.transforms.univariate.Affine": "the MAF layer",
     "flowlab.models.tarflow": "causal attention",
 })
 

@@ -15,7 +15,11 @@ from flowlab.transforms.base import Transform
 
 
 class GraderCoupling(Transform):
-    """z_A = x_A, z_B = x_B * exp(s) + t with (s~, t) = conditioner(x_A), s = c tanh(s~ / c)."""
+    """z_A = x_A, z_B = x_B * exp(s) + t with (t, s~) = conditioner(x_A), s = c tanh(s~ / c).
+
+    flowlab's one affine order (shift first) and soft clamp (flowlab.transforms.univariate.Affine,
+    decisions/0009-one-univariate-protocol.md); the order is internal to the grader (the student's
+    conditioners only return 2 n_B values), the notebook's own convention is s first."""
 
     def __init__(self, mask, conditioner, scale_bound=None):
         super().__init__()
@@ -30,9 +34,9 @@ class GraderCoupling(Transform):
         return out
 
     def _params(self, kept):
-        raw, t = self.conditioner(kept).chunk(2, dim=1)
+        t, raw = self.conditioner(kept).chunk(2, dim=1)
         if self.scale_bound is not None:
-            raw = torch.tanh(raw * (1.0 / self.scale_bound)) * self.scale_bound
+            raw = self.scale_bound * torch.tanh(raw / self.scale_bound)
         return raw, t
 
     def forward(self, x, context=None):
@@ -45,7 +49,7 @@ class GraderCoupling(Transform):
                 -s.sum(dim=1))
 
 
-def grader_realnvp(features=2, couplings=6, hidden=(64, 64), scale_bound=2.0):
+def grader_realnvp(features=2, couplings=6, hidden=(64, 64), scale_bound=3.0):
     """Alternating half masks, ReLU MLP conditioners, a standard normal base (no validation)."""
     first = torch.arange(features) < features // 2
     layers = []
