@@ -19,7 +19,8 @@ blocks (:math:`\alpha \le B`).  The shipped checkpoints' layers reach :math:`m =
 their test sets (``mnist5k-glow``; 2.9 for the others), so their test bits/dim are unchanged.
 
 Layers with a bound of their own are left as they are: the tanh-bounded log-scales
-(``scale_bound``, defaults 2 and 3) never expand by more than :math:`e^{B_s}`.  A layer built with
+(:func:`~flowlab.transforms.univariate.soft_clamp`, ``scale_bound``, default 3 for every affine
+layer) never expand by more than :math:`e^{B_s}`.  A layer built with
 ``scale_bound=None`` is the textbook, unbounded layer on purpose (the course's assignments
 compare students' layers with it): its sampling can overflow, and :meth:`Flow.sample
 <flowlab.flow.Flow.sample>` then warns with the number of non-finite draws.
