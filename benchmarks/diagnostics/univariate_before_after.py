@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
-from provenance import Provenance  # noqa: E402
+from provenance import Provenance
 
 
 def _old_flowlab(checkout: Path, into: Path):
@@ -39,9 +39,13 @@ def _old_flowlab(checkout: Path, into: Path):
         raise SystemExit(f"--old {checkout}: no flowlab package there (expected {source}/)")
     shutil.copytree(source, into / "flowlab_old", ignore=shutil.ignore_patterns("__pycache__"))
     sys.path.insert(0, str(into))
-    import flowlab_old  # noqa: F401
+    import flowlab_old
 
     return flowlab_old
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> str:
+    return "bitwise equal" if torch.equal(a, b) else f"differ, max {(a - b).abs().max():.3g}"
 
 
 def _checkpoints(old) -> list[str]:
@@ -64,9 +68,7 @@ def _checkpoints(old) -> list[str]:
                 torch.manual_seed(1)
                 out.append((lp, model.sample(16, temperature=1.0)))
         (lp0, s0), (lp1, s1) = out
-        same = lambda a, b: "bitwise equal" if torch.equal(a, b) else (  # noqa: E731
-            f"differ, max {(a - b).abs().max().item():.3g}")
-        rows.append(f"| `{name}` | {same(lp0, lp1)} | {same(s0, s1)} |")
+        rows.append(f"| `{name}` | {_same(lp0, lp1)} | {_same(s0, s1)} |")
     return rows
 
 
@@ -104,13 +106,14 @@ def _timing(old, rounds: int) -> list[str]:
         ratios.append(now["new"] / now["old"])
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     return [
-        "| version | fastest round, ms/step | median round, ms/step |", "|---|---|---|",
+        "| version | fastest round, ms/step | median round, ms/step |",
+        "|---|---|---|",
         *(f"| {k} | {min(v) * 1e3:.2f} | {statistics.median(v) * 1e3:.2f} |"
           for k, v in times.items()),
         "",
-        f"Paired ratio new / old over {rounds} rounds: median {statistics.median(ratios):.3f} "
-        f"(quartiles {q1:.3f}, {q3:.3f}); ratio of the fastest rounds "
-        f"{min(times['new']) / min(times['old']):.3f}.",
+        (f"Paired ratio new / old over {rounds} rounds: median {statistics.median(ratios):.3f} "
+         f"(quartiles {q1:.3f}, {q3:.3f}); ratio of the fastest rounds "
+         f"{min(times['new']) / min(times['old']):.3f}."),
     ]
 
 

@@ -113,7 +113,7 @@ def params_last(params: Tensor, params_per_feature: int) -> Tensor:
     return params.unflatten(1, (params_per_feature, -1)).movedim(1, -1)
 
 
-def identity_params(transformer: "Univariate", x: Tensor) -> Tensor:
+def identity_params(transformer: Univariate, x: Tensor) -> Tensor:
     r"""Parameters for which ``transformer`` is the identity on ``x``: zeros of shape
     ``x.shape + (P,)`` (what a zero-initialised conditioner outputs).
 
