@@ -7,7 +7,8 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`):
   :class:`flowlab.transforms.coupling.AdditiveCoupling` with the same conditioner);
 * ``affine_forward`` / ``affine_inverse`` — RealNVP: :math:`z_B = x_B \odot e^{s} + t`,
   :math:`(s, t) = \theta(x_A)` split in two halves, :math:`\log|\det Df| = \sum_i s_i` (against
-  :class:`flowlab.transforms.coupling.AffineCoupling` with ``scale_bound=None``);
+  :class:`flowlab.transforms.coupling.AffineCoupling` with ``scale_bound=None``, its conditioner's
+  halves swapped into flowlab's order (shift, log-scale) by :class:`_NotebookOrder`);
 * ``realnvp`` — the stack, built in the kernel with the *grader's* coupling class, so that a bug
   in the student's coupling costs points only in the coupling parts;
 * ``training`` — the student's loop, driven with a recording model (does it use ``lr``,
