@@ -70,6 +70,26 @@ class ValidationSplit:
             )
         return cls(n, tuple(int(i) for i in val), float(fraction), int(seed), labels is not None)
 
+    @classmethod
+    def for_run(
+        cls, data: Tensor | Dataset, fraction: float, seed: int, labels: Tensor | None = None,
+        recorded: Path | None = None,
+    ) -> "ValidationSplit":
+        """The split of a run on ``data``: the one ``recorded`` in a resumed run's
+        ``split.json`` (which must have been drawn with the same ``fraction`` and ``seed``),
+        else a new draw, stratified by ``labels`` (default: :func:`find_labels`)."""
+        if recorded is None or not recorded.is_file():
+            labels = labels if labels is not None else find_labels(data)
+            return cls.draw(len(data), fraction, seed, labels)
+        split = cls.load(recorded)
+        if (split.fraction, split.seed) != (fraction, seed):
+            raise ValueError(
+                f"the run's validation split (split.json) was drawn with val_fraction="
+                f"{split.fraction}, seed={split.seed}; a resumed run keeps it: "
+                "do not change --val-fraction or --seed when resuming"
+            )
+        return split
+
     @property
     def train_indices(self) -> Tensor:
         mask = torch.ones(self.n, dtype=torch.bool)
