@@ -34,27 +34,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name loads on first use
+    from .batching import Batches
+    from .callbacks import StepRecord
     from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from .config import TrainConfig, load_config_file
     from .distributed import DistInfo, resolve_device, setup, teardown
     from .ema import make_ema
     from .evaluate import evaluate_nll, gaussian_baseline_nll, nll_to_bits_per_dim
     from .health import TrainingDiverged
+    from .interrupts import TrainingInterrupted
     from .load import TrainedRun, load_run
     from .logger import MetricsLogger, read_metrics
-    from .recipes import Recipe
-    from .rng import rng_state, seed_everything, set_rng_state
-    from .runfolder import RunDirExistsError, RunFolder, RunFolderError
-    from .samples import save_samples
-    from .schedule import warmup_cosine
-    from .split import ValidationSplit
-    from .batching import Batches
-    from .callbacks import StepRecord
-    from .interrupts import TrainingInterrupted
     from .loss import NegativeLogLikelihood
     from .persistence import RunWriter
-    from .runfolder import resume_checkpoint
+    from .recipes import Recipe
+    from .rng import rng_state, seed_everything, set_rng_state
+    from .runfolder import RunDirExistsError, RunFolder, RunFolderError, resume_checkpoint
+    from .samples import save_samples
+    from .schedule import warmup_cosine
     from .selection import ModelSelection
+    from .split import ValidationSplit
     from .trainer import Trainer
 
 # name -> submodule that defines it, imported on first attribute access (PEP 562), so that
@@ -98,40 +97,40 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Trainer",
-    "StepRecord",
     "Batches",
+    "CheckpointError",
+    "DistInfo",
+    "MetricsLogger",
     "ModelSelection",
-    "RunWriter",
-    "resume_checkpoint",
-    "TrainConfig",
+    "NegativeLogLikelihood",
     "Recipe",
+    "RunDirExistsError",
+    "RunFolder",
+    "RunFolderError",
+    "RunWriter",
+    "StepRecord",
+    "TrainConfig",
+    "TrainedRun",
+    "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
-    "RunDirExistsError",
-    "RunFolderError",
-    "RunFolder",
-    "CheckpointError",
     "ValidationSplit",
-    "NegativeLogLikelihood",
-    "load_config_file",
-    "load_run",
-    "TrainedRun",
-    "seed_everything",
-    "warmup_cosine",
-    "make_ema",
-    "save_checkpoint",
-    "load_checkpoint",
-    "rng_state",
-    "set_rng_state",
-    "DistInfo",
-    "setup",
-    "teardown",
-    "resolve_device",
     "evaluate_nll",
     "gaussian_baseline_nll",
+    "load_checkpoint",
+    "load_config_file",
+    "load_run",
+    "make_ema",
     "nll_to_bits_per_dim",
-    "MetricsLogger",
     "read_metrics",
+    "resolve_device",
+    "resume_checkpoint",
+    "rng_state",
+    "save_checkpoint",
     "save_samples",
+    "seed_everything",
+    "set_rng_state",
+    "setup",
+    "teardown",
+    "warmup_cosine",
 ]

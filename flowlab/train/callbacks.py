@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["StepRecord", "StepCallback"]
+__all__ = ["StepCallback", "StepRecord"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ class GracefulInterrupt:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self) -> "GracefulInterrupt":
+    def __enter__(self) -> GracefulInterrupt:
         self.requested = self.hard = False
         self._installed = False
         if threading.current_thread() is threading.main_thread():

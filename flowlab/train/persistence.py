@@ -132,14 +132,16 @@ class RunWriter:
 
     # ------------------------------------------------------------------ the run's files
     def prepare_folder(self, resume: bool, overwrite: bool,
-                       barrier: Callable[[], None] = lambda: None) -> None:
+                       barrier: Callable[[], Any] | None = None) -> None:
         """A new run: check the folder (:meth:`~.runfolder.RunFolder.check_new`) and remove
-        what ``overwrite`` allows; then check it can be written.  All processes call it."""
+        what ``overwrite`` allows; then check it can be written.  All processes call it, with
+        the process group's ``barrier`` under ``torchrun`` (e.g. ``torch.distributed.barrier``)."""
         if self.folder is None:
             return
         if not resume:
             found = self.folder.check_new(overwrite)
-            barrier()  # every rank has looked before rank 0 deletes
+            if barrier is not None:
+                barrier()  # every rank has looked before rank 0 deletes
             if self.is_main:
                 self.folder.remove(found)
         if self.is_main:

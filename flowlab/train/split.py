@@ -43,7 +43,7 @@ class ValidationSplit:
     @classmethod
     def draw(
         cls, n: int, fraction: float, seed: int, labels: Tensor | None = None
-    ) -> "ValidationSplit":
+    ) -> ValidationSplit:
         """Draw the split (see the module docstring).
 
         Raises:
@@ -74,7 +74,7 @@ class ValidationSplit:
     def for_run(
         cls, data: Tensor | Dataset, fraction: float, seed: int, labels: Tensor | None = None,
         recorded: Path | None = None,
-    ) -> "ValidationSplit":
+    ) -> ValidationSplit:
         """The split of a run on ``data``: the one ``recorded`` in a resumed run's
         ``split.json`` (which must have been drawn with the same ``fraction`` and ``seed``),
         else a new draw, stratified by ``labels`` (default: :func:`find_labels`)."""
@@ -117,7 +117,7 @@ class ValidationSplit:
                 "stratified": self.stratified, "val_indices": list(self.val_indices)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ValidationSplit":
+    def from_dict(cls, d: dict[str, Any]) -> ValidationSplit:
         return cls(int(d["n"]), tuple(int(i) for i in d["val_indices"]), float(d["fraction"]),
                    int(d["seed"]), bool(d["stratified"]))
 
@@ -125,7 +125,7 @@ class ValidationSplit:
         path.write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path: Path) -> "ValidationSplit":
+    def load(cls, path: Path) -> ValidationSplit:
         return cls.from_dict(json.loads(path.read_text()))
 
 

@@ -435,7 +435,8 @@ class Trainer:
         if cfg.resume:
             _, checkpoint = resume_checkpoint(cfg.run_dir, cfg.resume_from, self.device)
             check_resume_settings(checkpoint.get("config"), cfg)
-        self.writer.prepare_folder(cfg.resume, cfg.overwrite, barrier=self._barrier)
+        self.writer.prepare_folder(
+            cfg.resume, cfg.overwrite, barrier=dist.barrier if self.info.distributed else None)
         self._barrier()
         seed_everything(cfg.seed + self.info.rank)
         # The full training data (so a bad sample's index is the caller's), an explicit

@@ -18,7 +18,7 @@ def test_an_epoch_reads_each_sample_at_most_once_in_a_seeded_order():
     batches = Batches(x, batch_size=3, seed=0)
     assert batches.steps_per_epoch == 3  # the 10th sample is dropped, not a short batch
     epoch0 = _ids(batches.epoch(0))
-    flat = sum(epoch0, [])
+    flat = [i for batch in epoch0 for i in batch]
     assert len(flat) == len(set(flat)) == 9
     assert _ids(batches.epoch(0)) == epoch0  # the same seed, the same order
     assert _ids(batches.epoch(1)) != epoch0  # the next epoch reshuffles

@@ -6,13 +6,13 @@ import dataclasses
 import math
 
 import pytest
-
 from _toy import toy_data, toy_flow
+
 from flowlab.train import TrainConfig, Trainer, read_metrics
 from flowlab.train.callbacks import StepRecord
 
-QUIET = dict(progress=False, sample_every=0, batch_size=32, lr=5e-3, warmup_steps=4,
-             val_fraction=0, log_every=1)
+QUIET = {"progress": False, "sample_every": 0, "batch_size": 32, "lr": 5e-3,
+         "warmup_steps": 4, "val_fraction": 0, "log_every": 1}
 
 
 def test_every_step_is_reported_once_with_the_rate_it_ran_at(tmp_path):
