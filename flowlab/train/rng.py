@@ -14,7 +14,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "rng_state", "set_rng_state", "isolated_rng", "gather_rng_states"]
+__all__ = [
+    "seed_everything", "rng_state", "set_rng_state", "isolated_rng", "gather_rng_states",
+    "restore_rng_states",
+]  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:
@@ -88,3 +91,18 @@ def gather_rng_states(world_size: int = 1) -> list[dict[str, Any]]:
     everyone: list[Any] = [None] * world_size
     dist.all_gather_object(everyone, mine)
     return everyone
+
+
+def restore_rng_states(states: list[dict[str, Any]], rank: int, world_size: int,
+                       fallback_seed: int) -> str | None:
+    """Restore this process's generators from a checkpoint's ``states`` (one per process of
+    the run that wrote it).  Written by another number of processes, they cannot be matched:
+    every generator is then seeded with ``fallback_seed`` and the returned message says that
+    the continuation is not bit-for-bit identical (``None`` when restored)."""
+    if len(states) == world_size:
+        set_rng_state(states[rank])
+        return None
+    seed_everything(fallback_seed)
+    return (f"the checkpoint was written by {len(states)} process(es), this run has "
+            f"{world_size}: random streams restart from the seed, so the continuation is not "
+            "bit-for-bit identical")

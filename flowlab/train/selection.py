@@ -153,6 +153,20 @@ class ModelSelection:
             hold(self.held, model, ema)
             self.held = None
 
+    def report(self, metrics: dict[str, float], trained_steps: int) -> dict[str, Any]:
+        """The test result of a run: the test ``metrics`` of the selected weights and how
+        they were selected (``test.json``, :attr:`Trainer.test_result
+        <flowlab.train.Trainer.test_result>`)."""
+        validated = self.best_step is not None
+        return {
+            **metrics, "selected_step": self.best_step if validated else trained_steps,
+            "trained_steps": trained_steps,
+            "selected_on": "validation" if validated else "last step (no validation)",
+            "best_val_bits_per_dim": self.best_score if validated else None,
+            "selected_weights": self.selected_weights,
+            "stopped_early": self.stopped_early,
+        }
+
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's ``"selection"`` entry."""
         return {

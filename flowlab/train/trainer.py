@@ -72,7 +72,13 @@ from .interrupts import GracefulInterrupt, TrainingInterrupted
 from .logger import StepWindow
 from .loss import NegativeLogLikelihood, checks_disabled
 from .persistence import RunWriter, WriteFailed
-from .rng import gather_rng_states, isolated_rng, rng_state, seed_everything, set_rng_state
+from .rng import (
+    gather_rng_states,
+    isolated_rng,
+    restore_rng_states,
+    rng_state,
+    seed_everything,
+)
 from .runfolder import RunDirExistsError, RunFolderError, resume_checkpoint
 from .samples import save_samples
 from .schedule import check_resume_settings, restore_schedule, warmup_cosine
@@ -397,16 +403,11 @@ class Trainer:
                     "the checkpoint's validation split differs from this run's (split.json, "
                     "seed, val_fraction or data changed): resume with the run's own settings"
                 )
-        states = state.get("rng") or []
-        if len(states) == self.info.world_size:
-            set_rng_state(states[self.info.rank])
-        else:
-            warnings.warn(
-                f"the checkpoint was written by {len(states)} process(es), this run has "
-                f"{self.info.world_size}: random streams restart from the seed, so the "
-                "continuation is not bit-for-bit identical"
-            )
-            seed_everything(self.config.seed + 7919 * self.step + self.info.rank)
+        unmatched = restore_rng_states(state.get("rng") or [], self.info.rank,
+                                       self.info.world_size,
+                                       self.config.seed + 7919 * self.step + self.info.rank)
+        if unmatched:
+            warnings.warn(unmatched)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
         """Write the checkpoint atomically (rank 0 only; all ranks must call it).
@@ -591,17 +592,7 @@ class Trainer:
         if self.test_result is not None and self.test_result.get("trained_steps") == self.step:
             return
         metrics = self.evaluate(self.test_data)
-        sel = self.selection
-        self.test_result = {
-            **metrics, "selected_step": sel.best_step if sel.best_step is not None else self.step,
-            "trained_steps": self.step,
-            "selected_on": (
-                "validation" if sel.best_step is not None else "last step (no validation)"
-            ),
-            "best_val_bits_per_dim": None if sel.best_step is None else sel.best_score,
-            "selected_weights": sel.selected_weights,
-            "stopped_early": sel.stopped_early,
-        }
+        self.test_result = self.selection.report(metrics, self.step)
         self._record({"step": self.step, "test_nll": metrics["nll"],
                       "test_bits_per_dim": metrics["bits_per_dim"],
                       "time_s": time.perf_counter() - self._start_time})

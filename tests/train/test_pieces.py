@@ -228,3 +228,18 @@ def test_restore_schedule_says_what_a_new_length_does():
         opt.step()
         longer.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # the floor at the new end
+
+
+def test_random_states_are_restored_per_process_or_reseeded_with_a_warning_text():
+    from flowlab.train.rng import restore_rng_states
+
+    torch.manual_seed(1)
+    states = [rng_state(), rng_state()]
+    a = torch.rand(3)
+    assert restore_rng_states(states, rank=1, world_size=2, fallback_seed=9) is None
+    assert torch.equal(torch.rand(3), a)  # rank 1's stream, continued exactly
+    message = restore_rng_states(states, rank=0, world_size=3, fallback_seed=9)
+    assert "written by 2 process(es), this run has 3" in message and "not bit-for-bit" in message
+    b = torch.rand(3)
+    torch.manual_seed(9)
+    assert torch.equal(torch.rand(3), b)  # reseeded with the fallback seed

@@ -397,3 +397,18 @@ def test_holding_the_best_keeps_the_last_weights_to_continue_from():
                                                              "bias": torch.zeros(1)}})
     assert model.weight.item() == 7.0
     assert not ModelSelection().hold_best(model, None)  # nothing validated: nothing to hold
+
+
+def test_the_test_report_says_which_weights_and_how_they_were_chosen():
+    from flowlab.train.selection import ModelSelection
+
+    sel = ModelSelection()
+    metrics = {"nll": 1.0, "bits_per_dim": 0.7}
+    assert sel.report(metrics, 50) == {
+        **metrics, "selected_step": 50, "trained_steps": 50,
+        "selected_on": "last step (no validation)", "best_val_bits_per_dim": None,
+        "selected_weights": "model", "stopped_early": False}
+    sel.observe(30, 0.9, _linear(1.0))
+    report = sel.report(metrics, 50)
+    assert (report["selected_step"], report["selected_on"], report["best_val_bits_per_dim"]) \
+        == (30, "validation", 0.9)
