@@ -178,29 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------- train
 def _train_settings(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The recipe and loop settings: the resumed run's, then the config file, then flags."""
-    from .train.checkpoint import load_checkpoint, readable_checkpoint
+    """The recipe and loop settings: the resumed run's, then the config file, then flags.
+
+    On resume the checkpoint is located and checked by
+    :func:`flowlab.train.runfolder.resume_checkpoint`, the function the trainer uses too;
+    the trainer refuses changed optimisation settings
+    (:func:`flowlab.train.schedule.check_resume_settings`)."""
     from .train.config import TrainConfig, load_config_file
     from .train.load import run_settings
     from .train.recipes import Recipe, split_settings
-    from .train.runfolder import RunFolder
+    from .train.runfolder import resume_checkpoint
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     values: dict[str, Any] = {}
     if given.get("resume") or given.get("resume_from"):
         # Continue with the settings the run was started with; flags may change some of them
         # (e.g. --steps to train longer).
-        run_dir = given.get("run_dir")
-        if run_dir is None:
-            raise UsageError("--resume needs --run-dir, the folder of the run to continue")
-        path = (Path(given["resume_from"]) if given.get("resume_from")
-                else RunFolder(run_dir).resume_checkpoint())
-        if not path.is_file():
-            previous = RunFolder(run_dir).previous
-            hint = (f"; the previous checkpoint is kept: add --resume-from {previous}"
-                    if not given.get("resume_from") and readable_checkpoint(previous) else "")
-            raise UsageError(f"nothing to resume: {str(path)!r} does not exist{hint}")
-        recipe, loop = run_settings(load_checkpoint(path))
+        _, state = resume_checkpoint(given.get("run_dir"), given.get("resume_from"))
+        recipe, loop = run_settings(state)
         values.update(recipe.to_dict())
         values.update(loop.to_dict())
         # How the stored run was started is not how this one starts: a --resume-from of an

@@ -246,17 +246,17 @@ def test_an_unwritable_run_folder_exits_2_with_a_message(tmp_path, capsys):
 def test_a_full_disk_during_training_exits_2_and_keeps_the_steps(tmp_path, capsys, monkeypatch):
     import errno
 
-    from flowlab.train import trainer as trainer_module
+    from flowlab.train import persistence as persistence_module
     from flowlab.train.runfolder import rescue_dir
 
-    real = trainer_module.save_checkpoint
+    real = persistence_module.save_checkpoint
 
     def full(state, path, keep_previous=None):
         if rescue_dir() in path.parents:
             return real(state, path, keep_previous)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", full)
+    monkeypatch.setattr(persistence_module, "save_checkpoint", full)
     assert main(["train", *FAST, "--run-dir", str(tmp_path / "run"), "--val-fraction", "0"]) == 2
     err = capsys.readouterr().err
     assert "the disk is full" in err and str(rescue_dir() / "last.pt") in err
@@ -541,3 +541,52 @@ def test_sample_checks_the_temperature(tmp_path, capsys):
     assert not (tmp_path / "s.png").exists()
     assert main(["sample", "--run-dir", str(run), "--temperature", "0.5",
                  "--out", str(tmp_path / "s.png")]) == 0
+
+
+# ------------------------------- issue 29: resume with changed optimisation settings, refused
+def test_resume_with_changed_optimisation_settings_is_refused_and_says_how(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run), "--lr", "0.002"]) == 0
+    kept = {name: (run / name).read_bytes() for name in ("last.pt", "metrics.csv")}
+    capsys.readouterr()
+    for flag, value in (("--lr", "0.01"), ("--warmup-steps", "3"), ("--min-lr-ratio", "0.5"),
+                        ("--weight-decay", "0.1")):
+        # before: ignored without a word (the optimiser and scheduler states hold them)
+        assert main(["train", "--run-dir", str(run), "--resume", "--steps", "30",
+                     flag, value]) == 2, flag
+        err = capsys.readouterr().err
+        assert "cannot resume with" in err and f"({flag}): the run was trained with" in err
+        assert f"Drop {flag} to continue the run" in err and "in a new run" in err
+        assert "Traceback" not in err
+        assert {n: (run / n).read_bytes() for n in kept} == kept  # nothing was touched
+    # the run's own value is no change; the run continues
+    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "30",
+                 "--lr", "0.002"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 30
+
+
+def test_resume_locates_the_checkpoint_in_one_place_for_the_cli_and_the_trainer(tmp_path):
+    """`flowlab train --resume` (its settings) and the Trainer (its state) read the checkpoint
+    that flowlab.train.runfolder.resume_checkpoint locates: the same file, the same errors."""
+    import torch
+
+    from flowlab.models import realnvp
+    from flowlab.train import Trainer
+    from flowlab.train.runfolder import resume_checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run), "--checkpoint-every", "10"]) == 0
+    path, state = resume_checkpoint(run)
+    assert path == run / "last.pt" and state["step"] == 20
+    path, state = resume_checkpoint(run, run / "previous.pt")
+    assert state["step"] == 10
+    (run / "last.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=f"nothing to resume.*--resume-from {run}"):
+        resume_checkpoint(run)
+    with pytest.raises(ValueError, match="--resume needs --run-dir"):
+        resume_checkpoint(None)
+    trainer = Trainer(realnvp(2, couplings=2), torch.randn(256, 2),
+                      config=TrainConfig(run_dir=str(run), resume=True, val_fraction=0))
+    with pytest.raises(FileNotFoundError, match=f"nothing to resume.*--resume-from {run}"):
+        trainer.prepare()
+    assert main(["train", "--run-dir", str(run), "--resume"]) == 2

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["COLUMNS", "MetricsLogger", "read_metrics"]
+__all__ = ["COLUMNS", "MetricsLogger", "StepWindow", "read_metrics"]
 
 COLUMNS = [
     "step",
@@ -96,6 +97,45 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+class StepWindow:
+    """Running sums of the steps since the last logged row: the mean loss and gradient norm
+    of its healthy steps, the skipped steps, and the samples per second.
+
+    Example:
+        >>> w = StepWindow()
+        >>> w.add(2.0, 1.0, True, 64); w.add(float("nan"), float("nan"), False, 64)
+        >>> w.mean_loss(), w.mean_gnorm(), w.skipped, w.samples
+        (2.0, 1.0, 1, 128)
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = self.gnorm = 0.0
+        self.good = self.skipped = self.samples = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: float, gnorm: float, ok: bool, samples: int) -> None:
+        self.samples += samples
+        if ok:
+            self.loss += loss
+            self.gnorm += gnorm
+            self.good += 1
+        else:
+            self.skipped += 1
+
+    def mean_loss(self) -> float:
+        return self.loss / self.good if self.good else math.nan
+
+    def mean_gnorm(self) -> float:
+        """Mean gradient norm (before clipping) over the healthy steps of the window."""
+        return self.gnorm / self.good if self.good else math.nan
+
+    def samples_per_s(self) -> float:
+        return self.samples / max(time.perf_counter() - self.start, 1e-9)
 
 
 def _fmt(v: Any) -> Any:

@@ -30,7 +30,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["RunFolder", "RunDirExistsError", "RunFolderError", "rescue_dir", "rescue"]
+__all__ = [
+    "RunFolder", "RunDirExistsError", "RunFolderError", "rescue_dir", "rescue",
+    "resume_checkpoint",
+]  # fmt: skip
 
 LEGACY_CHECKPOINT = "checkpoint.pt"  # the single checkpoint of flowlab before best/last
 
@@ -41,7 +44,13 @@ class RunDirExistsError(FileExistsError):
 
 class RunFolderError(OSError):
     """A file of the run (or an output file) cannot be written; the message says what was kept
-    and where."""
+    and where.
+
+    Attributes:
+        rescued: the fallback checkpoint the state was saved to (read back), or ``None``.
+    """
+
+    rescued: Path | None = None
 
 
 def folder_error(message: str, cause: OSError) -> RunFolderError:
@@ -97,6 +106,40 @@ def rescue(write: Callable[[Path], Any], name: str,
         failed.errno = getattr(cause, "errno", None)
         raise failed from err
     return path
+
+
+def resume_checkpoint(
+    run_dir: str | Path | None, resume_from: str | Path | None = None,
+    map_location: Any = "cpu",
+) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a resumed run continues from, located, checked and read: the one place
+    that decides it (``flowlab train --resume`` reads its settings from it, the trainer its
+    state).
+
+    ``resume_from`` if given, else ``<run_dir>/last.pt`` (or the ``checkpoint.pt`` of a
+    folder from before best/last).
+
+    Raises:
+        ValueError: no ``run_dir`` (a resumed run writes there).
+        FileNotFoundError: the file does not exist; the message names ``previous.pt`` only if
+            it loads.
+        flowlab.train.checkpoint.CheckpointError: the file is damaged; the message names a
+            checkpoint beside it that loads, if any.
+    """
+    from .checkpoint import load_checkpoint, readable_checkpoint
+
+    if run_dir is None:
+        raise ValueError("--resume needs --run-dir (run_dir), the folder of the run to continue")
+    folder = RunFolder(run_dir)
+    path = Path(resume_from) if resume_from else folder.resume_checkpoint()
+    if not path.is_file():
+        hint = (f"; the previous checkpoint {str(folder.previous)!r} is kept: pass "
+                f"--resume-from {folder.previous}"
+                if not resume_from and readable_checkpoint(folder.previous) else "")
+        raise FileNotFoundError(
+            f"nothing to resume: {str(path)!r} does not exist (drop --resume to start a new "
+            f"run there){hint}")
+    return path, load_checkpoint(path, map_location=map_location)
 
 
 class RunFolder:

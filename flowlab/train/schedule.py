@@ -25,17 +25,33 @@ current value :math:`\eta_s` to :math:`\eta_{\min}` at :math:`T'`
 used (its warm-up is the same).  A run that had already decayed to :math:`\eta_{\min}`
 therefore continues at :math:`\eta_{\min}`; for a new decay from the peak rate, start a new
 run from the weights instead.
+
+**Other optimisation settings on resume are refused.**  A resumed run restores the
+optimiser's state and the scheduler's, which hold :math:`\eta`, :math:`W`, :math:`r` and the
+weight decay of the run; a new ``--lr``, ``--warmup-steps``, ``--min-lr-ratio`` or
+``--weight-decay`` would therefore be ignored (it was, silently, before).  Applying one is
+not well defined either: a new peak rate makes the rate jump at the resumed step (the jump
+the ``--steps`` rule exists to avoid), and a new warm-up length past the warm-up means nothing.
+:func:`check_resume_settings` refuses them with a message that says how to go on (decision
+record ``decisions/0010-resume-settings.md``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["warmup_cosine", "WarmupCosine", "continue_schedule"]
+__all__ = [
+    "warmup_cosine", "WarmupCosine", "continue_schedule", "restore_schedule",
+    "check_resume_settings", "RESUME_FIXED",
+]  # fmt: skip
+
+#: Settings a resumed run keeps from its checkpoint: the optimiser and the schedule hold them.
+RESUME_FIXED = ("lr", "warmup_steps", "min_lr_ratio", "weight_decay")
 
 
 @dataclass
@@ -147,3 +163,72 @@ def position(scheduler: LambdaLR, step: int) -> None:
     ):
         group["lr"] = base * fn(step)
     scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]  # noqa: SLF001
+
+
+def restore_schedule(
+    scheduler: LambdaLR, saved: Any, step: int, total_steps: int
+) -> tuple[LambdaLR, str | None]:
+    """The scheduler of a resumed run: ``scheduler`` given the ``saved`` state at ``step``,
+    rebuilt by :func:`continue_schedule` if the run's length changed to ``total_steps``.
+
+    Returns the scheduler to use and, for a new length, a message saying what the rate does.
+    Checkpoints written before the schedule was a closed form hold another scheduler's state
+    (``SequentialLR``); the same closed form is then positioned at ``step``.
+    """
+    lambdas = saved.get("lr_lambdas") if isinstance(saved, dict) else None
+    if lambdas and isinstance(lambdas[0], dict) and "total_steps" in lambdas[0]:
+        scheduler.load_state_dict(saved)
+    else:
+        position(scheduler, step)
+    planned = scheduler.lr_lambdas[0].total_steps
+    if planned == total_steps:
+        return scheduler, None
+    before = scheduler.optimizer.param_groups[0]["lr"]
+    scheduler = continue_schedule(scheduler, step, total_steps)
+    floor = scheduler.base_lrs[0] * scheduler.lr_lambdas[0].min_lr_ratio
+    return scheduler, (
+        f"steps changed from {planned} to {total_steps} on resume: the learning rate continues "
+        f"from {before:.3g} at step {step} and decays to {floor:.3g} at step {total_steps} (a "
+        "cosine over the new horizon; it never rises again: for a fresh decay from --lr, start "
+        "a new run)"
+    )
+
+
+def check_resume_settings(saved: Mapping[str, Any] | None, config: Any) -> None:
+    """Refuse to resume with optimisation settings (:data:`RESUME_FIXED`) that differ from
+    those the run was trained with (``saved``: the checkpoint's ``"config"``; a checkpoint
+    without one is not checked).
+
+    Example:
+        >>> from flowlab.train.config import TrainConfig
+        >>> check_resume_settings({"lr": 1e-3}, TrainConfig(lr=1e-3))   # the same: fine
+        >>> check_resume_settings({"lr": 1e-3}, TrainConfig(lr=1e-2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot resume with lr 0.01 (--lr): the run was trained with 0.001. A ...
+
+    Raises:
+        ValueError: the message names each changed setting and says how to go on.
+    """
+    if not saved:
+        return
+    changed = []
+    for name in RESUME_FIXED:
+        if name not in saved:
+            continue
+        old, new = saved[name], getattr(config, name)
+        same = (math.isclose(float(old), float(new), rel_tol=1e-12, abs_tol=0.0)
+                if isinstance(old, (int, float)) and isinstance(new, (int, float)) else old == new)
+        if not same:
+            changed.append((name, old, new))
+    if not changed:
+        return
+    flags = " ".join(f"--{n.replace('_', '-')}" for n, _, _ in changed)
+    what = "; ".join(f"{n} {new!r} (--{n.replace('_', '-')}): the run was trained with {old!r}"
+                     for n, old, new in changed)
+    raise ValueError(
+        f"cannot resume with {what}. A resumed run continues its saved optimiser and "
+        f"learning-rate schedule, which hold these settings. Drop {flags} to continue the run "
+        "as it was (--steps may change: the schedule is rebuilt for the new length), or train "
+        "with the new values in a new run (another --run-dir, or --overwrite)"
+    )

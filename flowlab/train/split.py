@@ -43,7 +43,7 @@ class ValidationSplit:
     @classmethod
     def draw(
         cls, n: int, fraction: float, seed: int, labels: Tensor | None = None
-    ) -> "ValidationSplit":
+    ) -> ValidationSplit:
         """Draw the split (see the module docstring).
 
         Raises:
@@ -69,6 +69,26 @@ class ValidationSplit:
                 "selection)"
             )
         return cls(n, tuple(int(i) for i in val), float(fraction), int(seed), labels is not None)
+
+    @classmethod
+    def for_run(
+        cls, data: Tensor | Dataset, fraction: float, seed: int, labels: Tensor | None = None,
+        recorded: Path | None = None,
+    ) -> ValidationSplit:
+        """The split of a run on ``data``: the one ``recorded`` in a resumed run's
+        ``split.json`` (which must have been drawn with the same ``fraction`` and ``seed``),
+        else a new draw, stratified by ``labels`` (default: :func:`find_labels`)."""
+        if recorded is None or not recorded.is_file():
+            labels = labels if labels is not None else find_labels(data)
+            return cls.draw(len(data), fraction, seed, labels)
+        split = cls.load(recorded)
+        if (split.fraction, split.seed) != (fraction, seed):
+            raise ValueError(
+                f"the run's validation split (split.json) was drawn with val_fraction="
+                f"{split.fraction}, seed={split.seed}; a resumed run keeps it: "
+                "do not change --val-fraction or --seed when resuming"
+            )
+        return split
 
     @property
     def train_indices(self) -> Tensor:
@@ -97,7 +117,7 @@ class ValidationSplit:
                 "stratified": self.stratified, "val_indices": list(self.val_indices)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ValidationSplit":
+    def from_dict(cls, d: dict[str, Any]) -> ValidationSplit:
         return cls(int(d["n"]), tuple(int(i) for i in d["val_indices"]), float(d["fraction"]),
                    int(d["seed"]), bool(d["stratified"]))
 
@@ -105,7 +125,7 @@ class ValidationSplit:
         path.write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path: Path) -> "ValidationSplit":
+    def load(cls, path: Path) -> ValidationSplit:
         return cls.from_dict(json.loads(path.read_text()))
 
 

@@ -184,3 +184,62 @@ def test_a_checkpoint_with_the_old_chained_scheduler_resumes_on_the_same_schedul
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(
         opt.param_groups[0]["lr"], rel=1e-9)
     assert resumed.scheduler.last_epoch == 10
+
+
+# ------------------------------------------------------- schedule on resume, on its own
+def test_resume_settings_that_the_optimiser_holds_are_checked():
+    from flowlab.train.schedule import RESUME_FIXED, check_resume_settings
+
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.01, weight_decay=0.0)
+    saved = cfg.to_dict()
+    check_resume_settings(saved, cfg.updated({"steps": 99, "grad_clip": 5.0}))  # may change
+    check_resume_settings(None, cfg)  # a checkpoint without settings: nothing to compare
+    check_resume_settings({"lr": 1e-3}, cfg)  # missing entries are not compared
+    assert set(RESUME_FIXED) == {"lr", "warmup_steps", "min_lr_ratio", "weight_decay"}
+    with pytest.raises(ValueError) as err:
+        check_resume_settings(saved, cfg.updated({"lr": 2e-3, "min_lr_ratio": 0.1}))
+    msg = str(err.value)
+    assert "lr 0.002 (--lr): the run was trained with 0.001" in msg
+    assert "min_lr_ratio 0.1 (--min-lr-ratio): the run was trained with 0.01" in msg
+    assert "Drop --lr --min-lr-ratio to continue" in msg and "new run" in msg
+
+
+def test_restore_schedule_says_what_a_new_length_does():
+    from flowlab.train.schedule import restore_schedule
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, 10, 2, 0.1)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    saved, rate = sched.state_dict(), opt.param_groups[0]["lr"]
+
+    def fresh():  # a new run's scheduler, then the optimiser's state (its rate) restored
+        new = warmup_cosine(opt, 10, 2, 0.1)
+        opt.param_groups[0]["lr"] = rate
+        return new
+
+    same, message = restore_schedule(fresh(), saved, 6, 10)
+    assert message is None and opt.param_groups[0]["lr"] == rate and same.last_epoch == 6
+    longer, message = restore_schedule(fresh(), saved, 6, 20)
+    assert opt.param_groups[0]["lr"] == pytest.approx(rate)  # no jump
+    assert "steps changed from 10 to 20" in message and "never rises" in message
+    for _ in range(14):
+        opt.step()
+        longer.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # the floor at the new end
+
+
+def test_random_states_are_restored_per_process_or_reseeded_with_a_warning_text():
+    from flowlab.train.rng import restore_rng_states
+
+    torch.manual_seed(1)
+    states = [rng_state(), rng_state()]
+    a = torch.rand(3)
+    assert restore_rng_states(states, rank=1, world_size=2, fallback_seed=9) is None
+    assert torch.equal(torch.rand(3), a)  # rank 1's stream, continued exactly
+    message = restore_rng_states(states, rank=0, world_size=3, fallback_seed=9)
+    assert "written by 2 process(es), this run has 3" in message and "not bit-for-bit" in message
+    b = torch.rand(3)
+    torch.manual_seed(9)
+    assert torch.equal(torch.rand(3), b)  # reseeded with the fallback seed

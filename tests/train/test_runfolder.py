@@ -20,7 +20,7 @@ from flowlab.train import (
     TrainingInterrupted,
     load_checkpoint,
 )
-from flowlab.train import trainer as trainer_module
+from flowlab.train import persistence as persistence_module
 from flowlab.train.recipes import build_data, build_model, choose_threads, split_settings
 from flowlab.train.runfolder import rescue_dir
 
@@ -61,7 +61,7 @@ def test_an_unwritable_run_folder_fails_before_training(tmp_path):
 
 def _disk_full_after(monkeypatch, n_ok: int, rescue_ok: bool = True):
     """Checkpoint writes into the run folder succeed n_ok times, then raise ENOSPC."""
-    real = trainer_module.save_checkpoint
+    real = persistence_module.save_checkpoint
     calls = {"n": 0}
 
     def save(state, path, keep_previous=None):
@@ -74,7 +74,7 @@ def _disk_full_after(monkeypatch, n_ok: int, rescue_ok: bool = True):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(state, path, keep_previous)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    monkeypatch.setattr(persistence_module, "save_checkpoint", save)
 
 
 def test_a_full_disk_saves_the_state_elsewhere_and_says_where(tmp_path, monkeypatch):
@@ -146,15 +146,12 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
 
     flow = toy_flow()
     trainer = Trainer(flow, x, None, cfg(tmp_path / "b", checkpoint_every=100))
-    step = trainer._train_step
 
-    def press_ctrl_c_at_7(*args, **kw):
-        out = step(*args, **kw)
-        if trainer.step == 7:
+    @trainer.on_step
+    def press_ctrl_c_at_7(record):
+        if record.step == 7:
             signal.raise_signal(signal.SIGINT)
-        return out
 
-    trainer._train_step = press_ctrl_c_at_7
     with pytest.raises(TrainingInterrupted) as err:
         trainer.fit()
     assert err.value.step == 7 and err.value.checkpoint == tmp_path / "b" / "last.pt"
@@ -168,15 +165,8 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
 
 def test_ctrl_c_without_a_run_folder_reports_no_checkpoint():
     trainer = Trainer(toy_flow(), toy_data(256), None,
-                      TrainConfig(**{**QUIET, "steps": 20, "run_dir": None}))
-    step = trainer._train_step
-
-    def interrupt(*args, **kw):
-        out = step(*args, **kw)
-        signal.raise_signal(signal.SIGINT)
-        return out
-
-    trainer._train_step = interrupt
+                      TrainConfig(**{**QUIET, "steps": 20, "run_dir": None}),
+                      callbacks=[lambda record: signal.raise_signal(signal.SIGINT)])
     with pytest.raises(TrainingInterrupted) as err:
         trainer.fit()
     assert err.value.checkpoint is None and err.value.step == 1
@@ -239,16 +229,13 @@ def test_threads_default_to_one_for_small_models_and_to_the_free_cores(monkeypat
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_written_checkpoint(tmp_path):
     trainer = Trainer(toy_flow(), toy_data(256), None, cfg(tmp_path / "r", checkpoint_every=5))
-    step = trainer._train_step
 
-    def press_twice_at_7(*args, **kw):
-        out = step(*args, **kw)
-        if trainer.step == 7:
+    @trainer.on_step
+    def press_twice_at_7(record):
+        if record.step == 7:
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)  # raises KeyboardInterrupt here, mid-loop
-        return out
 
-    trainer._train_step = press_twice_at_7
     with pytest.raises(TrainingInterrupted) as err:
         trainer.fit()
     assert (err.value.step, err.value.saved_step) == (7, 5)

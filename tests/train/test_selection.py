@@ -330,3 +330,85 @@ def test_changing_the_split_settings_on_resume_is_refused(tmp_path):
     with pytest.raises(ValueError, match="a resumed run keeps it"):
         Trainer(toy_flow(), x, None,
                 cfg(run_dir=str(tmp_path / "r"), steps=10, resume=True, val_fraction=0.3))
+
+
+# -------------------------------------------------- flowlab.train.selection on its own
+def _linear(value):
+    m = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        m.weight.fill_(value)
+        m.bias.zero_()
+    return m
+
+
+def test_model_selection_keeps_a_copy_of_the_best_and_counts_patience():
+    from flowlab.train.selection import ModelSelection
+
+    sel = ModelSelection(patience=2)
+    model = _linear(1.0)
+    assert sel.observe(10, 3.0, model) and sel.best_weights["model"]["weight"].item() == 1.0
+    with torch.no_grad():
+        model.weight.fill_(2.0)  # the kept copy does not follow the live weights
+    assert sel.best_weights["model"]["weight"].item() == 1.0
+    assert not sel.observe(20, 3.0, model)  # equal is not better
+    assert not sel.stopped_early and sel.evals_since_best == 1
+    assert not sel.observe(30, 3.5, model) and sel.stopped_early
+    assert (sel.best_step, sel.best_score, sel.selected_weights) == (10, 3.0, "model")
+    assert ModelSelection(patience=0).observe(1, math.nan, model) is False  # nan never best
+
+
+def test_raw_weights_are_chosen_only_when_strictly_better_and_fill_the_ema_slot():
+    from flowlab.train.ema import make_ema
+    from flowlab.train.selection import ModelSelection
+
+    ema_m, raw_m = {"bits_per_dim": 2.0, "nll": 1.0}, {"bits_per_dim": 1.5, "nll": 0.8}
+    assert ModelSelection.choose(ema_m, raw_m) == (raw_m, "raw")
+    assert ModelSelection.choose(ema_m, {**raw_m, "bits_per_dim": 2.0}) == (ema_m, "ema")
+    assert ModelSelection.choose(ema_m, None) == (ema_m, "ema")
+    assert ModelSelection.choose(ema_m, raw_m, has_ema=False) == (ema_m, "model")
+    model = _linear(1.0)
+    ema = make_ema(model, 0.5)
+    with torch.no_grad():
+        model.weight.fill_(3.0)  # the average still holds 1.0
+    sel = ModelSelection(has_ema=True)
+    sel.observe(5, 1.5, model, ema, kind="raw")
+    assert sel.selected_weights == "raw"
+    assert sel.best_weights["ema"]["module.weight"].item() == 3.0  # the raw weights, there
+
+
+def test_holding_the_best_keeps_the_last_weights_to_continue_from():
+    from flowlab.train.selection import ModelSelection
+
+    sel = ModelSelection()
+    model = _linear(1.0)
+    sel.observe(10, 1.0, model)
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    sel.observe(20, 2.0, model)
+    assert sel.hold_best(model, None) and model.weight.item() == 1.0
+    assert sel.held["model"]["weight"].item() == 5.0 and not sel.hold_best(model, None)
+    sel.release(model, None)
+    assert model.weight.item() == 5.0 and sel.held is None
+    # after a resume the best weights are only on disk: they are read from there
+    resumed = ModelSelection()
+    resumed.load_state_dict(sel.state_dict())
+    assert resumed.state_dict() == sel.state_dict() and resumed.best_weights is None
+    assert resumed.hold_best(model, None, lambda: {"model": {"weight": torch.full((1, 1), 7.0),
+                                                             "bias": torch.zeros(1)}})
+    assert model.weight.item() == 7.0
+    assert not ModelSelection().hold_best(model, None)  # nothing validated: nothing to hold
+
+
+def test_the_test_report_says_which_weights_and_how_they_were_chosen():
+    from flowlab.train.selection import ModelSelection
+
+    sel = ModelSelection()
+    metrics = {"nll": 1.0, "bits_per_dim": 0.7}
+    assert sel.report(metrics, 50) == {
+        **metrics, "selected_step": 50, "trained_steps": 50,
+        "selected_on": "last step (no validation)", "best_val_bits_per_dim": None,
+        "selected_weights": "model", "stopped_early": False}
+    sel.observe(30, 0.9, _linear(1.0))
+    report = sel.report(metrics, 50)
+    assert (report["selected_step"], report["selected_on"], report["best_val_bits_per_dim"]) \
+        == (30, "validation", 0.9)

@@ -212,18 +212,20 @@ def test_a_nan_gradient_with_a_finite_loss_is_skipped(grad_clip):
 
     param.register_hook(hook)
     trainer = Trainer(flow, x, None, cfg(steps=5, grad_clip=grad_clip, log_every=100))
-    snapshots = []
-    step = trainer._train_step
+    trainer.prepare()  # its initialisation pass changes no parameter
+    snapshots = [param.detach().clone()]  # before step 1, then after each step
+    records = []
 
-    def recording_step(*args, **kw):
+    @trainer.on_step
+    def record(r):
         snapshots.append(param.detach().clone())
-        return step(*args, **kw)
+        records.append(r)
 
-    trainer._train_step = recording_step
     # the gradient norm (a public torch API) is the check, with and without clipping
     with pytest.warns(RuntimeWarning, match="step 3: non-finite loss .* gradients \\(norm nan"):
         rows = trainer.fit()
-    snapshots.append(param.detach().clone())
+    assert [r.finite for r in records] == [True, True, False, True, True]
+    assert math.isnan(records[2].grad_norm) and math.isfinite(records[2].loss)
     assert torch.equal(snapshots[2], snapshots[3])  # step 3 changed nothing
     assert not torch.equal(snapshots[3], snapshots[4])  # step 4 trained again
     assert trainer.bad_steps == 0

@@ -27,11 +27,12 @@ bench.bare_loop(data, 10, 0)
 res = {"bare": [], "public": [], "private": []}
 with tempfile.TemporaryDirectory() as tmp:
     for rep in range(reps):
-        res["bare"].append(bench.bare_loop(data, steps, rep))
+        # each loop returns (steps per wall second, CPU ms per step): the first is compared
+        res["bare"].append(bench.bare_loop(data, steps, rep)[0])
         trainer_module.gradient_norm = public
-        res["public"].append(bench.trainer_loop(data, steps, rep, f"{tmp}/p{rep}"))
+        res["public"].append(bench.trainer_loop(data, steps, rep, f"{tmp}/p{rep}")[0])
         trainer_module.gradient_norm = private_flag
-        res["private"].append(bench.trainer_loop(data, steps, rep, f"{tmp}/q{rep}"))
+        res["private"].append(bench.trainer_loop(data, steps, rep, f"{tmp}/q{rep}")[0])
         trainer_module.gradient_norm = public
 med = {k: statistics.median(v) for k, v in res.items()}
 for k, v in res.items():
