@@ -265,3 +265,77 @@ def test_strings_and_type_names_of_an_answer_carry_no_data() -> None:
         "calls", fn="answer", cases=[[]])
     assert got[0] == wire.Opaque("an object") and got[1] == "?" and got[4] == "?"
     assert got[2:4] == ["StandardNormal", "list"]
+
+
+# ---------------------------------------------------------------------------------- the layout
+def _trusted_files():
+    from pathlib import Path
+
+    import flowlab_course
+
+    return sorted((Path(flowlab_course.__file__).resolve().parent / "trusted").rglob("*.py"))
+
+
+def _graders_references(path) -> list[str]:
+    """Every import of the graders package, and every non-docstring string naming it."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
+                  and isinstance(node.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("flowlab_course.graders")]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if (node.level == 0 and module.startswith("flowlab_course.graders")) or (
+                    node.level >= 2 and module.split(".")[0] == "graders") or (
+                    node.level == 2 and not module and any(a.name == "graders"
+                                                           for a in node.names)):
+                found.append(f"{'.' * node.level}{module} import "
+                             f"{', '.join(a.name for a in node.names)}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docstrings and "flowlab_course.graders" in node.value):
+            found.append(repr(node.value))   # importlib by name
+    return found
+
+
+def test_trusted_imports_nothing_from_the_graders() -> None:
+    """The trust boundary's code depends on no grader (the composition is flowlab_course.registry)."""
+    files = _trusted_files()
+    assert {p.name for p in files} >= {"bridge.py", "runner.py", "parts.py", "errors.py"}
+    for path in files:
+        assert _graders_references(path) == [], path.name
+
+
+@pytest.mark.parametrize("source", [
+    "from ..graders.errors import GradingFailure", "from .. import graders",
+    "import flowlab_course.graders.assignment2", "from flowlab_course.graders import probes",
+    "import importlib\nimportlib.import_module(f'flowlab_course.graders.{m}')",
+])
+def test_the_layout_check_sees_every_form_of_import(tmp_path, source: str) -> None:
+    path = tmp_path / "module.py"
+    path.write_text(f'"""Mentions flowlab_course.graders in its docstring only."""\n{source}\n')
+    assert _graders_references(path)
+    path.write_text('"""Mentions flowlab_course.graders in its docstring only."""\nimport json\n')
+    assert _graders_references(path) == []
+
+
+def test_the_runner_finds_parts_through_the_lookup_it_is_given() -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from flowlab_course import registry
+    from flowlab_course.trusted import runner
+
+    cell = new_code_cell("### BEGIN HIDDEN TESTS\n# flowlab-grade: assignment5.causal_mask\n"
+                         "### END HIDDEN TESTS", metadata={"nbgrader": {"grade": True}})
+    nb = new_notebook(cells=[cell])
+    the_plan = runner.plan(nbformat.from_dict(nb), lambda key: PART)
+    assert the_plan.parts == {0: PART} and not the_plan.unknown
+    cell.source = "### BEGIN HIDDEN TESTS\n# flowlab-grade: assignment5.causal_mask\n### END HIDDEN TESTS"
+    the_plan = runner.plan(nbformat.from_dict(new_notebook(cells=[cell])), registry.lookup)
+    assert the_plan.parts[0].key == "assignment5.causal_mask"
+    with pytest.raises(KeyError, match="no grader module"):
+        registry.lookup("assignment9.x")
