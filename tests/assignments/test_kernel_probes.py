@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import inspect
 import json
 import re
@@ -22,8 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import flowlab_course.kernel as kernel
+from flowlab_course import kernel
 from flowlab_course.kernel import probes
 from flowlab_course.kernel.pieces import NAMES as PIECES
 from flowlab_course.trusted import wire
@@ -123,7 +123,7 @@ def test_layer_call_builds_from_data_and_returns_values_and_gradients(student) -
 
 def test_set_layer_call_reports_a_missing_or_misshapen_tensor(student) -> None:
     ctx, x = probes.Context(student), torch.zeros(2, 3, dtype=torch.float64)
-    common = dict(x=x, x2=x, w_out=x, w_ld=x[:, 0], args=[0.0])
+    common = {"x": x, "x2": x, "w_out": x, "w_ld": x[:, 0], "args": [0.0]}
     assert probes.set_layer_call(ctx, "Scale", "forward", tensors={"loc": x}, **common) == {
         "missing": "loc", "got": "NoneType"}
     assert probes.set_layer_call(ctx, "Scale", "forward", tensors={"a": x}, **common) == {
@@ -149,7 +149,8 @@ def test_a_piece_is_used_only_when_defined_and_patches_the_layer() -> None:
     x = torch.randn(3, 2, dtype=torch.float64)
     tensors = {"log_abs_diag": torch.tensor([0.5, -1.0], dtype=torch.float64),
                "sign": torch.tensor([1.0, -1.0], dtype=torch.float64)}
-    common = dict(x=x, x2=x, w_out=x, w_ld=x[:, 0], args=[2], tensors=tensors, patch="lu_weight")
+    common = {"x": x, "x2": x, "w_out": x, "w_ld": x[:, 0], "args": [2], "tensors": tensors,
+              "patch": "lu_weight"}
     with pytest.raises(LookupError, match="lu_weight"):
         probes.set_layer_call(probes.Context(ns), "Conv", "forward", **common)
     ctx = probes.Context(ns, {"lu_weight": _piece("lu_weight")})
@@ -200,7 +201,7 @@ def test_a_request_names_a_probe_and_carries_json_only(student) -> None:
     assert torch.equal(value, 2 * x) and unchanged is True
     start, request = bridge.sources
     assert start.startswith(kernel.source("channel"))
-    match = re.fullmatch(r"_flowlab_probe\('calls', '(.*)'\)", request, re.S)
+    match = re.fullmatch(r"_flowlab_probe\('calls', '(.*)'\)", request, re.DOTALL)
     assert match, request
     assert wire.decode(json.loads(match.group(1)))["fn"] == "doubled"
     assert "_flowlab_probe" in student and "_flowlab_channel" not in student
@@ -208,8 +209,9 @@ def test_a_request_names_a_probe_and_carries_json_only(student) -> None:
 
 def test_the_channel_gives_the_same_values_as_the_function_in_process(student) -> None:
     x = torch.randn(5, 3, dtype=torch.float64)
-    args = dict(cls="Scale", direction="forward", x=x, x2=x + 1, w_out=torch.ones(5, 3,
-                dtype=torch.float64), w_ld=torch.ones(5, dtype=torch.float64), args=[0.3])
+    args = {"cls": "Scale", "direction": "forward", "x": x, "x2": x + 1,
+            "w_out": torch.ones(5, 3, dtype=torch.float64),
+            "w_ld": torch.ones(5, dtype=torch.float64), "args": [0.3]}
     here = probes.layer_call(probes.Context(student), **args)
     there = LocalBridge(student).call("layer_call", **args)
     for a, b in zip((*here["out"], *here["out2"]), (*there["out"], *there["out2"])):
@@ -245,8 +247,6 @@ def test_an_unknown_probe_or_piece_or_argument_is_refused(student) -> None:
     bridge.start()
     outputs = bridge._execute("_flowlab_probe('Context', '{}')")
     reply = outputs[0]["text"].split("FLOWLAB-GRADER-RESULT ")[1]
-    import base64
-
     assert json.loads(base64.b64decode(reply)) == {"ok": False, "error": "LookupError",
                                                    "message": "", "where": None}
 
