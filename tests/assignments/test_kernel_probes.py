@@ -278,3 +278,28 @@ def test_kernel_modules_import_the_standard_library_and_torch_only(path: Path) -
         else:
             continue
         assert roots <= allowed, f"{path.name} imports {roots - allowed}"
+
+
+def test_the_graders_name_existing_probes_and_pieces_and_every_one_is_used() -> None:
+    """Read from the graders' source: every ``run(k, "name", ...)``/``k.call("name", ...)`` names
+    a probe, every ``pieces=(...)``/``patch=`` a piece; nothing in the kernel is dead code."""
+    graders = Path(kernel.__file__).resolve().parents[1] / "graders"
+    used_probes, used_pieces = set(), set()
+    for path in sorted(graders.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
+                node.func, "id", "")
+            args = [a for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            if name == "run" and len(node.args) > 1 and node.args[1] in args:
+                used_probes.add(node.args[1].value)
+            elif name == "call" and args and node.args[0] is args[0]:
+                used_probes.add(args[0].value)
+            for kw in node.keywords:
+                if kw.arg == "pieces" and isinstance(kw.value, ast.Tuple):
+                    used_pieces |= {e.value for e in kw.value.elts if isinstance(e, ast.Constant)}
+                elif kw.arg == "patch" and isinstance(kw.value, ast.Constant) and kw.value.value:
+                    used_pieces.add(kw.value.value)
+    assert used_probes == set(probes.PROBES), used_probes ^ set(probes.PROBES)
+    assert used_pieces == set(PIECES), used_pieces ^ set(PIECES)
