@@ -11,7 +11,10 @@ Unlike :mod:`..probes` (drivers sent once, when the channel starts, that compute
 graded), a piece enters the kernel only when a probe request asks for it
 (``KernelBridge.call(..., pieces=("coupling",))``), and only parts that declare
 ``reveals=(X, ...)`` for what the piece implements ask for it: the runner grades them after X,
-so the piece can never serve as a reference for X.
+so the piece can never serve as a reference for X.  A piece is defined once per kernel and stays
+in the channel afterwards (as the student's code could keep any object a probe hands it): by
+then every part it implements has its final verdict.  The recorder and the temperature flow
+implement no graded part.
 """
 
 __all__ = ["NAMES"]
