@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from local_grading import parts, source
 from catalogue import CATALOGUE
 from flowlab_course.trusted.bridge import KernelBridge
-from flowlab_course.trusted.parts import lookup
+from flowlab_course.registry import lookup
 from flowlab_course.graders.errors import GradingFailure
 
 def cpu_self():

@@ -7,9 +7,14 @@ The rooms, one idea each:
   the kernel imports a flowlab whose graded pieces are stubs (:mod:`.trusted.redaction`,
   separation instead of detection); the submitted source is read for the instructor's notes
   (:mod:`.trusted.static`);
-* :mod:`flowlab_course.pieces` — grader-written pieces a probe defines in the kernel;
+* :mod:`flowlab_course.kernel` — the only code that runs in the student's kernel, sent there as
+  module text: the channel, the probes (one function per kind of request: a request names one
+  and passes plain data) and the grader-written pieces; standard library and torch only;
 * :mod:`flowlab_course.graders` — one module of hidden tests per assignment, with the shared
-  checks phrased in the lecture's terms;
+  checks phrased in the lecture's terms (they import :mod:`.trusted`; :mod:`.trusted` never
+  imports them);
+* :mod:`flowlab_course.registry` — the composition of the two: which grader module holds a part
+  and an assignment's ``GRADED`` declaration;
 * :mod:`flowlab_course.plugins` — the nbgrader preprocessors (trusted execution, output limits,
   feedback without hidden tests);
 * :mod:`flowlab_course.sandbox` — bubblewrap around every grading kernel;

@@ -144,15 +144,15 @@ class GradingExecute(Execute):
         return None
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None):
+        from .registry import declaration, lookup
         from .trusted import redaction, runner
         from .trusted.bridge import KernelBridge
-        from .trusted.parts import declaration
         from .trusted.static import analyse
 
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
-        the_plan = runner.plan(self.nb)
+        the_plan = runner.plan(self.nb, lookup)
         mine, locked = runner.student_cells(self.nb)
         parts = list(the_plan.parts.values())
         findings = analyse(mine, parts, locked)

@@ -13,7 +13,7 @@ from nbgrader_course import ASSIGNMENTS
 
 from flowlab_course.graders.errors import GradingFailure
 from flowlab_course.trusted.bridge import LocalBridge
-from flowlab_course.trusted.parts import lookup
+from flowlab_course.registry import lookup
 
 
 def source(assignment: str) -> nbformat.NotebookNode:

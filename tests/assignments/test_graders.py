@@ -148,7 +148,7 @@ def test_every_assignment_has_a_catalogue_of_mistakes() -> None:
 
 
 def test_every_test_cell_names_a_registered_part() -> None:
-    from flowlab_course.trusted.parts import lookup
+    from flowlab_course.registry import lookup
 
     for a in ASSIGNMENT_IDS:
         for grade_id, key in _parts(a).items():
@@ -159,7 +159,7 @@ def test_every_reference_of_every_part_exists_in_flowlab() -> None:
     """A reference that does not resolve (a renamed class) would silently never match."""
     import importlib
 
-    from flowlab_course.trusted.parts import lookup
+    from flowlab_course.registry import lookup
 
     for a in ASSIGNMENT_IDS:
         for key in _parts(a).values():

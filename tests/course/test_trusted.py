@@ -39,13 +39,14 @@ def test_a_tensor_subclass_arrives_as_a_plain_tensor() -> None:
     class Sneaky(torch.Tensor):
         pass
 
-    ns = {"Sneaky": Sneaky}
-    got = LocalBridge(ns).call("result = grader.torch.ones(3).as_subclass(Sneaky)")
+    ns = {"make": lambda: torch.ones(3).as_subclass(Sneaky)}
+    [[got, _]] = LocalBridge(ns).call("calls", fn="make", cases=[[]])
     assert type(got) is torch.Tensor and torch.equal(got, torch.ones(3))
 
 
 def test_objects_that_are_not_plain_values_arrive_as_opaque() -> None:
-    got = LocalBridge({}).call("result = (grader.torch.nn.Linear(2, 2), lambda: 1)")
+    ns = {"make": lambda: (torch.nn.Linear(2, 2), lambda: 1)}
+    [[got, _]] = LocalBridge(ns).call("calls", fn="make", cases=[[]])
     assert all(isinstance(v, wire.Opaque) for v in got)
 
 
@@ -55,12 +56,12 @@ def test_student_errors_come_back_as_type_and_own_line_only() -> None:
     exec("def f(x):\n    raise ValueError('bad input ' + repr(x.tolist()))", ns)
     bridge = LocalBridge(ns)
     with pytest.raises(StudentError) as info:
-        bridge.call("result = f(X)", X=torch.tensor([0.123456789, 2.5]))
+        bridge.call("calls", fn="f", cases=[[torch.tensor([0.123456789, 2.5])]])
     assert info.value.message == "" and info.value.error == "ValueError"
     # integers, encodings, anything: no free text ever comes back
     exec("def g(x):\n    raise ValueError(' '.join(str(int(v * 1e6)) for v in x.tolist()))", ns)
     with pytest.raises(StudentError) as info:
-        bridge.call("result = g(X)", X=torch.tensor([0.123456789, 2.5]))
+        bridge.call("calls", fn="g", cases=[[torch.tensor([0.123456789, 2.5])]])
     assert info.value.describe("g") == "g raised ValueError"
 
 
@@ -89,8 +90,8 @@ def test_a_forged_error_type_or_line_is_not_passed_on() -> None:
 
 def test_a_message_quoting_the_grader_is_withheld() -> None:
     bridge = KernelBridge(client=None)
-    bridge._secret = "layer = grader.build(AffineCoupling, *args, **KWARGS)"
-    assert "withheld" in bridge.clean("I saw: layer = grader.build(AffineCoupling, *args")
+    bridge._secret = "layer = build(ctx.student(cls), *args, **dict(kwargs or {}))"
+    assert "withheld" in bridge.clean("I saw: layer = build(ctx.student(cls), *args")
 
 
 def test_no_answer_when_the_channel_is_swallowed() -> None:
@@ -99,7 +100,7 @@ def test_no_answer_when_the_channel_is_swallowed() -> None:
     bridge.start()
     ns["_flowlab_probe"] = lambda *a, **k: None  # a student's rebinding of the channel
     with pytest.raises(NoAnswer):
-        bridge.call("result = 1")
+        bridge.call("calls", fn="len", cases=[])
 
 
 # ---------------------------------------------------------------------------------- static reader
@@ -218,7 +219,8 @@ def test_a_part_that_reveals_another_runs_after_it() -> None:
 def test_every_part_reference_is_declared_at_the_assignment_level() -> None:
     import importlib
 
-    from flowlab_course.trusted.parts import REGISTRY, declaration
+    from flowlab_course.registry import declaration
+    from flowlab_course.trusted.parts import REGISTRY
 
     for i in range(1, 6):
         module = importlib.import_module(f"flowlab_course.graders.assignment{i}")
@@ -257,7 +259,83 @@ def test_strings_and_type_names_of_an_answer_carry_no_data() -> None:
     secret = b64.b64encode(b"_flowlab_probe('...')").decode()
     ns = {"secret": secret}
     exec("class Odd:\n    pass\nOdd.__name__ = secret\n", ns)
-    got = LocalBridge(ns, student_source=["class Odd:\n    pass"]).call(
-        "result = [Odd(), secret, 'StandardNormal', type([]).__name__, Odd.__name__ + '1']")
+    exec("def answer():\n    return [Odd(), secret, 'StandardNormal', type([]).__name__, "
+         "Odd.__name__ + '1']", ns)
+    [[got, _]] = LocalBridge(ns, student_source=["class Odd:\n    pass"]).call(
+        "calls", fn="answer", cases=[[]])
     assert got[0] == wire.Opaque("an object") and got[1] == "?" and got[4] == "?"
     assert got[2:4] == ["StandardNormal", "list"]
+
+
+# ---------------------------------------------------------------------------------- the layout
+def _trusted_files():
+    from pathlib import Path
+
+    import flowlab_course
+
+    return sorted((Path(flowlab_course.__file__).resolve().parent / "trusted").rglob("*.py"))
+
+
+def _graders_references(path) -> list[str]:
+    """Every import of the graders package, and every non-docstring string naming it."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
+                  and isinstance(node.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("flowlab_course.graders")]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if (node.level == 0 and module.startswith("flowlab_course.graders")) or (
+                    node.level >= 2 and module.split(".")[0] == "graders") or (
+                    node.level == 2 and not module and any(a.name == "graders"
+                                                           for a in node.names)):
+                found.append(f"{'.' * node.level}{module} import "
+                             f"{', '.join(a.name for a in node.names)}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docstrings and "flowlab_course.graders" in node.value):
+            found.append(repr(node.value))   # importlib by name
+    return found
+
+
+def test_trusted_imports_nothing_from_the_graders() -> None:
+    """The trust boundary's code depends on no grader (the composition is flowlab_course.registry)."""
+    files = _trusted_files()
+    assert {p.name for p in files} >= {"bridge.py", "runner.py", "parts.py", "errors.py"}
+    for path in files:
+        assert _graders_references(path) == [], path.name
+
+
+@pytest.mark.parametrize("source", [
+    "from ..graders.errors import GradingFailure", "from .. import graders",
+    "import flowlab_course.graders.assignment2", "from flowlab_course.graders import probes",
+    "import importlib\nimportlib.import_module(f'flowlab_course.graders.{m}')",
+])
+def test_the_layout_check_sees_every_form_of_import(tmp_path, source: str) -> None:
+    path = tmp_path / "module.py"
+    path.write_text(f'"""Mentions flowlab_course.graders in its docstring only."""\n{source}\n')
+    assert _graders_references(path)
+    path.write_text('"""Mentions flowlab_course.graders in its docstring only."""\nimport json\n')
+    assert _graders_references(path) == []
+
+
+def test_the_runner_finds_parts_through_the_lookup_it_is_given() -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from flowlab_course import registry
+    from flowlab_course.trusted import runner
+
+    cell = new_code_cell("### BEGIN HIDDEN TESTS\n# flowlab-grade: assignment5.causal_mask\n"
+                         "### END HIDDEN TESTS", metadata={"nbgrader": {"grade": True}})
+    nb = new_notebook(cells=[cell])
+    the_plan = runner.plan(nbformat.from_dict(nb), lambda key: PART)
+    assert the_plan.parts == {0: PART} and not the_plan.unknown
+    cell.source = "### BEGIN HIDDEN TESTS\n# flowlab-grade: assignment5.causal_mask\n### END HIDDEN TESTS"
+    the_plan = runner.plan(nbformat.from_dict(new_notebook(cells=[cell])), registry.lookup)
+    assert the_plan.parts[0].key == "assignment5.causal_mask"
+    with pytest.raises(KeyError, match="no grader module"):
+        registry.lookup("assignment9.x")

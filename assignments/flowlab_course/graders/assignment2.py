@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 
 from ..trusted.parts import part
-from ..pieces import source
 from ..trusted.redaction import Graded
 from .errors import GradingFailure
 from .numerics import expect_close
@@ -285,27 +284,6 @@ def grade_affine_inverse(k) -> None:
         check_grads(ans, cond, x_ref, ld_ref)
 
 
-# The grader's own coupling (flowlab_course/pieces/coupling.py), defined in the kernel for the
-# RealNVP part; that part `reveals` the coupling parts, so it is graded after them.
-_REALNVP_PROBE = source("coupling") + '''
-flow = build_realnvp(FEATURES, N, coupling=GraderCoupling)
-couplings = [m for m in flow.modules() if isinstance(m, GraderCoupling)]
-info = {"is_flow": isinstance(flow, Flow), "base": type(getattr(flow, "base", None)).__name__,
-        "n": len(couplings), "masks": [c.mask.clone() for c in couplings]}
-if info["is_flow"]:
-    flow = flow.double()
-    for c, weights in zip(couplings, WEIGHTS):
-        with grader.torch.no_grad():
-            params = list(c.conditioner.parameters())
-            info.setdefault("shapes", []).append([list(p.shape) for p in params])
-            if len(params) == len(weights) and all(p.shape == w.shape for p, w in zip(params, weights)):
-                for p, w in zip(params, weights):
-                    p.copy_(w)
-    info["log_prob"] = flow.log_prob(X)
-result = info
-'''
-
-
 def _conditioner_weights(gen: torch.Generator, features: int, mask: Tensor, hidden: int = 64):
     """Moderate random weights for ``make_conditioner(n_A, 2 n_B, hidden)`` (s = O(1))."""
     n_a, n_b = int(mask.sum()), int((~mask).sum())
@@ -348,8 +326,11 @@ def grade_realnvp(k) -> None:
     for features, n_couplings in ((2, 4), (5, 3), (3, 1)):
         x = randn(gen, 6, features)
         # First call: read the masks it builds (weights are chosen from them below).
-        probe = run(k, _REALNVP_PROBE, part=name, what=f"build_realnvp({features}, {n_couplings}, "
-                    "coupling=...)", FEATURES=features, N=n_couplings, WEIGHTS=[], X=x)
+        # the stack is built with the grader's coupling (kernel/pieces/coupling.py): this part
+        # `reveals` the coupling parts, so it is graded after them
+        probe = run(k, "realnvp", part=name, what=f"build_realnvp({features}, {n_couplings}, "
+                    "coupling=...)", pieces=("coupling",), features=features, n=n_couplings,
+                    weights=[], x=x)
         if not probe.get("is_flow"):
             raise GradingFailure("build_realnvp must return a flowlab Flow(StandardNormal(features), "
                                  "layers).", name)
@@ -385,8 +366,8 @@ def grade_realnvp(k) -> None:
                 raise GradingFailure(f"coupling {i + 1} should use ~mask of coupling {i} (swap the "
                                      "roles of x_A and x_B from one coupling to the next).", name)
         weights = [_conditioner_weights(gen, features, m) for m in masks]
-        probe = run(k, _REALNVP_PROBE, part=name, what="flow.log_prob(x)", FEATURES=features,
-                    N=n_couplings, WEIGHTS=weights, X=x)
+        probe = run(k, "realnvp", part=name, what="flow.log_prob(x)", pieces=("coupling",),
+                    features=features, n=n_couplings, weights=weights, x=x)
         shapes = probe.get("shapes") or []
         for ws, got in zip(weights, shapes):
             if [list(w.shape) for w in ws] != got:
@@ -399,61 +380,6 @@ def grade_realnvp(k) -> None:
 
 
 # ---------------------------------------------------------------------------------- training
-_RECORDER = '''
-class _Recorder(grader.torch.nn.Module):
-    """A trainable Gaussian that records every batch it is asked about (plain torch)."""
-
-    def __init__(self, dim):
-        super().__init__()
-        self.mu = grader.torch.nn.Parameter(grader.torch.zeros(dim, dtype=grader.torch.float64))
-        self.log_sigma = grader.torch.nn.Parameter(grader.torch.zeros(dim, dtype=grader.torch.float64))
-        self.seen = []
-        self.snapshots = []
-
-    def log_prob(self, x):
-        self.seen.append(x.detach().clone())
-        self.snapshots.append(grader.torch.cat([self.mu.detach(), self.log_sigma.detach()]).clone())
-        z = (x - self.mu) * grader.torch.exp(-self.log_sigma)
-        return (-0.5 * z ** 2 - self.log_sigma - 0.5 * 1.8378770664093453).sum(dim=1)
-
-    def nll(self, x):
-        return -self.log_prob(x).mean()
-
-    def forward(self, x):
-        z = (x - self.mu) * grader.torch.exp(-self.log_sigma)
-        return z, -self.log_sigma.sum().expand(x.shape[0])
-'''
-
-_RECORD_PROBE = _RECORDER + '''
-flow = _Recorder(DATA.shape[1])
-losses = train(flow, DATA, steps=STEPS, lr=LR, batch_size=BATCH)
-result = {"losses": [float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else None
-                     for v in losses] if isinstance(losses, (list, tuple)) else None,
-          "type": type(losses).__name__,
-          "seen": flow.seen, "snapshots": flow.snapshots,
-          "final": grader.torch.cat([flow.mu.detach(), flow.log_sigma.detach()])}
-'''
-
-# The student's loop trains the grader's RealNVP (flowlab_course/pieces/coupling.py: the same
-# function and parameter order as flowlab's realnvp(2, couplings=6, hidden=(64, 64)), which the
-# grading kernel does not have); the part `reveals` the coupling and RealNVP parts.
-_MOONS_PROBE = source("coupling") + '''
-grader.torch.manual_seed(SEED)
-_threads = grader.torch.get_num_threads()
-grader.torch.set_num_threads(1)
-try:
-    flow = grader_realnvp(2, couplings=6, hidden=(64, 64)).double()
-    with grader.torch.no_grad():
-        for p, w in zip(flow.parameters(), INIT):
-            p.copy_(w)
-    losses = train(flow, DATA, steps=STEPS, lr=LR, batch_size=BATCH)
-finally:
-    grader.torch.set_num_threads(_threads)
-result = {"params": [p.detach().clone() for p in flow.parameters()],
-          "n": len(losses) if isinstance(losses, (list, tuple)) else None}
-'''
-
-
 def _data(gen: torch.Generator, n: int) -> Tensor:
     """Data with distinct rows, so that every recorded batch row can be traced back."""
     return torch.randn(n, 2, generator=gen, dtype=torch.float64) * 1.5 + 0.7
@@ -470,8 +396,10 @@ def _rows(batch: Tensor, data: Tensor) -> Tensor | None:
 
 def _record(k, gen, name: str, *, n: int, steps: int, lr: float, batch: int):
     data = _data(gen, n)
-    out = run(k, _RECORD_PROBE, part=name, what=f"train(flow, data, steps={steps}, lr={lr}, "
-              f"batch_size={batch})", DATA=data, STEPS=steps, LR=lr, BATCH=batch)
+    # the student's loop trains a recording Gaussian (kernel/pieces/recorder.py)
+    out = run(k, "record_training", part=name, what=f"train(flow, data, steps={steps}, lr={lr}, "
+              f"batch_size={batch})", pieces=("recorder",), data=data, steps=steps, lr=lr,
+              batch_size=batch)
     return data, out
 
 
@@ -560,8 +488,12 @@ def grade_training(k) -> None:
     test = two_moons(2000, seed=2).double()
     with torch.no_grad():
         before = float(reference.nll(test))
-    out = run(k, _MOONS_PROBE, part=name, what="train(flow, data, steps=..., lr=..., batch_size=...)",
-              SEED=0, INIT=init, DATA=data, STEPS=TRAINING_STEPS, LR=3e-3, BATCH=256)
+    # The student's loop trains the grader's RealNVP (kernel/pieces/coupling.py: the same function
+    # and parameter order as flowlab's realnvp(2, couplings=6, hidden=(64, 64)), which the grading
+    # kernel does not have); the part `reveals` the coupling and RealNVP parts.
+    out = run(k, "train_realnvp", part=name, what="train(flow, data, steps=..., lr=..., "
+              "batch_size=...)", pieces=("coupling",), seed=0, init=init, data=data,
+              steps=TRAINING_STEPS, lr=3e-3, batch_size=256)
     params = out.get("params") or []
     if len(params) != len(init) or any(not isinstance(p, Tensor) or p.shape != q.shape
                                        for p, q in zip(params, init)):

@@ -181,16 +181,18 @@ def _first_wrong(got: Tensor, want: Tensor) -> str:
 
 def _mask_probe(k, fn: str, cases: list, name: str) -> list:
     """Call ``fn(*case)`` for every case in one request; locate the case that raised."""
-    calls = ", ".join(f"{fn}(*CASES[{i}])" for i in range(len(cases)))
     try:
-        return k.call(f"result = [{calls}]", CASES=[list(c) for c in cases])
+        raw = k.call("calls", fn=fn, cases=[list(c) for c in cases])
     except StudentError:
         for case in cases:
-            run(k, f"result = {fn}(*CASE)", part=name, what=f"{fn}{tuple(case)}", CASE=list(case))
+            run(k, "calls", part=name, what=f"{fn}{tuple(case)}", fn=fn, cases=[list(case)])
         raise GradingFailure(f"{fn} raised an error on one of the grader's cases (and not when "
                              "called again): does it depend on earlier calls?", name) from None
     except NoAnswer as err:
         raise GradingFailure(f"{fn}(...): {err}", name) from None
+    if not (isinstance(raw, list) and all(isinstance(v, list) and len(v) == 2 for v in raw)):
+        raise GradingFailure(f"{fn}: the grader could not read your function's answers.", name)
+    return [value for value, _unchanged in raw]
 
 
 @part("masks", defines=("checkerboard_mask", "channel_mask"), reference=MASKS)
@@ -361,17 +363,6 @@ def grade_masked_inverse(k) -> None:
 
 
 # ------------------------------------------------------------------------------ dequantization
-_DEQUANT_PROBE = '''
-_x = X.clone()
-_first = dequantize(X)
-_second = dequantize(X)
-_other = dequantize(X_K, K)
-_x32 = X32.clone()
-_big = dequantize(X32, K32)
-result = {"first": _first, "second": _second, "other": _other, "big": _big,
-          "unchanged": bool(grader.torch.equal(X, _x)) and bool(grader.torch.equal(X32, _x32))}
-'''
-
 #: levels beyond 8 bits (a hard-coded 256 or 255 shows)
 BIG_LEVELS = 1000
 
@@ -436,8 +427,8 @@ def grade_dequantize(k) -> None:
     other = int(torch.randint(5, 40, (1,), generator=gen))
     fg = fixed_generator(name)
     x, x_k, x_big = _levels(fg, 256), _levels(gen, other), _levels(fg, BIG_LEVELS)
-    out = run(k, _DEQUANT_PROBE, part=name, what="dequantize(x)", X=x, X_K=x_k, K=other,
-              X32=x_big.to(torch.float32), K32=BIG_LEVELS)
+    out = run(k, "dequantize", part=name, what="dequantize(x)", x=x, x_k=x_k,
+              levels=other, x32=x_big.to(torch.float32), levels32=BIG_LEVELS)
     if not isinstance(out, dict):
         raise GradingFailure("the grader could not read dequantize's answer.", name)
     if out.get("unchanged") is not True:
@@ -518,35 +509,6 @@ def grade_bits_per_dim(k) -> None:
 
 
 # ------------------------------------------------------------------------------ multi-scale
-# Plain-torch blocks, defined in the kernel by the grader: a squeeze (all blocks but the last)
-# followed by an elementwise y = e^a (x + tanh(x)/2) with a per-channel a, whose log-det
-# differs from sample to sample.
-_BLOCKS = '''
-class _GraderBlock(grader.torch.nn.Module):
-    def __init__(self, a, squeeze):
-        super().__init__()
-        self.a, self.squeeze = a, squeeze
-
-    def forward(self, x):
-        torch = grader.torch
-        if self.squeeze:
-            b, c, h, w = x.shape
-            x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-            x = x.reshape(b, 4 * c, h // 2, w // 2)
-        a = self.a.reshape(1, -1, 1, 1)
-        y = torch.exp(a) * (x + 0.5 * torch.tanh(x))
-        log_d = a + torch.log(1 + 0.5 * (1 - torch.tanh(x) ** 2))
-        return y, log_d.reshape(x.shape[0], -1).sum(dim=1)
-
-blocks = [_GraderBlock(a, i < len(A) - 1) for i, a in enumerate(A)]
-_x = X.clone()
-latents, logabsdet = multiscale_forward(X, blocks)
-result = {"latents": list(latents) if isinstance(latents, (list, tuple)) else latents,
-          "kind": type(latents).__name__, "logabsdet": logabsdet,
-          "unchanged": bool(grader.torch.equal(X, _x))}
-'''
-
-
 def _block(x: Tensor, a: Tensor, squeeze: bool) -> tuple[Tensor, Tensor]:
     if squeeze:
         x = _squeeze(x)
@@ -600,7 +562,9 @@ def grade_multiscale(k) -> None:
         what = f"multiscale_forward(x, blocks) with {n_blocks} block(s) and x of shape {shape}"
         if dtype == torch.float32:
             what += " in float32"
-        out = run(k, _BLOCKS, part=name, what=what, X=x, A=params)
+        # the grader's blocks squeeze (kernel/pieces/multiscale.py): the part `reveals` squeeze
+        out = run(k, "multiscale", part=name, what=what, pieces=("multiscale",), x=x,
+                  params=params)
         tol = tolerance(x, 10.0)
         dtype, x = x.dtype, x.to(torch.float64)
         params = [a.to(torch.float64) for a in params]

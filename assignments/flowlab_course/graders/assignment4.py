@@ -72,38 +72,6 @@ def _per_channel(v: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------- ActNorm
-_INIT_PROBE = '''
-def _flowlab_case():
-    T = grader.torch
-    layer = grader.build(ActNorm, C)
-
-    def params():
-        out = {}
-        for name in ("loc", "log_scale"):
-            value = getattr(layer, name, None)
-            out[name] = T.Tensor.detach(value).clone() if isinstance(value, T.Tensor) else None
-        flag = getattr(layer, "initialized", None)
-        if isinstance(flag, T.Tensor):
-            flag = bool(flag.reshape(-1)[0]) if flag.numel() == 1 else None
-        elif not isinstance(flag, (bool, int)):
-            flag = None
-        out["flag"] = flag
-        return out
-
-    before = params()
-    out1 = layer(X1)
-    first = params()
-    out2 = layer(X2)
-    second = params()
-    out3 = layer(X1)
-    return {"before": before, "first": first, "second": second, "out1": out1, "out3": out3,
-            "classes": grader.classes_of(layer)}
-
-
-result = _flowlab_case()
-'''
-
-
 def _init_batch(gen, batch: int, c: int, h: int, w: int, mean: Tensor, std: Tensor,
                 offsets: float) -> Tensor:
     """Per-channel statistics plus a per-sample, per-channel offset (spread ``offsets``)."""
@@ -165,8 +133,8 @@ def grade_actnorm_init(k) -> None:
         x1 = _init_batch(g, batch, c, h, w, torch.tensor(mean, dtype=torch.float64),
                          torch.tensor(std, dtype=torch.float64), offsets)
         x2 = 5.0 + 0.1 * randn(g, 8, c, h, w)
-        raw = run(k, _INIT_PROBE, part=name, what=f"ActNorm({c}) on a first and a second batch",
-                  C=c, X1=x1, X2=x2)
+        raw = run(k, "actnorm_init", part=name, what=f"ActNorm({c}) on a first and a second "
+                  "batch", c=c, x1=x1, x2=x2)
         if not isinstance(raw, dict):
             raise GradingFailure("the grader could not read your layer's answer.", name)
         # (an in-place write into x is graded once, by actnorm_forward's probe: the first call
@@ -437,48 +405,6 @@ _CONV_LAYOUT = {"permutation": "the permutation matrix P (C, C)",
                 "log_abs_diag": "log|u_c| of shape (C,)",
                 "sign": "the signs of U's diagonal, shape (C,)"}
 
-_WEIGHT_PROBE = '''
-def _flowlab_case():
-    layer = grader.build(LUConv1x1, C)
-    for name, value in SET.items():
-        target = getattr(layer, name, None)
-        if not isinstance(target, grader.torch.Tensor):
-            return {"missing": name, "got": type(target).__name__}
-        if tuple(target.shape) != tuple(value.shape):
-            return {"bad_shape": name, "shape": list(target.shape)}
-        with grader.torch.no_grad():
-            target.copy_(value)
-    W = layer.weight()
-    names = [n for n in ("lower", "upper", "log_abs_diag")
-             if isinstance(getattr(layer, n), grader.torch.Tensor) and getattr(layer, n).requires_grad]
-    grads = None
-    if isinstance(W, grader.torch.Tensor) and tuple(W.shape) == tuple(W_OUT.shape):
-        total = (W * W_OUT).sum()
-        leaves = [getattr(layer, n) for n in names]
-        got = grader.grads(total, leaves) if total.requires_grad else [None] * len(leaves)
-        grads = dict(zip(names, got))
-    return {"W": W, "grads": grads, "classes": grader.classes_of(layer)}
-
-
-result = _flowlab_case()
-'''
-
-# The grader's own weight(), put into the student's layer for the forward and inverse parts.
-_GRADER_WEIGHT = '''
-def _grader_weight():
-    T = grader.torch
-    c = layer.log_abs_diag.shape[0]
-    L = T.tril(layer.lower, -1) + T.eye(c, dtype=layer.lower.dtype)
-    U = T.triu(layer.upper, 1) + T.diag(layer.sign * T.exp(layer.log_abs_diag))
-    return layer.permutation @ L @ U
-if isinstance(getattr(type(layer), "weight", None), property):
-    layer.__class__ = type(type(layer).__name__, (type(layer),),
-                           {"weight": property(lambda self: _grader_weight())})
-else:
-    object.__setattr__(layer, "weight", _grader_weight)
-'''
-
-
 def _missing_or_shape(raw: dict, tensors: dict, what: str, name: str) -> None:
     if "missing" in raw:
         n = raw["missing"]
@@ -498,8 +424,8 @@ def grade_conv_weight(k) -> None:
     for tensors, _h, _w, _dtype, _g in _conv_factors(gen, name):
         c = tensors["sign"].numel()
         w_out = torch.randn(c, c, generator=gen, dtype=torch.float64)
-        raw = run(k, _WEIGHT_PROBE, part=name, what=f"LUConv1x1({c}).weight()", C=c,
-                  SET=tensors, W_OUT=w_out)
+        raw = run(k, "lu_weight", part=name, what=f"LUConv1x1({c}).weight()", c=c,
+                  tensors=tensors, w_out=w_out)
         if not isinstance(raw, dict):
             raise GradingFailure("the grader could not read your layer's answer.", name)
         _missing_or_shape(raw, tensors, f"LUConv1x1({c})", name)
@@ -587,7 +513,7 @@ def grade_conv_forward(k) -> None:
         x = randn(g, 5, c, h, w).to(dtype)
         ans = set_layer_call(k, "LUConv1x1", "forward", x, args=[c], tensors=tensors,
                              layouts=_CONV_LAYOUT, grads=("lower", "upper", "log_abs_diag"),
-                             extra=_GRADER_WEIGHT, part=name, reference=CONV,
+                             patch="lu_weight", part=name, reference=CONV,
                              what=f"LUConv1x1({c})", nan_hint=_CONV_NAN)
         check_batch_independent(ans)
         tol, x = tolerance(x, 10.0), x.to(torch.float64)
@@ -627,7 +553,7 @@ def grade_conv_inverse(k) -> None:
         x = randn(g, 5, c, h, w)
         z = torch.einsum("ij,bjhw->bihw", W, x).to(dtype)
         ans = set_layer_call(k, "LUConv1x1", "inverse", z, args=[c], tensors=tensors,
-                             layouts=_CONV_LAYOUT, extra=_GRADER_WEIGHT, part=name,
+                             layouts=_CONV_LAYOUT, patch="lu_weight", part=name,
                              reference=CONV, what=f"LUConv1x1({c})", nan_hint=_CONV_NAN)
         check_batch_independent(ans)
         tol, z = tolerance(z, 10.0), z.to(torch.float64)
@@ -655,53 +581,6 @@ def grade_conv_inverse(k) -> None:
 
 
 # ---------------------------------------------------------------------------------- temperature
-_TEMPERATURE_PROBE = '''
-import flowlab.distributions as _fd
-import flowlab.flow as _ff
-from flowlab.transforms.base import Transform as _Transform
-
-_log = {"temperatures": [], "inverse": 0, "forward": 0, "flow_sample": 0}
-
-
-class _GraderBase(_fd.StandardNormal):
-    # computes nothing graded: a temperature passed here is ignored (eps ~ N(0, I) always)
-    def sample(self, n, temperature=1.0, **kwargs):
-        _log["temperatures"].append(float(temperature) if isinstance(temperature, (int, float))
-                                    else -1.0)
-        return grader.torch.randn((int(n), *self.event_shape))
-
-
-class _GraderAffine(_Transform):
-    """g(z) = z * SCALE + SHIFT elementwise; f(x) = (x - SHIFT) / SCALE."""
-
-    def forward(self, x):
-        _log["forward"] += 1
-        return (x - SHIFT) / SCALE, x.new_zeros(x.shape[0]) - grader.torch.log(SCALE).sum()
-
-    def inverse(self, z):
-        _log["inverse"] += 1
-        if tuple(z.shape[1:]) != tuple(EVENT):
-            _log["bad_shape"] = list(z.shape)
-            return z, z.new_zeros(z.shape[0])
-        return z * SCALE + SHIFT, z.new_zeros(z.shape[0]) + grader.torch.log(SCALE).sum()
-
-
-class _GraderFlow(_ff.Flow):
-    def sample(self, *args, **kwargs):
-        _log["flow_sample"] += 1
-        return super().sample(*args, **kwargs)
-
-    def sample_with_log_prob(self, *args, **kwargs):
-        _log["flow_sample"] += 1
-        return super().sample_with_log_prob(*args, **kwargs)
-
-
-SCALE, SHIFT = SCALE.float(), SHIFT.float()
-_flow = _GraderFlow(_GraderBase(tuple(EVENT)), [_GraderAffine()])
-_x = sample_with_temperature(_flow, N, TEMPERATURE)
-result = {"x": _x, "log": _log}
-'''
-
 #: (event shape, temperature): vectors and an image-shaped event; T below and above 1/2.
 TEMPERATURE_CASES = (((2,), 0.5), ((3,), 0.8), ((1, 2, 3), 0.7))
 N_SAMPLES = 20000
@@ -719,8 +598,10 @@ def grade_temperature(k) -> None:
         d = math.prod(event)
         scale = torch.linspace(0.5, 2.0, d, dtype=torch.float64).reshape(event)
         shift = torch.linspace(3.0, -2.0, d, dtype=torch.float64).reshape(event)
-        raw = run(k, _TEMPERATURE_PROBE, part=name, what="sample_with_temperature(flow, n, T)",
-                  EVENT=list(event), TEMPERATURE=T, N=N_SAMPLES, SCALE=scale, SHIFT=shift)
+        # a recorded flow (kernel/pieces/temperature.py) whose base ignores any temperature
+        raw = run(k, "temperature", part=name, what="sample_with_temperature(flow, n, T)",
+                  pieces=("temperature",), event=list(event), temperature=T, n=N_SAMPLES,
+                  scale=scale, shift=shift)
         if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
             raise GradingFailure("the grader could not read your function's answer.", name)
         log = raw["log"]

@@ -298,34 +298,6 @@ MAF_FEATURES = (1, 2, 3, 5, 8, 16)
 MAF_FLOAT32 = (5,)
 _STEP = 1e-5
 
-_MAF_PROBE = '''
-cond = grader.mlp(COND)
-layer = grader.build(MAF, cond)
-if X.dtype != grader.torch.float64:
-    cond, layer = cond.to(X.dtype), layer.to(X.dtype)  # the notebook's float32
-fn = layer if DIRECTION == "forward" else layer.inverse
-_x = X.clone()
-if DIRECTION == "forward":
-    out = fn(X)
-    params = list(cond.parameters())
-    grads = None
-    if isinstance(out, tuple) and len(out) == 2 and all(isinstance(v, grader.torch.Tensor) for v in out):
-        total = (out[0] * W_OUT).sum() + (out[1] * W_LD).sum()
-        grads = grader.grads(total, params) if total.requires_grad else [None] * len(params)
-    with grader.torch.no_grad():
-        out2 = fn(X2)
-        moved = [fn(v)[0] for v in PERTURBED]
-else:
-    grads = None
-    with grader.torch.no_grad():
-        out = fn(X)
-        out2 = fn(X2)
-        moved = [fn(v)[0] for v in PERTURBED]
-result = {"out": out, "out2": out2, "moved": moved, "grads": grads,
-          "classes": grader.classes_of(layer), "unchanged": bool(grader.torch.equal(X, _x))}
-'''
-
-
 def _maf_cases(gen: torch.Generator, name: str):
     """``(D, spec, conditioner, x)``: x float64, or float32 for MAF_FLOAT32 (then, unless
     fixed-only, a random D)."""
@@ -372,8 +344,8 @@ def _call_maf(k, direction: str, x: Tensor, spec: list, gen: torch.Generator, na
     w_out = torch.randn(x.shape, generator=gen, dtype=torch.float64)
     w_ld = torch.randn(x.shape[0], generator=gen, dtype=torch.float64)
     what = f"MAF.{direction}"
-    raw = run(k, _MAF_PROBE, part=name, what=what, COND=spec, DIRECTION=direction, X=x, X2=x2,
-              PERTURBED=perturbed, W_OUT=w_out, W_LD=w_ld)
+    raw = run(k, "maf", part=name, what=what, cond=spec, direction=direction, x=x, x2=x2,
+              perturbed=perturbed, w_out=w_out, w_ld=w_ld)
     if not isinstance(raw, dict):
         raise GradingFailure(f"{what}: the grader could not read your layer's answer.", name)
     if raw.get("unchanged") is not True:
@@ -549,10 +521,12 @@ def grade_causal_mask(k) -> None:
     if random_cases():
         sizes.append(int(torch.randint(9, 20, (1,), generator=gen)))
     cases = [(t, s) for t in sizes for s in (False, True)]
-    got = run(k, "result = [causal_mask(T, S) for T, S in CASES] + [causal_mask(4)]", part=name,
-              what="causal_mask(T, strict)", CASES=[[t, s] for t, s in cases])
-    if not isinstance(got, list) or len(got) != len(cases) + 1:
+    got = run(k, "calls", part=name, what="causal_mask(T, strict)", fn="causal_mask",
+              cases=[[t, s] for t, s in cases] + [[4]])
+    if not isinstance(got, list) or len(got) != len(cases) + 1 or not all(
+            isinstance(v, list) and len(v) == 2 for v in got):
         raise GradingFailure("causal_mask must return a tensor.", name)
+    got = [value for value, _unchanged in got]
     for (t, strict), m in zip(cases + [(4, False)], got):
         what = f"causal_mask({t}, strict={strict})"
         m = check_tensor(m, (t, t), what, name, floating=False)
@@ -574,20 +548,6 @@ def grade_causal_mask(k) -> None:
             raise GradingFailure(f"{what}: entry [i, j] = {wrong} is wrong (True iff token i may "
                                  f"attend to token j: j <= i, or j < i when strict).{hint}", name)
 
-
-_ATTENTION_PROBE = '''
-def _grader_causal_mask(T, strict=False):
-    i = grader.torch.arange(T).reshape(-1, 1)
-    j = grader.torch.arange(T).reshape(1, -1)
-    return j < i if strict else j <= i
-
-# in the notebook's namespace (the globals of the student's function whatever decorator wraps
-# it, e.g. @torch.no_grad()); the student's own causal_mask is put back afterwards
-with grader.replacing(causal_mask=_grader_causal_mask):
-    out = causal_attention(X, WQ, WK, WV, SHIFT)
-    moved = [causal_attention(v, WQ, WK, WV, SHIFT) for v in PERTURBED]
-result = {"out": out, "moved": moved}
-'''
 
 #: (batch, T, d, d_k, d_v): one token, two, odd lengths, d_k != d_v; T = 40 (a length beyond
 #: any small constant)
@@ -641,8 +601,11 @@ def grade_causal_attention(k) -> None:
                 v = x.clone()
                 v[:, j] = v[:, j] + 0.7 * torch.randn(d, generator=g, dtype=torch.float64).to(dtype)
                 perturbed.append(v)
-            out = run(k, _ATTENTION_PROBE, part=name, what=what, X=x, WQ=wq, WK=wk, WV=wv,
-                      SHIFT=shift, PERTURBED=perturbed)
+            # the grader's causal_mask (kernel/pieces/causal_mask.py) stands in for the
+            # student's in the notebook's namespace (the globals of their function whatever
+            # decorator wraps it) and their own is put back afterwards
+            out = run(k, "attention", part=name, what=what, pieces=("causal_mask",), x=x,
+                      wq=wq, wk=wk, wv=wv, shift=shift, perturbed=perturbed)
             if not isinstance(out, dict):
                 raise GradingFailure(f"{what}: the grader could not read the answer.", name)
             y = check_tensor(out.get("out"), (b, t, dv), what, name, dtype=x.dtype)

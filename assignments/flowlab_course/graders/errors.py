@@ -1,36 +1,10 @@
-r"""The exception a hidden test raises: a message in the lecture's terms, no traceback.
+"""The exceptions a hidden test raises (defined with the runner's contract in :mod:`..trusted.errors`).
 
-nbgrader gives zero points to a test cell whose output contains an error.  What the student
-then reads in the feedback is the error's message, so a failed check raises
-:class:`GradingFailure` with a sentence that says *what* is wrong in the lecture's notation
-(:math:`f`, :math:`g = f^{-1}`, :math:`\log|\det Df|`) and *what to try*.  IPython prints only that
-sentence (:meth:`GradingFailure._render_traceback_`), never the hidden test's code or inputs.
+Kept here under their usual name for the graders and their tests: ``from .errors import
+GradingFailure``.  The classes are the trusted runner's own, so ``trusted/`` needs nothing from
+``graders/``.
 """
 
-from __future__ import annotations
+from ..trusted.errors import DelegationError, GradingFailure, fail
 
 __all__ = ["GradingFailure", "DelegationError", "fail"]
-
-
-class GradingFailure(AssertionError):
-    """A failed hidden check; ``str(err)`` is the message shown to the student."""
-
-    def __init__(self, message: str, part: str | None = None) -> None:
-        self.part = part
-        self.message = message
-        prefix = f"[{part}] " if part else ""
-        super().__init__(prefix + message)
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython calls this instead of formatting the traceback: the feedback shows the
-        # message only, not the lines of the hidden test that raised it.
-        return [f"{type(self).__name__}: {self}"]
-
-
-class DelegationError(GradingFailure):
-    """The student's code calls flowlab's reference for a part they were asked to write."""
-
-
-def fail(message: str, part: str | None = None) -> None:
-    """Raise :class:`GradingFailure` with ``message``."""
-    raise GradingFailure(message, part)

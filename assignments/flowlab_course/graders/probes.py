@@ -1,7 +1,8 @@
-r"""The probes the graders send to a student's kernel, and the checks of what comes back.
+r"""The graders' side of the probes: what they ask a student's kernel, and the checks of the answers.
 
-A grader never touches the student's objects: it sends a probe (kernel-side code that builds the
-student's layer with weights the grader chose and calls it) through the
+A grader never touches the student's objects: it names a probe (a function of
+:mod:`flowlab_course.kernel.probes`, which runs in the kernel and builds the student's layer with
+weights the grader chose and calls it) and sends its arguments as plain data through the
 :class:`~flowlab_course.trusted.bridge.KernelBridge`, receives plain tensors and compares them in
 its own process with flowlab's reference, the formula or the brute-force Jacobian.  The helpers
 here are the patterns every assignment uses:
@@ -111,29 +112,12 @@ def check_unchanged(flag: Any, what: str, part: str) -> None:
         raise GradingFailure(_INPLACE.format(what=what), part)
 
 
-_CALLS = """
-def _flowlab_calls():
-    T = grader.torch
-    out = []
-    for args in CASES:
-        saved = [a.clone() if isinstance(a, T.Tensor) else None for a in args]
-        value = FN(*args)
-        same = all(s is None or (isinstance(a, T.Tensor) and a.shape == s.shape
-                                 and bool(T.equal(a, s))) for a, s in zip(args, saved))
-        out.append([value, same])
-    return out
-
-
-result = _flowlab_calls()
-"""
-
-
 def calls(k: KernelBridge, fn: str, cases: Sequence[Sequence[Any]], *, part: str,
           what: str) -> list:
     """``[fn(*case) for case in cases]`` in ONE kernel round trip, each case's input tensors handed
     to ``fn`` as they are (the caller's own tensors) and checked afterwards: a function that
     writes into its input in place fails ``part`` with :data:`_INPLACE`'s sentence."""
-    raw = run(k, _CALLS.replace("FN", fn), part=part, what=what, CASES=[list(c) for c in cases])
+    raw = run(k, "calls", part=part, what=what, fn=fn, cases=[list(c) for c in cases])
     if not (isinstance(raw, list) and len(raw) == len(cases)):
         raise GradingFailure(f"{what}: the grader could not read your function's answers.", part)
     for item in raw:
@@ -164,10 +148,13 @@ def mlp(gen: torch.Generator, n_in: int, n_out: int, hidden: int = 16, scale: fl
     return spec, module
 
 
-def run(k: KernelBridge, code: str, *, part: str, what: str, **inputs: Any) -> Any:
-    """``k.call(code, **inputs)``, with the student's errors turned into a message for ``part``."""
+def run(k: KernelBridge, probe: str, /, *, part: str, what: str, pieces: Sequence[str] = (),
+        **inputs: Any) -> Any:
+    """``k.call(probe, pieces=pieces, **inputs)``, the student's errors turned into a message for
+    ``part``.  ``probe`` names a function of :mod:`flowlab_course.kernel.probes` (it runs in the
+    student's kernel); ``inputs`` are its arguments, plain values."""
     try:
-        return k.call(code, **inputs)
+        return k.call(probe, pieces=pieces, **inputs)
     except StudentError as err:
         if err.error == "NotImplementedError":
             raise GradingFailure(f"{what} is not implemented yet (NotImplementedError).", part) from None
@@ -177,32 +164,6 @@ def run(k: KernelBridge, code: str, *, part: str, what: str, **inputs: Any) -> A
         raise GradingFailure(err.describe(what), part) from None
     except NoAnswer as err:
         raise GradingFailure(f"{what}: {err}", part) from None
-
-
-_LAYER_CALL = """
-cond = grader.mlp(COND) if COND is not None else None
-if cond is not None and X.dtype != grader.torch.float64:
-    cond = cond.to(X.dtype)
-args = [a for a in ARGS]
-if cond is not None:
-    args.insert(COND_AT, cond)
-layer = grader.build({cls}, *args, **KWARGS)
-if X.dtype != grader.torch.float64 and isinstance(layer, grader.torch.nn.Module):
-    layer = layer.to(X.dtype)  # the notebook's own dtype (float32 cases)
-fn = layer if DIRECTION == "forward" else layer.inverse
-_x, _x2 = X.clone(), X2.clone()
-out = fn(X)  # the caller's own tensors: an in-place write shows below
-out2 = fn(X2)
-unchanged = bool(grader.torch.equal(X, _x)) and bool(grader.torch.equal(X2, _x2))
-grads = None
-if cond is not None and isinstance(out, tuple) and len(out) == 2 and all(
-        isinstance(v, grader.torch.Tensor) for v in out):
-    total = (out[0] * W_OUT).sum() + (out[1] * W_LD).sum()
-    params = list(cond.parameters())
-    grads = grader.grads(total, params) if total.requires_grad else [None] * len(params)
-result = {{"out": out, "out2": out2, "grads": grads, "classes": grader.classes_of(layer),
-          "unchanged": unchanged}}
-"""
 
 
 class LayerAnswer:
@@ -234,9 +195,9 @@ def layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part: st
     w_out = torch.randn(x.shape, generator=gen, dtype=torch.float64)
     w_ld = torch.randn(x.shape[0], generator=gen, dtype=torch.float64)
     what = what or cls
-    raw = run(k, _LAYER_CALL.format(cls=cls), part=part, what=f"{what}.{direction}",
-              ARGS=list(args), KWARGS=dict(kwargs or {}), COND=cond, COND_AT=cond_at,
-              DIRECTION=direction, X=x, X2=x2, W_OUT=w_out, W_LD=w_ld)
+    raw = run(k, "layer_call", part=part, what=f"{what}.{direction}", cls=cls,
+              direction=direction, x=x, x2=x2, w_out=w_out, w_ld=w_ld, args=list(args),
+              kwargs=dict(kwargs or {}), cond=cond, cond_at=cond_at)
     if not isinstance(raw, dict):
         raise GradingFailure(f"{what}: the grader could not read your layer's answer.", part)
     answer = LayerAnswer(raw, direction, x, part, what)
@@ -379,47 +340,6 @@ def check_tensor(value: Any, shape: Sequence[int], what: str, part: str, *,
 # ------------------------------------------------------------- layers whose tensors the grader sets
 # (assignments 1 and 4: TriangularLinear.weight/bias, ActNorm.loc/log_scale, LUConv1x1's factors)
 
-_SET_CALL = '''
-def _flowlab_case():
-    T = grader.torch
-    layer = grader.build(__CLS__, *ARGS)
-    if X.dtype != T.float64 and isinstance(layer, T.nn.Module):
-        layer = layer.to(X.dtype)  # the notebook's own dtype (float32 cases)
-    for name, value in SET.items():
-        target = getattr(layer, name, None)
-        if not isinstance(target, T.Tensor):
-            return {"missing": name, "got": type(target).__name__}
-        if tuple(target.shape) != tuple(value.shape):
-            return {"bad_shape": name, "shape": list(target.shape)}
-        with T.no_grad():
-            target.copy_(value)
-    for name, value in FLAGS.items():
-        setattr(layer, name, value)
-__EXTRA__
-    fn = layer if DIRECTION == "forward" else getattr(layer, DIRECTION)
-    leaf = X.clone().requires_grad_(GRADS is not None)
-    out = fn(leaf * 1)
-    _x2 = X2.clone()
-    out2 = fn(X2)  # the caller's own tensor: an in-place write shows in "unchanged"
-    unchanged = bool(T.equal(X2, _x2))
-    grads = None
-    if GRADS is not None and isinstance(out, tuple) and len(out) == 2 and all(
-            isinstance(v, T.Tensor) for v in out) and tuple(out[0].shape) == tuple(W_OUT.shape) \\
-            and tuple(out[1].shape) == tuple(W_LD.shape):
-        names = ["input"] + [n for n in GRADS if isinstance(getattr(layer, n, None), T.Tensor)
-                             and getattr(layer, n).requires_grad]
-        leaves = [leaf] + [getattr(layer, n) for n in names[1:]]
-        total = (out[0] * W_OUT).sum() + (out[1] * W_LD).sum()
-        got = grader.grads(total, leaves) if total.requires_grad else [None] * len(leaves)
-        grads = dict(zip(names, got))
-    return {"out": out, "out2": out2, "grads": grads, "classes": grader.classes_of(layer),
-            "unchanged": unchanged}
-
-
-result = _flowlab_case()
-'''
-
-
 def check_pair_floating(out: Any, x: Tensor, what: str, part: str,
                         nan_hint: str = "") -> tuple[Tensor, Tensor]:
     """Like :func:`check_pair`, but a float32 answer to a float64 input is accepted (as float64).
@@ -474,7 +394,7 @@ class SetAnswer:
 def set_layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part: str,
                    args: Sequence[Any] = (), tensors: dict | None = None,
                    layouts: dict | None = None, flags: dict | None = None,
-                   grads: Sequence[str] | None = None, extra: str = "",
+                   grads: Sequence[str] | None = None, patch: str | None = None,
                    reference: Sequence[str] = (), what: str | None = None,
                    nan_hint: str = "") -> SetAnswer:
     """Build ``cls(*args)`` in the kernel, copy ``tensors`` into its attributes, call ``direction``.
@@ -485,24 +405,24 @@ def set_layer_call(k: KernelBridge, cls: str, direction: str, x: Tensor, *, part
         flags: plain attributes set afterwards (``{"initialized": True}``).
         grads: attribute names whose gradient (and the input's, key ``"input"``) is sent back;
             ``None``: no gradients (inverse directions).
-        extra: kernel-side lines run after the tensors are set, with ``layer`` in scope (the
-            grader's correct ``weight()`` for parts that must not depend on another part).
+        patch: a grader's piece (:mod:`flowlab_course.kernel.pieces`) whose ``patch(layer)``
+            runs after the tensors are set (the grader's correct ``weight()`` for parts that
+            must not depend on another part; such a part ``reveals`` what the piece computes).
 
     The answer is checked by :func:`check_pair_floating` (both calls: the batch and the batch
     with sample 0 changed).
     """
-    import textwrap
-
     gen = fresh_generator()
     x2 = x.clone()
     x2[0] = x2[0] + 0.5 * torch.randn(x2[0].shape, generator=gen, dtype=x.dtype)
     w_out = torch.randn(x.shape, generator=gen, dtype=torch.float64)
     w_ld = torch.randn(x.shape[0], generator=gen, dtype=torch.float64)
     what = what or cls
-    code = _SET_CALL.replace("__CLS__", cls).replace("__EXTRA__", textwrap.indent(extra, "    "))
-    raw = run(k, code, part=part, what=f"{what}.{direction}", ARGS=list(args),
-              SET=dict(tensors or {}), FLAGS=dict(flags or {}), DIRECTION=direction, X=x, X2=x2,
-              W_OUT=w_out, W_LD=w_ld, GRADS=None if grads is None else list(grads))
+    raw = run(k, "set_layer_call", part=part, what=f"{what}.{direction}",
+              pieces=() if patch is None else (patch,), cls=cls, direction=direction, x=x,
+              x2=x2, w_out=w_out, w_ld=w_ld, args=list(args), tensors=dict(tensors or {}),
+              flags=dict(flags or {}), grads_of=None if grads is None else list(grads),
+              patch=patch)
     if not isinstance(raw, dict):
         raise GradingFailure(f"{what}: the grader could not read your layer's answer.", part)
     layouts = layouts or {}

@@ -1,9 +1,13 @@
 """The trusted side of the channel to a student's kernel.
 
 :class:`KernelBridge` is handed to every hidden test.  Its one method, :meth:`KernelBridge.call`,
-runs a few lines of grader code in the student's kernel (a *probe*: call the student's class on
-inputs the grader chose) and returns what the probe left in ``result`` as plain values
-(:mod:`.wire`).  What the kernel prints, displays or raises during a probe never reaches the
+asks the student's kernel to run one *probe*: a function of :mod:`flowlab_course.kernel.probes`
+(build the student's class from data the grader chose, call it), **named** in the request, with
+its arguments as plain data; the kernel answers with plain values (:mod:`.wire`).  The code that
+runs there is :mod:`flowlab_course.kernel`, sent as module text once per kernel (the channel and
+the probes when the bridge starts, a grader's piece when a request first needs it); no code
+string is built or sent per request, and a name that is not a probe is refused.
+What the kernel prints, displays or raises during a probe never reaches the
 notebook: outputs are dropped, display updates and widget state are cut off, and an error comes
 back as its **type and the line of the student's own cell** that raised it, never as free text:
 the type must be a built-in exception or a name the student's own cells spell, the line must be
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import inspect
 import json
 import os
 import re
@@ -28,12 +33,14 @@ from typing import Any, Iterable, Sequence
 
 from nbformat.v4 import new_code_cell, new_notebook
 
+from .. import kernel
+from ..kernel import probes as kernel_probes
+from ..kernel.pieces import NAMES as PIECES
 from . import wire
 
 __all__ = ["KernelBridge", "StudentError", "NoAnswer"]
 
 _MARKER = "\x1eFLOWLAB-GRADER-RESULT "
-_KERNEL_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_side.py")
 _DECIMAL = re.compile(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?|[-+]?\d+[eE][-+]?\d+")
 _NAME_ERROR = re.compile(r"name '([A-Za-z_][A-Za-z0-9_]{0,60})' is not defined")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,60}")
@@ -125,6 +132,7 @@ class KernelBridge:
     stub_messages: Iterable[str] = ()
     _secret: str = ""
     _started: bool = False
+    _defined: set = field(default_factory=set)
     _lines: set = field(default_factory=set)
     _words: set = field(default_factory=set)
 
@@ -138,27 +146,54 @@ class KernelBridge:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Install the kernel side of the channel (once per kernel)."""
-        with open(_KERNEL_SIDE) as handle:
-            source = handle.read()
-        self._secret = source
-        self._execute(source)
+        """Install the kernel side of the channel and the probes (once per kernel)."""
+        channel, probes = kernel.source("channel"), kernel.source("probes")
+        self._secret = channel + "\n" + probes
+        self._execute(f"{channel}\n_flowlab_probe = _flowlab_channel({probes!r}, get_ipython())\n"
+                      "del _flowlab_channel\n")
         self._started = True
 
+    def _define(self, piece: str) -> None:
+        """Define the grader's piece ``piece`` in the kernel (once per kernel)."""
+        if piece not in PIECES:
+            raise ValueError(f"no grader piece {piece!r}: the pieces are {', '.join(PIECES)} "
+                             "(flowlab_course/kernel/pieces/)")
+        text = kernel.source(f"pieces/{piece}")
+        self._secret += "\n" + text
+        self._execute(f"_flowlab_probe.define({piece!r}, {text!r})")
+        self._defined.add(piece)
+
     # ------------------------------------------------------------------ probes
-    def call(self, code: str, /, **inputs: Any) -> Any:
-        """Run ``code`` in a copy of the student's namespace with ``inputs`` bound; return ``result``.
+    def call(self, probe: str, /, *, pieces: Sequence[str] = (), **inputs: Any) -> Any:
+        """Run the kernel's probe function ``probe`` on ``inputs``; return what it returned.
+
+        ``probe`` names a function of :mod:`flowlab_course.kernel.probes` and ``inputs`` are its
+        arguments (plain values: :mod:`.wire`); ``pieces`` are the grader's pieces
+        (:mod:`flowlab_course.kernel.pieces`) it uses, defined in the kernel first.  A name that
+        is not a probe, or arguments the probe does not take, are refused here (a grader's bug)
+        before anything is sent.
 
         Raises:
             StudentError: the student's code raised (message already cleaned of hidden data).
             NoAnswer: no answer came back (timeout, or the kernel's channel was tampered with).
         """
+        fn = kernel_probes.PROBES.get(probe) if isinstance(probe, str) else None
+        if fn is None:
+            raise ValueError(f"no probe {probe!r}: a request names one of "
+                             f"{', '.join(sorted(kernel_probes.PROBES))} "
+                             "(flowlab_course/kernel/probes.py)")
+        try:
+            inspect.signature(fn).bind(None, **inputs)
+        except TypeError as err:
+            raise TypeError(f"probe {probe!r}: {err}") from None
         if not self._started:
             self.start()
+        for piece in pieces:
+            if piece not in self._defined:
+                self._define(piece)
         payload = json.dumps(wire.encode(inputs))
-        self._secret += "\n" + code
         self._words.update(_strings(inputs))   # names the grader sent (attribute names, keys)
-        request = f"_flowlab_probe({code!r}, {payload!r})"
+        request = f"_flowlab_probe({probe!r}, {payload!r})"
         outputs = self._execute(request)
         reply = None
         for out in outputs:

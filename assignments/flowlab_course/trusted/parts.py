@@ -7,8 +7,10 @@ A hidden-test cell of an assignment carries one directive in its hidden region::
     ### END HIDDEN TESTS
 
 The region is never sent to the student's kernel.  The runner finds the :class:`Part` registered
-under that key (``@part(...)`` in :mod:`flowlab_course.graders.assignment2`) and calls its
-``grade(kernel)`` in the trusted process.  A part says which student names it grades
+under that key (``@part(...)`` in :mod:`flowlab_course.graders.assignment2`, which registers
+itself here when it is imported: this package imports no grader, the composition is
+:mod:`flowlab_course.registry`) and calls its ``grade(kernel)`` in the trusted process.  What
+``grade`` may raise is :mod:`.errors`.  A part says which student names it grades
 (``defines``) and which flowlab code would be *delegation* for it (``reference`` modules,
 ``reference_functions`` such as ``flowlab.flow.Flow.sample``, attribute calls forbidden inside a
 graded function's body).  Those references are drawn from the grader module's assignment-level
@@ -23,11 +25,10 @@ reference for them.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Part", "Partial", "part", "lookup", "order", "declaration", "REGISTRY"]
+__all__ = ["Part", "Partial", "part", "lookup", "order", "REGISTRY"]
 
 #: ``"assignment2.affine_forward" -> Part``, filled when a grader module is imported.
 REGISTRY: dict[str, "Part"] = {}
@@ -105,42 +106,14 @@ def order(parts: dict[int, Part]) -> list[int]:
     return done
 
 
-def declaration(parts) -> list:
-    """The assignment-level ``GRADED`` declarations of the grader modules of ``parts``.
-
-    A grader module without one gets a declaration derived from its parts' references.
-    """
-    import sys
-
-    from .redaction import Graded
-
-    out, seen = [], set()
-    for p in parts:
-        module = p.key.split(".", 1)[0]
-        if module in seen:
-            continue
-        seen.add(module)
-        graded = getattr(sys.modules.get(f"flowlab_course.graders.{module}"), "GRADED", None)
-        if graded is None:
-            objects = {}
-            for q in parts:
-                if q.key.split(".", 1)[0] == module:
-                    for ref in (*q.reference, *q.reference_functions):
-                        objects.setdefault(ref, f"the {q.key.split('.', 1)[1].replace('_', ' ')} part")
-            graded = Graded(module.replace("assignment", "assignment "), objects)
-        out.append(graded)
-    return out
-
-
 def lookup(key: str) -> Part:
-    """The part registered under ``key``, importing ``flowlab_course.graders.<module>`` first."""
-    if key not in REGISTRY:
-        module = key.split(".", 1)[0]
-        try:
-            importlib.import_module(f"flowlab_course.graders.{module}")
-        except ImportError as err:
-            raise KeyError(f"no grader module for {key!r}: {err}") from None
+    """The part registered under ``key`` (its grader module must have been imported).
+
+    ``trusted/`` imports no grader: the entry points pass :func:`flowlab_course.registry.lookup`,
+    which imports the grader module of ``key`` first, to :func:`.runner.plan`.
+    """
     try:
         return REGISTRY[key]
     except KeyError:
-        raise KeyError(f"no hidden test registered as {key!r}") from None
+        raise KeyError(f"no hidden test registered as {key!r} (is its grader module imported? "
+                       "flowlab_course.registry.lookup imports it)") from None

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from nbformat.notebooknode import NotebookNode
 
-from ..graders.errors import DelegationError, GradingFailure
+from .errors import DelegationError, GradingFailure
 from .bridge import KernelBridge, NoAnswer, StudentError
 from .parts import Part, Partial, lookup, order
 from .static import Finding
@@ -53,8 +53,13 @@ def _is_grade(cell: NotebookNode) -> bool:
     return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
-def plan(nb: NotebookNode) -> Plan:
-    """Find the directives and cut the hidden regions out of the test cells (kept in ``hidden``)."""
+def plan(nb: NotebookNode, lookup: Callable[[str], Part] = lookup) -> Plan:
+    """Find the directives and cut the hidden regions out of the test cells (kept in ``hidden``).
+
+    ``lookup`` finds the part a directive names: :func:`flowlab_course.registry.lookup` (which
+    imports the grader module) from the entry points; the default looks only among the parts
+    already registered (this package imports no grader).
+    """
     result = Plan()
     for index, cell in enumerate(nb.cells):
         if not _is_grade(cell) or BEGIN not in cell.source:

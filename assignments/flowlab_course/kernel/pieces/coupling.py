@@ -9,6 +9,7 @@ their verdicts are final.
 """
 
 import torch
+
 from flowlab.distributions import StandardNormal
 from flowlab.flow import Flow
 from flowlab.transforms.base import Transform
