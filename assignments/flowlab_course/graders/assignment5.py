@@ -54,6 +54,7 @@ GRADED = Graded("assignment 5", {
     "flowlab.nets.made": "the MADE masks",
     "flowlab.models.maf": "the MAF layer",
     "flowlab.models.tarflow": "causal attention",
+    "flowlab.testing": "the log-determinant",
 })
 
 
