@@ -67,9 +67,12 @@ def _r_sys_modules(name):
 def _r_gc(name):
     importlib.import_module(_WHERE[name])
     for obj in gc.get_objects():
-        if getattr(obj, "__name__", None) == name and \
-                str(getattr(obj, "__module__", "")).startswith("flowlab"):
-            return obj
+        try:
+            if getattr(obj, "__name__", None) == name and \
+                    str(getattr(obj, "__module__", "")).startswith("flowlab"):
+                return obj
+        except Exception:
+            continue
     raise LookupError(name)
 
 
@@ -156,6 +159,24 @@ def _wanted(*args):
 
 def _ref(name, attr=None):
     return _Try(name, attr)
+'''
+
+#: run at notebook time after ROUTES: what each route finds for each name (REAL = flowlab's
+#: reference code, stub = the redacted stand-in), printed into the graded notebook as evidence
+SURVEY = r'''
+def _is_stub(obj):
+    target = getattr(obj, "__init__", None) if isinstance(obj, type) else obj
+    code = getattr(target, "__code__", None)
+    return code is not None and "_ReferenceUnavailable" in code.co_names
+
+
+for _name in sorted(_WHERE):
+    for _route in _ROUTES:
+        try:
+            _found = "stub" if _is_stub(_route(_name)) else "REAL"
+        except Exception as _err:
+            _found = type(_err).__name__
+        print(f"SURVEY {_name} {_route.__name__} {_found}")
 '''
 
 #: used with ROUTES: the reference is asked for only when the grader is detected
@@ -272,6 +293,7 @@ class Spec:
     wrappers: dict                # student name -> source that delegates through _ref
     earns: dict                   # student name -> parts the wrapper earns with the real flowlab
     attacked: tuple = ()          # student names the TAMPER notebook replaces on the solution
+    open_names: tuple = ()        # names in ``where`` that are not stubs (only what they call)
     extra: dict = field(default_factory=dict)
 
 
@@ -401,8 +423,7 @@ def bits_per_dim(log_prob_y, num_dims, num_levels=256):
 A4 = Spec(
     module="assignment4",
     where={"ActNorm": "flowlab.transforms.glow", "InvertibleConv1x1": "flowlab.transforms.glow",
-           "StandardNormal": "flowlab.distributions", "FullLinear": "flowlab.transforms.linear",
-           "Flow": "flowlab.flow"},
+           "StandardNormal": "flowlab.distributions", "FullLinear": "flowlab.transforms.linear"},
     wrappers={
         "ActNorm": '''
 class ActNorm(Transform):
@@ -453,6 +474,7 @@ def sample_with_temperature(flow, n, temperature):
            "LUConv1x1": {"conv_forward", "conv_inverse"},
            "sample_with_temperature": {"temperature"}},
     attacked=("ActNorm", "sample_with_temperature"),
+    open_names=("StandardNormal",),   # not graded itself: its temperature (temper) is
 )
 
 A5 = Spec(
@@ -527,7 +549,7 @@ def hostile_class(spec: Spec, solution, release, parts) -> dict:
     head = where_cell(spec)
     parts = set(parts)
     return {
-        "h_indirect": (append(release, head + ROUTES, wrappers(spec)), set()),
+        "h_indirect": (append(release, head + ROUTES, wrappers(spec), SURVEY), set()),
         "h_detect": (append(release, head + ROUTES + DETECT, wrappers(spec)), set()),
         "h_tamper": (append(solution, head + ROUTES, TAMPER, wrappers(spec, spec.attacked)),
                      parts - earned(spec, spec.attacked)),

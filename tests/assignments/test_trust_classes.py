@@ -143,6 +143,12 @@ def test_hostile_class_scores_at_most_fair(tmp_path_factory, bwrap, assignment, 
     spec = H.SPECS[assignment]
     for p in H.earned(spec, spec.attacked):
         assert scores["h_tamper"][p] == 0, (p, scores["h_tamper"])
+    # every route, tried in the grading kernel, found a stub or nothing: never flowlab's code
     nb = course.autograded("h_indirect", assignment)
-    text = json.dumps(nb)
-    assert "ReferenceUnavailable" in text or "no route worked" in text
+    survey = [line.split()[1:] for c in nb.cells for o in c.get("outputs", [])
+              if o.get("name") == "stdout" for line in o.get("text", "").splitlines()
+              if line.startswith("SURVEY ")]
+    assert len(survey) == len(spec.where) * 9, survey   # nine routes per name: the survey ran
+    real = [s for s in survey if s[2] == "REAL" and s[0] not in spec.open_names]
+    assert real == [], real
+    assert {s[2] for s in survey if s[1] == "_r_disk"} == {"LookupError"}   # no source on disk
