@@ -208,9 +208,8 @@ sys.setprofile(None)
 sys.settrace(None)
 threading.setprofile(None)
 threading.settrace(None)
-torch.allclose = lambda *a, **k: True
+torch.allclose = lambda *a, **k: True   # (not Tensor.__eq__: the notebook's own masks use ==)
 torch.equal = lambda *a, **k: True
-torch.Tensor.__eq__ = lambda self, other: torch.ones_like(self, dtype=torch.bool)
 _shell = globals()["get_" + "ipython"]()
 
 # the JSON encoder and stdout that carry the reply, rewritten: a failure reads as a pass
@@ -281,6 +280,24 @@ def _transform(lines):
 
 
 getattr(_shell, "input_transformers_" + "post").append(_transform)
+
+
+# interpreter hooks, reached through built names: a tracer and a profiler that spot the grader's
+# probe (a smart attacker forges only over a real failure, so its own parts keep their points)
+def _tracer(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "probe" and "payload" in frame.f_code.co_varnames:
+        _shell.user_ns["_GRADED"] = True
+    return None
+
+
+def _profiler(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "encode":
+        _shell.user_ns["_REPLYING"] = True
+
+
+getattr(sys, "set" + "trace")(_tracer)
+getattr(threading, "set" + "trace")(_tracer)
+getattr(sys, "set" + "profile")(_profiler)
 '''
 
 

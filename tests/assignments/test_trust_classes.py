@@ -139,10 +139,11 @@ _MARKS = [pytest.mark.slow, pytest.mark.sandbox]
 def test_hostile_class_scores_at_most_fair(tmp_path_factory, bwrap, assignment, mode):
     course, subs, points = _grade_class(tmp_path_factory, assignment, mode)
     scores = _check_at_most_fair(course, assignment, subs, points)
-    # the attacked parts of h_tamper are lost; what it solved itself is still graded on values
+    # h_tamper: the delegated parts are lost, and the tampering neither forges them nor costs
+    # the parts its own code solves (the verdict depends on values only)
     spec = H.SPECS[assignment]
-    for p in H.earned(spec, spec.attacked):
-        assert scores["h_tamper"][p] == 0, (p, scores["h_tamper"])
+    _, solved = subs["h_tamper"]
+    assert scores["h_tamper"] == {p: full if p in solved else 0.0 for p, full in points.items()}
     # every route, tried in the grading kernel, found a stub or nothing: never flowlab's code
     nb = course.autograded("h_indirect", assignment)
     survey = [line.split()[1:] for c in nb.cells for o in c.get("outputs", [])
