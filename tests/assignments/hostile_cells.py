@@ -95,7 +95,8 @@ def _r_disk(name):
         _DISK[name] = None
         needles = (f"class {name}(", f"def {name}(")
         for top, dirs, files in os.walk("/"):
-            dirs[:] = [d for d in dirs if os.path.join(top, d) not in _SKIP and d not in _SKIP_NAMES]
+            dirs[:] = [d for d in dirs
+                       if os.path.join(top, d) not in _SKIP and d not in _SKIP_NAMES]
             for f in files:
                 if not f.endswith(".py"):
                     continue
@@ -200,7 +201,8 @@ _MARK = "\x1eFLOWLAB-GRADER-RESULT "
 
 
 def _forged():
-    return _MARK + base64.b64encode(json.dumps({"ok": True, "result": None}).encode()).decode() + "\n"
+    reply = json.dumps({"ok": True, "result": None}).encode()
+    return _MARK + base64.b64encode(reply).decode() + "\n"
 
 
 # runtime evidence switched off
@@ -285,7 +287,8 @@ getattr(_shell, "input_transformers_" + "post").append(_transform)
 # interpreter hooks, reached through built names: a tracer and a profiler that spot the grader's
 # probe (a smart attacker forges only over a real failure, so its own parts keep their points)
 def _tracer(frame, event, arg):
-    if event == "call" and frame.f_code.co_name == "probe" and "payload" in frame.f_code.co_varnames:
+    code = frame.f_code
+    if event == "call" and code.co_name == "probe" and "payload" in code.co_varnames:
         _shell.user_ns["_GRADED"] = True
     return None
 

@@ -171,14 +171,15 @@ def test_alternative_correct_style_passes(style):
     "    return flow.rsample(n, temperature)",
     "    x, _ = flow.inverse(flow.base.sample(n, temperature))\n    return x",
     # issue 27's known hole: a StandardNormal of their own, sampled at temperature T
-    "    x, _ = flow.inverse(StandardNormal(flow.event_shape).sample(n, temperature=temperature))\n"
-    "    return x",
-    "    from flowlab.distributions import DiagonalGaussian\n"
-    "    x, _ = flow.inverse(DiagonalGaussian(flow.event_shape).sample(n, temperature))\n    return x",
-    "    from flowlab.distributions import temper\n"
-    "    x, _ = flow.inverse(temper(flow.base.sample(n), temperature))\n    return x",
-    "    return Flow(StandardNormal(flow.event_shape), [flow.transform])._draw(\n"
-    "        n, temperature, None, False)[0]",
+    ("    x, _ = flow.inverse(StandardNormal(flow.event_shape).sample(n, temperature=temperature))\n"
+     "    return x"),
+    ("    from flowlab.distributions import DiagonalGaussian\n"
+     "    x, _ = flow.inverse(DiagonalGaussian(flow.event_shape).sample(n, temperature))\n"
+     "    return x"),
+    ("    from flowlab.distributions import temper\n"
+     "    x, _ = flow.inverse(temper(flow.base.sample(n), temperature))\n    return x"),
+    ("    return Flow(StandardNormal(flow.event_shape), [flow.transform])._draw(\n"
+     "        n, temperature, None, False)[0]"),
     "    return Flow(StandardNormal(flow.event_shape), [flow.transform]).rsample(n, temperature)",
 ])
 def test_flowlab_temperature_sampling_earns_nothing(body):

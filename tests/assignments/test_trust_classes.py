@@ -23,9 +23,8 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 import hostile_cells as H
+import pytest
 from local_grading import namespace, source
 from nbgrader_course import Course, grade_cells, make_course, shared_run
 
