@@ -24,6 +24,7 @@ __all__ = [
     "StandardLogistic",
     "UniformBox",
     "check_temperature",
+    "temper",
 ]
 
 
@@ -52,6 +53,27 @@ def check_temperature(temperature: float) -> float:
             f"concentrates the draws, e.g. 0.7; 0 gives the mode), got {temperature!r}"
         )
     return temperature
+
+
+def temper(noise: Tensor, temperature: float) -> Tensor:
+    r"""The latent of a reduced-temperature draw, :math:`z = T\,\varepsilon`: ``noise``
+    :math:`\varepsilon` (a draw at temperature 1, centred at the mode) with its spread scaled by
+    ``temperature`` :math:`T` (checked with :func:`check_temperature`).
+
+    Every ``sample(n, temperature)`` of flowlab (the base distributions, and through them
+    :meth:`flowlab.flow.Flow.sample`) scales its noise here and nowhere else, so that this one
+    function is Glow's temperature sampling (https://arxiv.org/abs/1807.03039).
+
+    Example:
+        >>> temper(torch.ones(2), 0.5)
+        tensor([0.5000, 0.5000])
+    """
+    return check_temperature(temperature) * noise
+
+
+def _tempered(noise: Tensor, temperature: float) -> Tensor:
+    """``noise`` itself at temperature 1 (no scaling to do), else :func:`temper`."""
+    return noise if temperature == 1.0 else temper(noise, temperature)
 
 
 def _as_shape(event_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -136,7 +158,8 @@ class StandardNormal(BaseDistribution):
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         temperature = check_temperature(temperature)
         shape = self._noise_shape(n)
-        return temperature * torch.randn(shape, dtype=self._ref.dtype, device=self._ref.device)
+        return _tempered(torch.randn(shape, dtype=self._ref.dtype, device=self._ref.device),
+                         temperature)
 
 
 class DiagonalGaussian(BaseDistribution):
@@ -183,7 +206,7 @@ class DiagonalGaussian(BaseDistribution):
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         temperature = check_temperature(temperature)
         eps = torch.randn(self._noise_shape(n), dtype=self.loc.dtype, device=self.loc.device)
-        return self.loc + temperature * torch.exp(self.log_scale) * eps
+        return self.loc + torch.exp(self.log_scale) * _tempered(eps, temperature)
 
 
 class StandardLogistic(BaseDistribution):
@@ -212,7 +235,7 @@ class StandardLogistic(BaseDistribution):
         u = torch.rand(self._noise_shape(n), dtype=self._ref.dtype, device=self._ref.device)
         tiny = torch.finfo(u.dtype).tiny
         u = u.clamp(tiny, 1 - torch.finfo(u.dtype).eps)
-        return temperature * (torch.log(u) - torch.log1p(-u))
+        return _tempered(torch.log(u) - torch.log1p(-u), temperature)
 
 
 class UniformBox(BaseDistribution):

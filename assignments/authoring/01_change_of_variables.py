@@ -26,7 +26,8 @@
 # name gets no points.
 #
 # *flowlab while grading:* you may use `Transform` and anything of flowlab not listed here; its
-# leaky ReLU, triangular/LU/permutation layers are stubs while your notebook is graded.
+# leaky ReLU, its linear and permutation layers and `flowlab.testing` (the brute-force
+# log-determinant) are stubs while your notebook is graded.
 #
 # Total: 11 points.
 

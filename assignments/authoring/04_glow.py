@@ -9,8 +9,9 @@
 # images are `(batch, C, H, W)`; log-dets have shape `(batch,)`. Write the layers yourself (no
 # flowlab Glow layers). Total: 12 points.
 # *flowlab while grading:* you may use `Transform`, `Flow` and the distributions (including
-# `flow.base.sample(n)`); its Glow layers and models, `LULinear`, `flow.sample` and
-# `flow.sample_with_log_prob` are stubs while your notebook is graded.
+# `flow.base.sample(n)`); its Glow layers and models, its linear layers, `flowlab.testing` and
+# its temperature sampling (`flow.sample`, `flow.rsample`, `flow.sample_with_log_prob`, and any
+# `sample(n, temperature=T)` with `T != 1`) are stubs while your notebook is graded.
 #
 # *The coupling's order.* Glow's affine coupling is assignment 2's with one difference you will
 # meet in flowlab's `GlowCoupling` (and in Glow's published code): it **shifts first, then

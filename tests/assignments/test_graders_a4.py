@@ -13,7 +13,9 @@ Checked here (issue 12):
 * correct solutions in other styles pass: ``conv2d``, ``torch.linalg.solve``, LU triangular
   solves, ``slogdet`` log-dets, biased std with an eps, ``.data`` assignment, ``torch.randn`` with
   ``flow.event_shape``, debug prints, ``logging`` and ``tqdm`` on stderr;
-* flowlab's own temperature sampling is delegation, however it is reached.
+* flowlab's own temperature sampling earns nothing, however it is reached (``Flow.sample``,
+  ``rsample``, a ``StandardNormal`` or ``DiagonalGaussian`` of the student's own sampled with
+  ``temperature=T``, ``distributions.temper``): they are stubs while graded.
 """
 
 from __future__ import annotations
@@ -166,27 +168,42 @@ def test_alternative_correct_style_passes(style):
 @pytest.mark.parametrize("body", [
     "    return flow.sample(n, temperature=temperature)",
     "    return Flow.sample(flow, n, temperature)",
+    "    return flow.rsample(n, temperature)",
     "    x, _ = flow.inverse(flow.base.sample(n, temperature))\n    return x",
+    # issue 27's known hole: a StandardNormal of their own, sampled at temperature T
+    ("    x, _ = flow.inverse(StandardNormal(flow.event_shape).sample(n, temperature=temperature))\n"
+     "    return x"),
+    ("    from flowlab.distributions import DiagonalGaussian\n"
+     "    x, _ = flow.inverse(DiagonalGaussian(flow.event_shape).sample(n, temperature))\n"
+     "    return x"),
+    ("    from flowlab.distributions import temper\n"
+     "    x, _ = flow.inverse(temper(flow.base.sample(n), temperature))\n    return x"),
+    ("    return Flow(StandardNormal(flow.event_shape), [flow.transform])._draw(\n"
+     "        n, temperature, None, False)[0]"),
+    "    return Flow(StandardNormal(flow.event_shape), [flow.transform]).rsample(n, temperature)",
 ])
 def test_flowlab_temperature_sampling_earns_nothing(body):
-    """Separation: Flow.sample is a stub in the grading kernel, the grader's base ignores T."""
+    """Separation: flowlab's temperature sampling (Flow.sample/rsample, and distributions.temper,
+    through which every base distribution scales its noise) is a stub in the grading kernel,
+    and the grader's own base ignores T: however flowlab is asked to scale the latent, the part
+    is lost."""
     from local_grading import grade_separated
 
     nb = patch(SOURCE, _TEMPERATURE, "    from flowlab.distributions import StandardNormal\n"
                "    from flowlab.flow import Flow\n" + body)
     err = grade_separated(MODULE, nb, "temperature")
     assert err is not None and err.part == "temperature", err
+    # with the real flowlab the same code computes right values: the stub is what stops it
+    if "StandardNormal(flow.event_shape).sample" in body:
+        assert grade(MODULE, namespace(nb), "temperature") is None
 
 
-def test_a_students_own_standard_normal_with_temperature_is_graded_on_its_values():
-    """Out of scope of separation (book/sandbox.md): flowlab's distributions stay available, so
-    sampling a StandardNormal of their own with ``temperature=T`` computes the right values."""
+def test_the_notebooks_own_sampling_works_while_graded():
+    """The stubs leave what the notebook needs: flow.base.sample(n) at T = 1, Flow.inverse and
+    log_prob (the solution passes every part against the redacted flowlab)."""
     from local_grading import grade_separated
 
-    nb = patch(SOURCE, _TEMPERATURE, "    from flowlab.distributions import StandardNormal\n"
-               "    x, _ = flow.inverse(StandardNormal(flow.event_shape).sample(n, "
-               "temperature=temperature))\n    return x")
-    assert grade_separated(MODULE, nb, "temperature") is None
+    assert {p: str(e) for p in PARTS if (e := grade_separated(MODULE, SOURCE, p)) is not None} == {}
 
 
 def test_forward_that_ignores_initialized_is_named():

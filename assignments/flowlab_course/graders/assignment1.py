@@ -63,6 +63,7 @@ GRADED = Graded("assignment 1", {
     **{name: "the leaky ReLU layer" for name in POINTWISE},
     **{name: "the triangular linear layer" for name in LINEAR},
     **{name: "the permutation layer" for name in PERMUTATION if name not in LINEAR},
+    "flowlab.testing": "the log-determinant",
 })
 
 _LOG_2PI = math.log(2 * math.pi)

@@ -72,6 +72,8 @@ GRADED = Graded("assignment 2", {
     "flowlab.transforms.image": "the coupling layers",
     "flowlab.models.realnvp": "the RealNVP stack",
     "flowlab.train": "the training loop",
+    "flowlab.transforms.autoregressive": "the affine coupling layer",
+    "flowlab.testing": "the log-determinant",
 })
 
 #: steps of the graded training run and the test NLL (nats) it must reach.

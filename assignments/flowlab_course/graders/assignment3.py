@@ -73,6 +73,8 @@ GRADED = Graded("assignment 3", {
     "flowlab.models.multiscale": "the multi-scale architecture",
     "flowlab.models.image_flow": "the multi-scale architecture",
     "flowlab.models.glow": "the multi-scale architecture",
+    "flowlab.transforms.autoregressive": "the masked affine coupling",
+    "flowlab.testing": "the log-determinant",
 })
 
 

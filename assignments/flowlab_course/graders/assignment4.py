@@ -17,8 +17,9 @@ Parts (each a :func:`~flowlab_course.trusted.parts.part`, key = the test cell's 
   non-square images;
 * ``temperature`` — sampling :math:`x = g(z)`, :math:`z \sim \mathcal N(0, T^2 I)`, from a
   grader-made flowlab ``Flow`` whose layer records every call (vector and image-shaped events);
-  flowlab's own temperature sampling (``Flow.sample(n, temperature)``,
-  ``base.sample(n, temperature)``) is delegation.
+  flowlab's own temperature sampling is a stub while graded (``Flow.sample``/``rsample``/
+  ``sample_with_log_prob`` and :func:`flowlab.distributions.temper`, through which every
+  ``base.sample(n, temperature)`` of flowlab scales its noise; at ``T = 1`` sampling still works).
 
 Every part checks fixed adversarial cases besides fresh random ones (C = 40 and C = 20 channels
 beyond small constants, float32 layers and images; what each pins down is written next to it);
@@ -63,6 +64,10 @@ GRADED = Graded("assignment 4", {
     "flowlab.transforms.linear.LULinear": "the LU-parameterised 1x1 convolution",
     "flowlab.flow.Flow.sample": "sampling with a temperature",
     "flowlab.flow.Flow.sample_with_log_prob": "sampling with a temperature",
+    "flowlab.flow.Flow.rsample": "sampling with a temperature",
+    "flowlab.distributions.temper": "sampling with a temperature",
+    "flowlab.transforms.linear.LinearTransform": "ActNorm and the invertible 1x1 convolution",
+    "flowlab.testing": "the log-determinant",
 })
 CONV = ("flowlab.transforms.glow.InvertibleConv1x1", "flowlab.transforms.glow.LUInvertibleConv1x1", "flowlab.transforms.linear.LULinear", "flowlab.models.glow")
 
@@ -587,7 +592,8 @@ N_SAMPLES = 20000
 
 
 @part("temperature", defines=("sample_with_temperature",), reference=GLOW,
-      reference_functions=("flowlab.flow.Flow.sample", "flowlab.flow.Flow.sample_with_log_prob"))
+      reference_functions=("flowlab.flow.Flow.sample", "flowlab.flow.Flow.sample_with_log_prob",
+                           "flowlab.flow.Flow.rsample", "flowlab.distributions.temper"))
 def grade_temperature(k) -> None:
     name = "temperature"
     gen = fresh_generator()

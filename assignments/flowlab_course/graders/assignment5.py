@@ -56,6 +56,7 @@ GRADED = Graded("assignment 5", {
     # the affine map a MAF layer applies per coordinate (Affine()(x, params) is its formula)
     "flowlab.transforms.univariate.Affine": "the MAF layer",
     "flowlab.models.tarflow": "causal attention",
+    "flowlab.testing": "the log-determinant",
 })
 
 
