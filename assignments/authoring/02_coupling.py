@@ -25,7 +25,8 @@
 #
 # Write the layers yourself with torch operations (no flowlab coupling layers or models).
 # *flowlab while grading:* you may use `Transform`, `Flow`, `StandardNormal`, masks and data; its
-# coupling layers (also `GlowCoupling`, splines, image couplings, autoregressive layers),
+# coupling layers (also `GlowCoupling`, splines, image couplings, autoregressive layers, the
+# elementwise transformers `Additive` and `Affine`),
 # `flowlab.models.realnvp`, `flowlab.train` and `flowlab.testing` are stubs while your notebook
 # is graded.
 # Total: 15 points.

@@ -8,7 +8,8 @@
 # normalizing, $g = f^{-1}$ generative, layers return `(output, log|det|)` with one log-det per
 # sample. Write everything yourself with torch operations (no flowlab image layers).
 # *flowlab while grading:* you may use `Transform`, `Flow` and the distributions; its image
-# layers and masks, couplings (autoregressive layers too), dequantization, metrics, multi-scale
+# layers and masks, couplings (autoregressive layers and the `Affine` transformer too),
+# dequantization, metrics, multi-scale
 # models and `flowlab.testing` are stubs while your notebook is graded.
 #
 # Total: 15 points.

@@ -15,7 +15,8 @@
 # generative, layers return `(output, log|det|)` with one log-det per sample. Write everything
 # yourself with torch operations (no flowlab autoregressive layers, no MADE from a library).
 # *flowlab while grading:* you may use `Transform`, `Flow` and the distributions; its
-# autoregressive layers, MADE, MAF, TarFlow and `flowlab.testing` are stubs while your notebook
+# autoregressive layers, the `Affine` transformer, MADE, MAF, TarFlow and `flowlab.testing` are
+# stubs while your notebook
 # is graded.
 #
 # Total: 11 points.
