@@ -382,7 +382,7 @@ A3 = Spec(
            "MaskedAffineCoupling": "flowlab.transforms.image",
            "UniformDequantization": "flowlab.transforms.dequantize",
            "bits_per_dim": "flowlab.metrics",
-           "MaskedAffineAutoregressive": "flowlab.transforms.autoregressive"},
+           "Affine": "flowlab.transforms.univariate"},
     wrappers={
         "squeeze": '''
 def squeeze(x):
@@ -408,15 +408,14 @@ class MaskedAffineCoupling(Transform):
         self.conditioner = conditioner
 
     def _elementwise(self, x, inverse):
-        # the affine formula of flowlab's autoregressive layer, on the transformed part only
+        # the affine formula of flowlab's elementwise transformer, on the transformed part only
         b = self.mask
         t, s = self.conditioner(b * x).chunk(2, dim=1)
         s, t = (1 - b) * s, (1 - b) * t
-        holder = type("H", (), {"scale_bound": None})()
-        flat = lambda v: v.reshape(v.shape[0], -1)
-        y, ld = _ref("MaskedAffineAutoregressive", "elementwise")(
-            holder, flat(x), torch.stack([flat(s), flat(t)], 1), inverse)
-        return y.reshape(x.shape), ld
+        affine = _ref("Affine")(bound=None)      # the elementwise transformer of every coupling
+        step = affine.inverse if inverse else affine.forward
+        y, ladj = step(x, torch.stack([t, s], -1))
+        return y, ladj.reshape(x.shape[0], -1).sum(1)
 
     def forward(self, x):
         return self._elementwise(x, False)
@@ -500,7 +499,7 @@ def sample_with_temperature(flow, n, temperature):
 A5 = Spec(
     module="assignment5",
     where={"made_degrees": "flowlab.nets.made",
-           "MaskedAffineAutoregressive": "flowlab.transforms.autoregressive"},
+           "Affine": "flowlab.transforms.univariate"},
     wrappers={
         "made_degrees": '''
 def made_degrees(features, hidden_sizes):
@@ -513,9 +512,10 @@ class MAF(Transform):
         self.conditioner = conditioner
 
     def _elementwise(self, inputs, mu, alpha, inverse):
-        holder = type("H", (), {"scale_bound": None})()
-        return _ref("MaskedAffineAutoregressive", "elementwise")(
-            holder, inputs, torch.stack([alpha, mu], 1), inverse)
+        affine = _ref("Affine")(bound=None)      # the elementwise transformer of MAF
+        step = affine.inverse if inverse else affine.forward
+        y, ladj = step(inputs, torch.stack([mu, alpha], -1))
+        return y, ladj.sum(1)
 
     def forward(self, x):
         mu, alpha = self.conditioner(x).chunk(2, dim=1)

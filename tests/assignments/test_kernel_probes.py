@@ -230,8 +230,11 @@ def test_a_piece_enters_the_kernel_once_and_only_when_a_request_needs_it() -> No
     for _ in range(2):
         bridge.call("attention", pieces=("causal_mask",), x=x, wq=None, wk=None, wv=None,
                     shift=False, perturbed=[])
-    defines = [s for s in bridge.sources if s.startswith("_flowlab_probe.define(")]
-    assert len(defines) == 1 and defines[0].startswith("_flowlab_probe.define('causal_mask', ")
+    calls = [ast.parse(r, mode="eval").body for r in bridge.sources[1:]]
+    assert [(c.func.id, c.args[0].value) for c in calls] == [("_flowlab_probe", "attention")] * 2
+    payloads = [wire.decode(json.loads(c.args[1].value)) for c in calls]
+    # the piece travels inside the first request that needs it (one entry point), and only there
+    assert payloads[0]["$pieces"] == {"causal_mask": piece} and "$pieces" not in payloads[1]
     assert "causal_mask" not in ns   # put back: the student never had one
 
 

@@ -43,7 +43,7 @@ def _namespace(assignment: str, *cells: str) -> dict:
 def _grade_all(spec, ns, bridge=None) -> dict:
     from flowlab_course.graders.errors import GradingFailure
     from flowlab_course.trusted.bridge import LocalBridge
-    from flowlab_course.trusted.parts import lookup
+    from flowlab_course.registry import lookup
 
     out = {}
     for p in sorted(H.earned(spec)):

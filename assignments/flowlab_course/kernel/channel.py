@@ -11,8 +11,10 @@ Every request then *names* a probe function and passes its arguments as JSON (te
 bytes): ``_flowlab_probe("layer_call", '{"$dict": [...]}')``.  A name that is not a probe is
 refused; no code string is ever executed per request.  The probe runs on a copy of the student's
 namespace (:class:`.probes.Context`), and what it returns goes back as **plain data** on stdout
-after a marker.  A grader's piece (:mod:`.pieces`) is defined once, when a request first needs
-it, by ``_flowlab_probe.define(name, <the piece module's text>)``.
+after a marker.  A grader's piece (:mod:`.pieces`) travels inside the first request that needs
+it (the payload's ``"$pieces"`` entry, ``{name: <the piece module's text>}``) and stays defined for
+the kernel's later requests: the channel has **one** entry point with one signature, so whatever
+a student's code wraps it with and passes requests through also passes the pieces.
 
 Nothing is decided here: the checks, the tolerances, the reference computations and the verdict
 are in the trusted process, which only ever sees values.  Nothing produced here is evidence (no
@@ -26,7 +28,7 @@ a student's; only ``_flowlab_probe`` stays in their namespace.
 
 
 def _flowlab_channel(probes_source, shell):
-    """The channel's entry point ``probe(name, payload)`` (with ``probe.define(name, text)``).
+    """The channel's one entry point ``probe(name, payload)``.
 
     Args:
         probes_source: the text of :mod:`flowlab_course.kernel.probes`.
@@ -112,6 +114,8 @@ def _flowlab_channel(probes_source, shell):
             return
         try:
             kwargs = decode(json.loads(payload))
+            for piece, text in kwargs.pop("$pieces", {}).items():  # first needed by this request
+                pieces[piece] = load(f"pieces/{piece}", text)
             result = fn(context(shell.user_ns, pieces), **kwargs)
             answer = {"ok": True, "result": encode(result)}
         except BaseException as err:  # noqa: BLE001 - every failure of the student's code is data
@@ -119,11 +123,6 @@ def _flowlab_channel(probes_source, shell):
                       "where": student_line(err)}
         reply(answer)
 
-    def define(name, text):
-        """Define the grader's piece ``name`` (its module's source) for the probes that follow."""
-        pieces[name] = load(f"pieces/{name}", text)
-
-    probe.define = define
     return probe
 
 

@@ -40,6 +40,9 @@ from . import wire
 
 __all__ = ["KernelBridge", "StudentError", "NoAnswer"]
 
+#: The payload entry that carries grader pieces' source (:mod:`flowlab_course.kernel.channel`).
+PIECES_KEY = "$pieces"
+
 _MARKER = "\x1eFLOWLAB-GRADER-RESULT "
 _DECIMAL = re.compile(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?|[-+]?\d+[eE][-+]?\d+")
 _NAME_ERROR = re.compile(r"name '([A-Za-z_][A-Za-z0-9_]{0,60})' is not defined")
@@ -153,15 +156,21 @@ class KernelBridge:
                       "del _flowlab_channel\n")
         self._started = True
 
-    def _define(self, piece: str) -> None:
-        """Define the grader's piece ``piece`` in the kernel (once per kernel)."""
-        if piece not in PIECES:
-            raise ValueError(f"no grader piece {piece!r}: the pieces are {', '.join(PIECES)} "
-                             "(flowlab_course/kernel/pieces/)")
-        text = kernel.source(f"pieces/{piece}")
-        self._secret += "\n" + text
-        self._execute(f"_flowlab_probe.define({piece!r}, {text!r})")
-        self._defined.add(piece)
+    def _piece_sources(self, pieces: Sequence[str]) -> dict[str, str]:
+        """``{piece: module text}`` of the grader's pieces not yet defined in this kernel.
+
+        They travel inside the request that first needs them (the channel has one entry point,
+        ``_flowlab_probe(name, payload)``, so anything that passes requests through passes these
+        too) and stay defined for the kernel's later requests."""
+        fresh = {}
+        for piece in pieces:
+            if piece not in PIECES:
+                raise ValueError(f"no grader piece {piece!r}: the pieces are {', '.join(PIECES)} "
+                                 "(flowlab_course/kernel/pieces/)")
+            if piece not in self._defined and piece not in fresh:
+                fresh[piece] = kernel.source(f"pieces/{piece}")
+                self._secret += "\n" + fresh[piece]
+        return fresh
 
     # ------------------------------------------------------------------ probes
     def call(self, probe: str, /, *, pieces: Sequence[str] = (), **inputs: Any) -> Any:
@@ -188,10 +197,9 @@ class KernelBridge:
             raise TypeError(f"probe {probe!r}: {err}") from None
         if not self._started:
             self.start()
-        for piece in pieces:
-            if piece not in self._defined:
-                self._define(piece)
-        payload = json.dumps(wire.encode(inputs))
+        fresh = self._piece_sources(pieces)
+        payload = json.dumps(wire.encode({**inputs, PIECES_KEY: fresh} if fresh else inputs))
+        self._defined.update(fresh)
         self._words.update(_strings(inputs))   # names the grader sent (attribute names, keys)
         request = f"_flowlab_probe({probe!r}, {payload!r})"
         outputs = self._execute(request)
