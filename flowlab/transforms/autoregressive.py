@@ -54,7 +54,7 @@ from torch import Tensor
 from ..checks import check_input
 from ..nets.made import MADE
 from .base import Transform, sum_except_batch
-from .splines import RQSpline
+from .splines import RQSpline, SplineSettings
 from .univariate import SCALE_BOUND, Affine, Univariate, params_last
 
 __all__ = [
@@ -239,7 +239,7 @@ class InverseAffineAutoregressive(MaskedAffineAutoregressive):
         return self._one_pass(self._check(z, "z"), context)
 
 
-class MaskedRQSplineAutoregressive(MaskedAutoregressive):
+class MaskedRQSplineAutoregressive(SplineSettings, MaskedAutoregressive):
     r"""Autoregressive neural spline flow layer (Durkan et al. 2019,
     https://arxiv.org/abs/1906.04032): a rational-quadratic spline per coordinate.
 
@@ -276,16 +276,6 @@ class MaskedRQSplineAutoregressive(MaskedAutoregressive):
         bound: float = 3.0,
     ) -> None:
         super().__init__(features, RQSpline(bins, bound), hidden, context_features, order, seed)
-
-    @property
-    def bins(self) -> int:
-        """:math:`K`, the number of bins."""
-        return self.transformer.bins
-
-    @property
-    def bound(self) -> float:
-        """:math:`B`, the half-width of the spline's interval."""
-        return self.transformer.bound
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bins={self.bins}, bound={self.bound}"

@@ -16,7 +16,7 @@ from ..checks import check_input
 from ..nets.resnet import ResNet
 from .base import Transform, sum_except_batch
 from .masks import MaskLike, as_mask
-from .univariate import SCALE_BOUND, Affine
+from .univariate import SCALE_BOUND, Affine, params_last
 
 __all__ = ["ActNorm", "InvertibleConv1x1", "LUInvertibleConv1x1", "GlowCoupling"]
 
@@ -353,9 +353,6 @@ class GlowCoupling(Transform):
         self.register_buffer("_index_a", idx_a, persistent=False)
         self.register_buffer("_index_b", idx_b, persistent=False)
         self.register_buffer("_merge", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
-        self.scale = scale
-        self.scale_bound = float(scale_bound)
-        self._changed = self.channels - self.kept
         changed = self.channels - self.kept
         self.conditioner = conditioner or ResNet(
             self.kept, 2 * changed, hidden_channels, blocks, dropout=dropout
@@ -370,9 +367,19 @@ class GlowCoupling(Transform):
         out = torch.cat([a, b], dim=1)
         return out if self._halves else out.index_select(1, self._merge)
 
+    @property
+    def scale(self) -> str:
+        """``"sigmoid"`` or ``"tanh"``: the log-scale parameterization of the transformer."""
+        return self.transformer.scale
+
+    @property
+    def scale_bound(self) -> float:
+        """:math:`B` of the ``tanh`` log-scale."""
+        return self.transformer.bound
+
     def _params(self, kept: Tensor) -> Tensor:
         """The transformer's parameters ``(batch, n_B, H, W, 2)``: (shift, raw scale)."""
-        return self.conditioner(kept).unflatten(1, (2, self._changed)).movedim(1, -1)
+        return params_last(self.conditioner(kept), 2)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = _check_channels(x, self, "x", self.channels)

@@ -21,7 +21,7 @@ from ..checks import check_input
 from ..nets.resnet import ResNet
 from .base import Transform, sum_except_batch
 from .masks import Mask
-from .univariate import SCALE_BOUND, Affine
+from .univariate import SCALE_BOUND, Affine, params_last
 
 __all__ = [
     "Squeeze",
@@ -264,9 +264,8 @@ class MaskedAffineCoupling(Transform):
                 f"the conditioner returned {params.shape[1]} channels; it must return "
                 f"2 * C = {2 * self.channels} (shift and log-scale)"
             )
-        # (batch, 2, C, H, W) * (1 - b): zero parameters (the identity) on the kept values
-        free = params.unflatten(1, (2, self.channels)) * (1.0 - self.mask)
-        return free.movedim(1, -1)
+        # zero parameters (the identity) on the kept values
+        return params_last(params, 2) * (1.0 - self.mask).unsqueeze(-1)
 
     def _check(self, x: Tensor, name: str) -> Tensor:
         x = check_image(

@@ -297,7 +297,22 @@ class RQSpline(Univariate):
         return f"bins={self.bins}, bound={self.bound}, param_scale={self.param_scale:.4g}"
 
 
-class RQSplineCoupling(Coupling):
+class SplineSettings:
+    """``bins`` and ``bound`` of a layer that holds an :class:`RQSpline` as ``self.transformer``
+    (the spline coupling and the spline MAF read them from their one transformer)."""
+
+    @property
+    def bins(self) -> int:
+        """:math:`K`, the number of bins."""
+        return self.transformer.bins
+
+    @property
+    def bound(self) -> float:
+        """:math:`B`, the half-width of the spline's interval."""
+        return self.transformer.bound
+
+
+class RQSplineCoupling(SplineSettings, Coupling):
     r"""Coupling layer whose transformer is a rational-quadratic spline per coordinate of
     :math:`x_B` (Durkan et al. 2019, https://arxiv.org/abs/1906.04032): a
     :class:`~flowlab.transforms.coupling.Coupling` with :class:`RQSpline`,
@@ -376,16 +391,6 @@ class RQSplineCoupling(Coupling):
             param_scale = 1.0 / math.sqrt(widths[-1]) if widths else 1.0
         spline = RQSpline(bins, bound, min_bin_width, min_bin_height, min_derivative, param_scale)
         super().__init__(mask, spline, conditioner, hidden, context_features)
-
-    @property
-    def bins(self) -> int:
-        """:math:`K`, the number of bins."""
-        return self.transformer.bins
-
-    @property
-    def bound(self) -> float:
-        """:math:`B`, the half-width of the spline's interval."""
-        return self.transformer.bound
 
     @property
     def param_scale(self) -> float:
