@@ -119,8 +119,9 @@ class Person:
 
 
 def _private_ancestor(path: Path) -> Path | None:
-    """The top-most folder above ``path`` that other users cannot enter, if any."""
-    for parent in reversed(path.parents):
+    """The top-most folder at or above ``path`` that other users cannot enter, if any (``path``
+    itself counts: ``mktemp -d`` makes a 0700 folder to clone into)."""
+    for parent in [*reversed(path.parents), path]:
         if not parent.stat().st_mode & 0o001:
             return parent
     return None
